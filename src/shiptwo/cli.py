@@ -1,0 +1,74 @@
+"""The `shiptwo` command line.
+
+Each command group lives beside the code it drives and registers itself through a
+`register(subparsers)` function. Registration imports only argparse-level code, so
+`shiptwo pv validate` never pays for torch or tokenizers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from shiptwo import __version__
+from shiptwo.errors import ShiptwoError, UsageError
+
+# Modules whose `register(subparsers)` adds commands, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "shiptwo.contract.cli",
+    "shiptwo.tokenize.cli",
+    "shiptwo.apr.cli",
+    "shiptwo.train_cli",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so `main` owns every exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shiptwo", description="Falsifier-first contracts for shipping ML models.")
+    parser.add_argument("--version", action="version", version=f"shiptwo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # A group not built yet is skipped; an import error inside a module is real.
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (0 ok, 1 findings/failure, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return int(func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ShiptwoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
