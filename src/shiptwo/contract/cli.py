@@ -1,0 +1,142 @@
+"""`shiptwo pv ...`: validate contracts, compute statuses from evidence, write them back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    pv = subparsers.add_parser("pv", help="validate contracts and their falsifiers' status (proof verification)")
+    pv_sub = pv.add_subparsers(dest="pv_command", metavar="COMMAND", parser_class=type(pv))
+    pv.set_defaults(func=lambda args: _help(pv))
+
+    validate = pv_sub.add_parser(
+        "validate",
+        help="validate contracts and report each falsifier's status from run evidence",
+        description="Validate contracts, then compute every falsifier's status from the run records. "
+        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED falsifier or a failed --check; "
+        "2: usage error or nothing to check.",
+    )
+    _common(validate)
+    validate.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
+    mode = validate.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write status and evidence back into the YAML")
+    mode.add_argument("--check", action="store_true", help="fail when the YAML's statuses differ from the evidence")
+    validate.add_argument("-q", "--quiet", action="store_true", help="text format: findings and the summary only")
+    validate.set_defaults(func=_validate)
+
+    status = pv_sub.add_parser("status", help="table of every contract and falsifier: declared vs discharged")
+    _common(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=_status)
+
+    rules = pv_sub.add_parser("rules", help="print the catalog of validation rules")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+    rules.set_defaults(func=_rules)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="contract files or directories (default: contracts/)")
+    p.add_argument("--evidence", type=Path, metavar="DIR", help="run records directory (default: <root>/evidence/runs)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="project root for `tests:` entries (default: found from PATH)")
+    p.add_argument(
+        "--tests-dir", type=Path, action="append", metavar="DIR",
+        help="directory scanned for falsifier markers (repeatable; default: <root>/falsifiers)",
+    )
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from shiptwo.contract.evaluate import evaluate
+    from shiptwo.contract.validate import validate_paths
+    from shiptwo.errors import UsageError
+
+    paths = args.paths or [Path("contracts")]
+    if not args.paths and not Path("contracts").is_dir():
+        raise UsageError("no PATH given and ./contracts does not exist; pass the contracts directory")
+    result = validate_paths(paths, root=args.root, test_dirs=args.tests_dir)
+    if not result.contracts and not result.findings:
+        raise UsageError(f"nothing to check: no shiptwo.contract/v1 YAML under {', '.join(map(str, paths))}")
+    evidence = args.evidence or result.root / "evidence" / "runs"
+    return evaluate(result, evidence)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from shiptwo.contract import report
+    from shiptwo.contract.findings import finding, has_errors
+    from shiptwo.contract.writeback import write_statuses
+    from shiptwo.status import Status
+
+    ev = _evaluate(args)
+    if args.write and not has_errors(ev.validation.findings):
+        changed = write_statuses(ev)
+        for path in changed:
+            print(f"wrote {path}", file=sys.stderr)
+    elif args.write:
+        print("error: not writing statuses into contracts that have error findings", file=sys.stderr)
+    if args.check:
+        for c in ev.contracts:
+            rel = report._rel(ev, c.contract.path)
+            if c.contract.status != c.status.value:
+                ev.evidence_findings.append(
+                    finding("status-out-of-date", rel, 1, 1, f"status: YAML says {c.contract.status}, evidence says {c.status.value}; run `shiptwo pv validate --write`")
+                )
+            for f in c.falsifiers:
+                if f.falsifier.status != f.verdict.status.value:
+                    ev.evidence_findings.append(
+                        finding(
+                            "status-out-of-date", rel, 1, 1,
+                            f"{f.falsifier.id}: YAML says {f.falsifier.status}, evidence says {f.verdict.status.value}; run `shiptwo pv validate --write`",
+                        )
+                    )
+    if args.format == "json":
+        print(report.render_json(ev))
+    elif args.format == "github":
+        print(report.render_github(ev))
+    else:
+        print(report.render_text(ev, verbose=not args.quiet))
+    falsified = any(f.verdict.status is Status.FALSIFIED for c in ev.contracts for f in c.falsifiers)
+    failed_write = args.write and has_errors(ev.validation.findings)
+    return 1 if has_errors(ev.findings) or falsified or failed_write else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.contract import report
+
+    ev = _evaluate(args)
+    if args.format == "json":
+        print(json.dumps(report.to_json(ev)["contracts"], indent=2))
+        return 0
+    rows = [("CONTRACT / FALSIFIER", "DECLARED", "EVIDENCE", "REQUIRES")]
+    for c in ev.contracts:
+        rows.append((c.contract.id, c.contract.status or "-", c.status.value, ",".join(c.contract.requires) or "-"))
+        for f in c.falsifiers:
+            rows.append(
+                ("  " + f.falsifier.id, f.falsifier.status or "-", f.verdict.status.value, ",".join(f.falsifier.requires) or "-")
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    print(report.summary_line(ev))
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.contract.rules import BY_CODE
+
+    if args.format == "json":
+        print(json.dumps([{"code": r.code, "name": r.name, "severity": r.severity.value, "summary": r.summary} for r in BY_CODE.values()], indent=2))
+        return 0
+    for r in BY_CODE.values():
+        print(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")
+    return 0

@@ -1,0 +1,68 @@
+"""The catalog of validation rules: one stable code per kind of finding.
+
+Codes never change meaning once shipped; CI scripts filter on them. `shiptwo pv rules` prints
+this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    severity: Severity
+    summary: str
+
+
+_RULES = (
+    # The YAML text itself.
+    Rule("PV001", "yaml-syntax", Severity.ERROR, "The file is not parseable YAML (one document)."),
+    Rule("PV002", "yaml-empty", Severity.ERROR, "The file holds no YAML document."),
+    Rule("PV003", "yaml-encoding", Severity.ERROR, "The file is not UTF-8."),
+    Rule("PV004", "yaml-duplicate-key", Severity.ERROR, "A mapping repeats a key; YAML would keep only the last."),
+    Rule("PV005", "yaml-alias-bomb", Severity.ERROR, "Aliases expand beyond a sane size (billion laughs)."),
+    Rule("PV006", "yaml-key-type", Severity.ERROR, "A mapping key is not a plain scalar."),
+    Rule("PV007", "file-unreadable", Severity.ERROR, "The file cannot be read at all."),
+    # The schema.
+    Rule("PV101", "unknown-key", Severity.ERROR, "A key the contract format does not define (with a did-you-mean)."),
+    Rule("PV102", "missing-key", Severity.ERROR, "A required key is absent."),
+    Rule("PV103", "bad-value", Severity.ERROR, "A value has the wrong type, pattern or enum member."),
+    # Identity and naming.
+    Rule("PV201", "id-stem-mismatch", Severity.ERROR, "The contract `id` differs from the file stem."),
+    Rule("PV202", "version-not-semver", Severity.ERROR, "`version` is not MAJOR.MINOR.PATCH semver."),
+    Rule("PV203", "falsifier-id-format", Severity.ERROR, "A falsifier id is not FALSIFY-<AREA>-<NNN>."),
+    Rule("PV204", "changelog-version", Severity.WARNING, "The newest changelog entry is not for `version`."),
+    # Cross references.
+    Rule("PV301", "duplicate-obligation-id", Severity.ERROR, "Two obligations of one contract share an id."),
+    Rule("PV302", "duplicate-falsifier-id", Severity.ERROR, "Two falsifiers share an id (checked across all contracts)."),
+    Rule("PV303", "unknown-obligation", Severity.ERROR, "A falsifier names an obligation the contract does not declare."),
+    Rule("PV304", "uncovered-obligation", Severity.ERROR, "No falsifier covers an obligation: nothing could refute it."),
+    Rule("PV305", "duplicate-contract-id", Severity.ERROR, "Two files declare the same contract id."),
+    # Tests named in `tests:`.
+    Rule("PV401", "test-file-missing", Severity.ERROR, "A `tests:` entry names a file that does not exist."),
+    Rule("PV402", "test-missing", Severity.ERROR, "A `tests:` entry names a class or function the file does not define."),
+    Rule("PV403", "test-file-unparseable", Severity.ERROR, "A test file named in `tests:` is not valid Python."),
+    Rule("PV404", "test-ref-format", Severity.ERROR, "A `tests:` entry is not `path.py::name` or `path.py::Class::name`."),
+    Rule("PV405", "test-marker-mismatch", Severity.ERROR, "`tests:` and the tests' falsifier markers disagree."),
+    # Gates and measurements.
+    Rule("PV501", "unknown-host-gate", Severity.ERROR, "A `requires:` entry names no known host gate."),
+    Rule("PV502", "range-empty", Severity.ERROR, "A measurement range has neither `min` nor `max`."),
+    Rule("PV503", "range-inverted", Severity.ERROR, "A measurement range has `min` greater than `max`."),
+    Rule("PV504", "plausible-outside-pass", Severity.WARNING, "The plausible range and the pass range do not overlap."),
+    Rule("PV505", "measurement-unjudged", Severity.ERROR, "A measurement declares neither `pass` nor `plausible`."),
+    # Evidence.
+    Rule("PV601", "evidence-unreadable", Severity.ERROR, "A run record cannot be read or is of a newer schema."),
+    Rule("PV602", "status-out-of-date", Severity.ERROR, "The status written in the YAML differs from the evidence (--check)."),
+)
+
+RULES: dict[str, Rule] = {rule.name: rule for rule in _RULES}
+BY_CODE: dict[str, Rule] = {rule.code: rule for rule in _RULES}

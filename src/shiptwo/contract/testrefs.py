@@ -1,0 +1,114 @@
+"""Static view of the test files: which tests exist and which falsifiers their markers claim.
+
+Everything here reads source with `ast`; nothing is imported or run, so validating contracts
+never executes test code.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+ROOT_MARKERS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", ".git")
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest ancestor of `start` that looks like a project root (pyproject.toml, .git, ...)."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            return candidate
+    return start.parent if start.is_file() else start
+
+
+@dataclass(frozen=True)
+class TestFile:
+    """The tests of one file: node name (`func` or `Class::func`) -> falsifier ids marked on it."""
+
+    path: Path
+    tests: dict[str, frozenset[str]] = field(hash=False)
+    classes: frozenset[str] = frozenset()
+    error: str | None = None
+
+
+def _falsifier_ids(decorators: list[ast.expr]) -> set[str]:
+    ids: set[str] = set()
+    for deco in decorators:
+        if isinstance(deco, ast.Call) and _is_falsifier_mark(deco.func):
+            ids.update(a.value for a in deco.args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return ids
+
+
+def _is_falsifier_mark(func: ast.expr) -> bool:
+    # pytest.mark.falsifier(...) or mark.falsifier(...)
+    return isinstance(func, ast.Attribute) and func.attr == "falsifier" and (
+        (isinstance(func.value, ast.Attribute) and func.value.attr == "mark")
+        or (isinstance(func.value, ast.Name) and func.value.id == "mark")
+    )
+
+
+def _module_marks(tree: ast.Module) -> set[str]:
+    ids: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets):
+            value = stmt.value
+            items = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
+            ids |= _falsifier_ids(list(items))
+    return ids
+
+
+def _is_test(node: ast.stmt) -> bool:
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")
+
+
+@lru_cache(maxsize=4096)
+def _scan(path: Path, mtime_ns: int) -> TestFile:
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError) as exc:
+        return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
+    module_ids = _module_marks(tree)
+    tests: dict[str, frozenset[str]] = {}
+    classes: set[str] = set()
+    for stmt in tree.body:
+        if _is_test(stmt):
+            assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            tests[stmt.name] = frozenset(module_ids | _falsifier_ids(stmt.decorator_list))
+        elif isinstance(stmt, ast.ClassDef):
+            classes.add(stmt.name)
+            class_ids = module_ids | _falsifier_ids(stmt.decorator_list)
+            for body_stmt in stmt.body:
+                if _is_test(body_stmt):
+                    assert isinstance(body_stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    ids = class_ids | _falsifier_ids(body_stmt.decorator_list)
+                    tests[f"{stmt.name}::{body_stmt.name}"] = frozenset(ids)
+    return TestFile(path, tests, frozenset(classes))
+
+
+def scan_test_file(path: Path) -> TestFile:
+    """Parse a test file (cached until it changes)."""
+    return _scan(path.resolve(), path.stat().st_mtime_ns)
+
+
+def scan_tree(directory: Path) -> list[TestFile]:
+    """Scan every `test_*.py` / `*_test.py` under `directory` (none if it does not exist)."""
+    if not directory.is_dir():
+        return []
+    files = sorted({*directory.rglob("test_*.py"), *directory.rglob("*_test.py")})
+    return [scan_test_file(p) for p in files if "__pycache__" not in p.parts]
+
+
+@dataclass(frozen=True)
+class TestRef:
+    file: str
+    node: str  # `func` or `Class::func`, parametrization stripped
+
+    @classmethod
+    def parse(cls, text: str) -> TestRef | None:
+        parts = text.split("::")
+        if len(parts) not in (2, 3) or not parts[0].endswith(".py") or not all(parts):
+            return None
+        node = "::".join(parts[1:])
+        return cls(parts[0], node.split("[", 1)[0])

@@ -1,0 +1,413 @@
+"""Validate contract files: every finding of every file, never only the first.
+
+`validate_paths` reads the YAML, checks it against the shipped JSON Schema, then runs the
+checks a schema cannot express (ids against file stems, cross references across contracts,
+`tests:` entries resolved with `ast`, host gates, measurement ranges).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from shiptwo.contract.findings import Finding, finding
+from shiptwo.contract.model import Contract
+from shiptwo.contract.testrefs import TestFile, TestRef, find_project_root, scan_test_file, scan_tree
+from shiptwo.contract.yamlsafe import ParsedYaml, parse_yaml
+from shiptwo.errors import UsageError
+
+SCHEMA_ID = "shiptwo.contract/v1"
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+FALSIFIER_ID = re.compile(r"^FALSIFY-[A-Z0-9]+(?:-[A-Z0-9]+)*-\d{3}$")
+_YAML_RULES = {
+    "syntax": "yaml-syntax",
+    "empty": "yaml-empty",
+    "encoding": "yaml-encoding",
+    "duplicate-key": "yaml-duplicate-key",
+    "alias-bomb": "yaml-alias-bomb",
+    "key-type": "yaml-key-type",
+}
+
+
+@cache
+def contract_schema() -> dict[str, Any]:
+    """The JSON Schema shipped inside the package."""
+    text = resources.files("shiptwo.contract").joinpath("contract.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema = contract_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def known_gates() -> frozenset[str]:
+    from shiptwo.gates import GATES
+
+    return frozenset(GATES)
+
+
+@dataclass
+class ValidationResult:
+    """What validating a set of paths found."""
+
+    root: Path
+    contracts: list[Contract] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # YAML that is not a contract
+    markers: dict[str, list[str]] = field(default_factory=dict)  # falsifier id -> marked test node ids
+
+    def bound(self, falsifier_id: str) -> bool:
+        return bool(self.markers.get(falsifier_id))
+
+
+def collect_files(paths: Sequence[Path]) -> list[Path]:
+    """The YAML files named by `paths` (directories are searched recursively), sorted."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return sorted(set(files))
+
+
+def validate_paths(
+    paths: Sequence[Path], *, root: Path | None = None, test_dirs: Sequence[Path] | None = None
+) -> ValidationResult:
+    """Validate every contract under `paths`.
+
+    `root` resolves `tests:` entries (default: the project root above the first path);
+    `test_dirs` are scanned for falsifier markers (default: `<root>/falsifiers`).
+    """
+    files = collect_files(paths)
+    root = (root or find_project_root(paths[0] if paths else Path.cwd())).resolve()
+    result = ValidationResult(root=root, files=files)
+    scanned = [tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)]
+    documents: list[tuple[Path, str, ParsedYaml]] = []
+    for path in files:
+        rel = _display(path, root)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            result.findings.append(finding("file-unreadable", rel, 1, 1, f"cannot read: {exc.strerror or exc}"))
+            continue
+        parsed = parse_yaml(raw)
+        for problem in parsed.problems:
+            result.findings.append(finding(_YAML_RULES[problem.kind], rel, problem.line, problem.column, problem.message))
+        data = parsed.data
+        if parsed.problems and data is None:
+            continue
+        if not isinstance(data, dict) or "schema" not in data:
+            result.skipped.append(path)
+            continue
+        if data["schema"] != SCHEMA_ID:
+            line, col = parsed.position(("schema",))
+            result.findings.append(
+                finding("bad-value", rel, line, col, f"schema: {data['schema']!r} is not supported; this shiptwo reads {SCHEMA_ID!r}")
+            )
+            continue
+        documents.append((path, rel, parsed))
+
+    markers = _marker_index(scanned, documents, root)
+    result.markers = {fid: sorted(nodes) for fid, nodes in markers.items()}
+    first_falsifier: dict[str, str] = {}
+    first_contract: dict[str, str] = {}
+    for path, rel, parsed in documents:
+        file_findings = list(_check_document(path, rel, parsed, root, markers, first_falsifier, first_contract))
+        result.findings.extend(file_findings)
+        if not any(f.name in _STRUCTURAL for f in file_findings):
+            result.contracts.append(Contract.from_data(parsed.data, path))
+    _check_markers_declared(scanned, documents, root, result)
+    result.findings.sort()
+    return result
+
+
+# Findings after which the data cannot be turned into records safely.
+_STRUCTURAL = frozenset({"unknown-key", "missing-key", "bad-value", "yaml-duplicate-key", "yaml-key-type"})
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _marker_index(scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], root: Path) -> dict[str, set[str]]:
+    """falsifier id -> node ids (`file::name`) whose markers claim it, from scanned dirs and `tests:` files."""
+    files = {tf.path: tf for tf in scanned}
+    for _, _, parsed in documents:
+        for f in _list(parsed.data.get("falsifiers")):
+            for entry in _list(f.get("tests") if isinstance(f, dict) else None):
+                ref = TestRef.parse(entry) if isinstance(entry, str) else None
+                target = (root / ref.file).resolve() if ref else None
+                if target and target not in files and target.is_file():
+                    files[target] = scan_test_file(target)
+    index: dict[str, set[str]] = {}
+    for tf in files.values():
+        rel = _display(tf.path, root)
+        for node, ids in tf.tests.items():
+            for fid in ids:
+                index.setdefault(fid, set()).add(f"{rel}::{node}")
+    return index
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _check_document(
+    path: Path,
+    rel: str,
+    parsed: ParsedYaml,
+    root: Path,
+    markers: dict[str, set[str]],
+    first_falsifier: dict[str, str],
+    first_contract: dict[str, str],
+) -> Iterable[Finding]:
+    data: dict[str, Any] = parsed.data
+
+    def at(*keys: str | int) -> tuple[int, int]:
+        return parsed.position(keys)
+
+    yield from _schema_findings(rel, parsed)
+
+    cid = data.get("id")
+    if isinstance(cid, str):
+        if cid != path.stem:
+            yield finding("id-stem-mismatch", rel, *at("id"), f"id: {cid!r} differs from the file stem {path.stem!r}; rename one so they match")
+        if cid in first_contract:
+            yield finding("duplicate-contract-id", rel, *at("id"), f"id: {cid!r} is also declared by {first_contract[cid]}")
+        else:
+            first_contract[cid] = rel
+    version = data.get("version")
+    if isinstance(version, str) and not SEMVER.match(version):
+        yield finding("version-not-semver", rel, *at("version"), f"version: {version!r} is not semver MAJOR.MINOR.PATCH (e.g. 1.0.0)")
+    elif version is not None and not isinstance(version, str):
+        yield finding("version-not-semver", rel, *at("version"), f"version: {version!r} is not a string; quote it, e.g. '1.0.0'")
+    changelog = [c for c in _list(data.get("changelog")) if isinstance(c, dict)]
+    if changelog and isinstance(version, str) and version not in {str(c.get("version")) for c in changelog}:
+        yield finding("changelog-version", rel, *at("changelog"), f"changelog has no entry for version {version}; add one")
+
+    gates = known_gates()
+    for i, gate in enumerate(_list(data.get("requires"))):
+        if isinstance(gate, str) and gate not in gates:
+            yield _unknown_gate(rel, at("requires", i), "requires", gate, gates)
+
+    obligation_ids: dict[str, int] = {}
+    for i, ob in enumerate(_list(data.get("obligations"))):
+        oid = ob.get("id") if isinstance(ob, dict) else None
+        if not isinstance(oid, str):
+            continue
+        if oid in obligation_ids:
+            yield finding(
+                "duplicate-obligation-id", rel, *at("obligations", i, "id"),
+                f"obligations[{i}].id: {oid!r} repeats obligations[{obligation_ids[oid]}]; give each obligation its own id",
+            )
+        else:
+            obligation_ids[oid] = i
+
+    covered: set[str] = set()
+    for i, f in enumerate(_list(data.get("falsifiers"))):
+        if not isinstance(f, dict):
+            continue
+        where = f"falsifiers[{i}]"
+        fid = f.get("id")
+        if isinstance(fid, str):
+            if not FALSIFIER_ID.match(fid):
+                yield finding(
+                    "falsifier-id-format", rel, *at("falsifiers", i, "id"),
+                    f"{where}.id: {fid!r} is not FALSIFY-<AREA>-<NNN> (upper-case area, three digits), e.g. FALSIFY-BPE-FORMAT-MISMATCH-001",
+                )
+            if fid in first_falsifier:
+                yield finding(
+                    "duplicate-falsifier-id", rel, *at("falsifiers", i, "id"),
+                    f"{where}.id: {fid!r} is already declared at {first_falsifier[fid]}; falsifier ids are unique across all contracts",
+                )
+            else:
+                first_falsifier[fid] = f"{rel}:{at('falsifiers', i, 'id')[0]}"
+        for j, oid in enumerate(_list(f.get("obligations"))):
+            if not isinstance(oid, str):
+                continue
+            covered.add(oid)
+            if oid not in obligation_ids:
+                hint = _did_you_mean(oid, obligation_ids)
+                yield finding(
+                    "unknown-obligation", rel, *at("falsifiers", i, "obligations", j),
+                    f"{where}.obligations[{j}]: {oid!r} is not an obligation of this contract{hint}",
+                )
+        for j, gate in enumerate(_list(f.get("requires"))):
+            if isinstance(gate, str) and gate not in gates:
+                yield _unknown_gate(rel, at("falsifiers", i, "requires", j), f"{where}.requires[{j}]", gate, gates)
+        measurements = f.get("measurements")
+        if isinstance(measurements, dict):
+            for name, spec in measurements.items():
+                if isinstance(spec, dict):
+                    yield from _range_findings(rel, at, i, name, spec)
+        if "tests" in f and isinstance(fid, str):
+            yield from _test_findings(rel, at, i, f, fid, root, markers)
+
+    for oid, i in obligation_ids.items():
+        if oid not in covered:
+            yield finding(
+                "uncovered-obligation", rel, *at("obligations", i, "id"),
+                f"obligations[{i}]: {oid!r} is covered by no falsifier; add a falsifier that could refute it",
+            )
+
+
+def _unknown_gate(rel: str, pos: tuple[int, int], where: str, gate: str, gates: frozenset[str]) -> Finding:
+    hint = _did_you_mean(gate, gates)
+    return finding("unknown-host-gate", rel, *pos, f"{where}: {gate!r} is not a host gate ({', '.join(sorted(gates))}){hint}")
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _range_findings(rel: str, at: Any, i: int, name: str, spec: dict[str, Any]) -> Iterable[Finding]:
+    where = f"falsifiers[{i}].measurements.{name}"
+    if "pass" not in spec and "plausible" not in spec:
+        yield finding(
+            "measurement-unjudged", rel, *at("falsifiers", i, "measurements", name),
+            f"{where}: declares neither `pass` nor `plausible`; add the range the value must fall in",
+        )
+    ranges = {}
+    for kind in ("pass", "plausible"):
+        rng = spec.get(kind)
+        if not isinstance(rng, dict):
+            continue
+        lo, hi = rng.get("min"), rng.get("max")
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi) if v is not None)
+        if not numeric:
+            continue  # the schema reports non-numbers (PyYAML reads `1e-5` as a string)
+        if lo is None and hi is None:
+            yield finding("range-empty", rel, *at("falsifiers", i, "measurements", name, kind), f"{where}.{kind}: has neither min nor max; give at least one bound")
+        elif lo is not None and hi is not None and lo > hi:
+            yield finding("range-inverted", rel, *at("falsifiers", i, "measurements", name, kind), f"{where}.{kind}: min {lo} > max {hi}; swap them")
+        else:
+            ranges[kind] = (lo, hi)
+    if len(ranges) == 2:
+        (plo, phi), (qlo, qhi) = ranges["pass"], ranges["plausible"]
+        if (phi is not None and qlo is not None and qlo > phi) or (plo is not None and qhi is not None and qhi < plo):
+            yield finding(
+                "plausible-outside-pass", rel, *at("falsifiers", i, "measurements", name, "plausible"),
+                f"{where}: plausible range does not overlap the pass range; every pass would be suspect",
+            )
+
+
+def _test_findings(
+    rel: str, at: Any, i: int, f: dict[str, Any], fid: str, root: Path, markers: dict[str, set[str]]
+) -> Iterable[Finding]:
+    listed: set[str] = set()
+    for j, entry in enumerate(_list(f.get("tests"))):
+        if not isinstance(entry, str):
+            continue
+        pos = at("falsifiers", i, "tests", j)
+        where = f"falsifiers[{i}].tests[{j}]"
+        ref = TestRef.parse(entry)
+        if ref is None:
+            yield finding("test-ref-format", rel, *pos, f"{where}: {entry!r} is not 'path/test_x.py::test_name' or 'path/test_x.py::TestClass::test_name'")
+            continue
+        target = root / ref.file
+        if not target.is_file():
+            yield finding("test-file-missing", rel, *pos, f"{where}: {ref.file} does not exist (relative to {root})")
+            continue
+        tf = scan_test_file(target)
+        if tf.error:
+            yield finding("test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}")
+            continue
+        listed.add(f"{ref.file}::{ref.node}")
+        if ref.node not in tf.tests:
+            head = ref.node.split("::")[0]
+            if "::" in ref.node and head not in tf.classes:
+                what = f"class {head!r}"
+            else:
+                what = f"test {ref.node!r}"
+            hint = _did_you_mean(ref.node, tf.tests)
+            yield finding("test-missing", rel, *pos, f"{where}: {ref.file} defines no {what}{hint}")
+        elif fid not in tf.tests[ref.node]:
+            yield finding(
+                "test-marker-mismatch", rel, *pos,
+                f"{where}: {entry} carries no @pytest.mark.falsifier({fid!r}); add the marker or drop the entry",
+            )
+    for node in sorted(markers.get(fid, set()) - listed):
+        yield finding(
+            "test-marker-mismatch", rel, *at("falsifiers", i, "tests"),
+            f"falsifiers[{i}].tests: {node} is marked falsifier({fid!r}) but not listed; add it to tests:",
+        )
+
+
+def _check_markers_declared(
+    scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], root: Path, result: ValidationResult
+) -> None:
+    declared = {
+        f.get("id")
+        for _, _, parsed in documents
+        for f in _list(parsed.data.get("falsifiers"))
+        if isinstance(f, dict)
+    }
+    for tf in scanned:
+        for node, ids in tf.tests.items():
+            for fid in sorted(ids - declared):
+                hint = _did_you_mean(fid, [d for d in declared if isinstance(d, str)])
+                result.findings.append(
+                    finding(
+                        "test-marker-mismatch", _display(tf.path, root), 1, 1,
+                        f"{node}: marker falsifier({fid!r}) names no falsifier of any contract{hint}",
+                    )
+                )
+
+
+def _schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
+    validator = _validator()
+    for error in validator.iter_errors(parsed.data):
+        path = tuple(error.absolute_path)
+        where = _where(path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = error.schema.get("properties", {})
+            for key in sorted(set(error.instance) - set(allowed)):
+                hint = _did_you_mean(key, allowed)
+                line, col = parsed.position((*path, key))
+                yield finding("unknown-key", rel, line, col, f"{_where((*path, key))}: unknown key{hint or '; remove it'}")
+        elif error.validator == "required":
+            line, col = parsed.position(path)
+            yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}")
+        else:
+            line, col = parsed.position(path)
+            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {_short(error)}")
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(error: jsonschema.ValidationError) -> str:
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if error.validator == "type" and isinstance(error.instance, str) and error.validator_value == "number":
+        return f"{error.instance!r} is a string, not a number (YAML reads 1e-5 as text: write 1.0e-5)"
+    return error.message

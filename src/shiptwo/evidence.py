@@ -1,0 +1,201 @@
+"""Run records: what one pytest session observed about the falsifiers, as JSON on disk.
+
+One record per session, written by the pytest plugin on the controller, atomically
+(temp file + rename). `pv validate` reads them all to compute statuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shiptwo.errors import EvidenceError
+
+RUN_SCHEMA = "shiptwo.run/v1"
+RUN_SCHEMA_VERSION = 1
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome in one run, as the status function needs it."""
+
+    run_id: str
+    finished_at: str  # UTC ISO time of the run's end; orders runs
+    commit: str | None
+    host: str
+    nodeid: str
+    falsifiers: tuple[str, ...]
+    outcome: str  # passed | failed | error | skipped
+    measurements: dict[str, list[float]] = field(hash=False)
+    fingerprints: dict[str, str] = field(hash=False)
+    skip_reason: str | None = None
+    gate: str | None = None  # the host gate that skipped it, if any
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.data["run_id"])
+
+    def results(self) -> Iterator[TestResult]:
+        git = self.data.get("git") or {}
+        host = (self.data.get("host") or {}).get("hostname", "?")
+        for t in self.data.get("tests", []):
+            yield TestResult(
+                run_id=self.run_id,
+                finished_at=self.data["finished_at"],
+                commit=git.get("commit"),
+                host=host,
+                nodeid=t["nodeid"],
+                falsifiers=tuple(t.get("falsifiers", ())),
+                outcome=t["outcome"],
+                measurements={k: list(v) for k, v in (t.get("measurements") or {}).items()},
+                fingerprints=dict(t.get("fingerprints") or {}),
+                skip_reason=t.get("skip_reason"),
+                gate=t.get("gate"),
+                failure=t.get("failure"),
+            )
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{os.urandom(3).hex()}"
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """The commit at `root` and whether the work tree differs from it (None/None outside git)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=20, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def host_facts() -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    import sys
+
+    torch = sys.modules.get("torch")  # only report torch if the run imported it anyway
+    if torch is not None:
+        facts["torch"] = getattr(torch, "__version__", "?")
+        try:
+            if torch.cuda.is_available():
+                facts["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            else:
+                facts["cuda_devices"] = []
+        except Exception:  # a broken CUDA install must not cost the run record
+            facts["cuda_devices"] = None
+    return facts
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_run_record(directory: Path, record: dict[str, Any]) -> Path:
+    """Write one run record atomically as `<run_id>.json` under `directory`."""
+    path = directory / f"{record['run_id']}.json"
+    try:
+        atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        raise EvidenceError(f"{directory}: cannot write run record {path.name}: {exc.strerror or exc}") from exc
+    return path
+
+
+def read_run_record(path: Path) -> RunRecord:
+    """Read and check one run record; a corrupt, truncated or newer one raises EvidenceError."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise EvidenceError(f"{path}: cannot read run record: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvidenceError(f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest") from exc
+    if not isinstance(data, dict):
+        raise EvidenceError(f"{path}: run record is not a JSON object")
+    version = data.get("schema_version")
+    if data.get("schema") != RUN_SCHEMA or not isinstance(version, int):
+        raise EvidenceError(f"{path}: schema: {data.get('schema')!r} is not a shiptwo run record ({RUN_SCHEMA})")
+    if version > RUN_SCHEMA_VERSION:
+        raise EvidenceError(
+            f"{path}: schema_version {version} is newer than this shiptwo reads ({RUN_SCHEMA_VERSION}); upgrade shiptwo"
+        )
+    for key in ("run_id", "finished_at", "tests"):
+        if key not in data:
+            raise EvidenceError(f"{path}: run record lacks {key!r}")
+    for i, t in enumerate(data["tests"]):
+        if not isinstance(t, dict) or "nodeid" not in t or t.get("outcome") not in OUTCOMES:
+            raise EvidenceError(f"{path}: tests[{i}] is not a test result (nodeid and outcome {'|'.join(OUTCOMES)})")
+    return RunRecord(path, data)
+
+
+def read_run_records(directory: Path) -> tuple[list[RunRecord], list[EvidenceError]]:
+    """Every run record under `directory`, oldest first, and the errors of those that could not be read."""
+    records: list[RunRecord] = []
+    errors: list[EvidenceError] = []
+    if not directory.is_dir():
+        return records, errors
+    for path in sorted(directory.glob("*.json")):
+        try:
+            records.append(read_run_record(path))
+        except EvidenceError as exc:
+            errors.append(exc)
+    records.sort(key=lambda r: (r.data["finished_at"], r.run_id))
+    return records, errors
