@@ -1,0 +1,284 @@
+"""Convert between APR v2 and safetensors / Hugging Face model directories.
+
+Import copies each tensor's bytes unchanged (BF16 stays BF16, code 30) and maps config.json to
+APR metadata. A tied model gets aprender's convention: a physical `lm_head.weight` copy of the
+embedding plus `"tied_embeddings": true`. Export gives back what the source held: for a tied
+model, no `lm_head.weight`.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
+from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
+from shiptwo.apr.writer import RawTensor, write_raw
+from shiptwo.errors import FormatError, UsageError
+
+# A safetensors header larger than this is refused before it is read (the library caps at 100 MB).
+_MAX_ST_HEADER = 100 * 1024 * 1024
+# Model families whose Hugging Face weights use NEOX-style (split-halves) RoPE, aprender's rope_type 2.
+_NEOX_ROPE = {"qwen2", "qwen2_moe", "qwen3", "qwen3_moe"}
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of a safetensors source: dtype code, shape and a view of its bytes."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    data: memoryview
+    file: str
+
+
+@dataclass
+class Source:
+    """The tensors of one or more safetensors files (an HF dir's shards), plus its config."""
+
+    path: str
+    tensors: dict[str, SourceTensor] = field(default_factory=dict)
+    st_metadata: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        self.tensors.clear()
+        for m in self._maps:
+            try:
+                m.close()
+            except BufferError:
+                pass  # a caller still holds a view; the map closes when it is collected
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_safetensors(path: Path, source: Source) -> None:
+    spath = str(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise FormatError(f"{spath}: safetensors header: the file has {size} bytes, fewer than 8")
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise FormatError(f"{spath}: cannot open: {exc.strerror or exc}") from exc
+    source._maps.append(m)
+    (n,) = struct.unpack_from("<Q", m, 0)
+    if n > min(_MAX_ST_HEADER, size - 8):
+        raise FormatError(f"{spath}: safetensors header length {n} exceeds the file ({size} bytes)")
+    try:
+        header = json.loads(bytes(m[8 : 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FormatError(f"{spath}: safetensors header is not UTF-8 JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FormatError(f"{spath}: safetensors header is not a JSON object")
+    base = 8 + n
+    view = memoryview(m)
+    for name, entry in header.items():
+        if name == "__metadata__":
+            source.st_metadata.update(entry or {})
+            continue
+        try:
+            dtype_s, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{spath}: tensor {name!r}: malformed header entry {entry!r}") from exc
+        code = SAFETENSORS_DTYPE.get(dtype_s)
+        if code is None:
+            raise FormatError(
+                f"{spath}: tensor {name!r}: dtype {dtype_s} has no APR code "
+                f"(APR holds {', '.join(SAFETENSORS_DTYPE)})"
+            )
+        numel = 1
+        for d in shape:
+            numel *= d
+        if not 0 <= begin <= end <= size - base or end - begin != numel * PLAIN_ITEMSIZE[code]:
+            raise FormatError(f"{spath}: tensor {name!r}: data_offsets [{begin}, {end}) do not fit shape "
+                              f"{shape} x {dtype_s} in a {size - base}-byte data section")
+        if name in source.tensors:
+            raise FormatError(f"{spath}: tensor {name!r} also appears in {source.tensors[name].file}")
+        source.tensors[name] = SourceTensor(name, code, tuple(shape), view[base + begin : base + end], spath)
+
+
+def open_source(path: str | os.PathLike[str]) -> Source:
+    """Open a .safetensors file or a Hugging Face model dir (config.json + one or more shards)."""
+    root = Path(path)
+    source = Source(str(root))
+    if root.is_dir():
+        config_path = root / "config.json"
+        if config_path.is_file():
+            try:
+                source.config = json.loads(config_path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise FormatError(f"{config_path}: not UTF-8 JSON ({exc})") from exc
+        index_path = root / "model.safetensors.index.json"
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+            except (UnicodeDecodeError, ValueError, KeyError) as exc:
+                raise FormatError(f"{index_path}: no readable weight_map ({exc})") from exc
+            shards = sorted({root / name for name in weight_map.values()})
+        else:
+            shards = sorted(root.glob("*.safetensors"))
+        if not shards:
+            raise FormatError(f"{root}: no *.safetensors weights in this directory")
+        for shard in shards:
+            _read_safetensors(shard, source)
+    elif root.is_file():
+        _read_safetensors(root, source)
+    else:
+        raise UsageError(f"{root}: no such file or directory")
+    return source
+
+
+def metadata_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """APR metadata fields (aprender's names and types) from a Hugging Face config.json."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
+    model_type = str(text.get("model_type") or config.get("model_type") or "")
+    heads = text.get("num_attention_heads")
+    hidden = text.get("hidden_size")
+    head_dim = text.get("head_dim") or (hidden // heads if hidden and heads else None)
+    rope_theta = text.get("rope_theta", rope.get("rope_theta") if isinstance(rope, dict) else None)
+    archs = config.get("architectures") or []
+    meta: dict[str, Any] = {
+        "model_type": model_type,
+        "architecture": model_type or None,
+        "hidden_size": hidden,
+        "num_layers": text.get("num_hidden_layers"),
+        "num_heads": heads,
+        "num_kv_heads": text.get("num_key_value_heads", heads),
+        "vocab_size": text.get("vocab_size"),
+        "intermediate_size": text.get("intermediate_size"),
+        "max_position_embeddings": text.get("max_position_embeddings"),
+        "rope_theta": float(rope_theta) if rope_theta is not None else None,
+        "rope_type": 2 if model_type in _NEOX_ROPE else None,
+        "rms_norm_eps": text.get("rms_norm_eps"),
+        "head_dim": head_dim,
+        "hf_architecture": archs[0] if archs else None,
+        "hf_model_type": config.get("model_type"),
+    }
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What `import_model` wrote."""
+
+    out: str
+    tensors: int
+    bytes: int
+    tied_embeddings: bool
+    dtypes: dict[str, int]
+
+
+def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> ImportReport:
+    """Import a .safetensors file or an HF model dir into an APR v2 file, bytes unchanged.
+
+    A tied source (no `lm_head.weight`, an embedding present, config not saying untied) gets a
+    physical `lm_head.weight` copy and `"tied_embeddings": true`, as aprender writes it.
+    """
+    with open_source(src) as source:
+        config = source.config or {}
+        tie_cfg = config.get("tie_word_embeddings")
+        has_head = LM_HEAD in source.tensors
+        has_embed = EMBED in source.tensors
+        if not has_head and has_embed and tie_cfg is False:
+            raise FormatError(
+                f"{src}: {LM_HEAD} is missing but config.json says tie_word_embeddings: false; "
+                "the source is incomplete"
+            )
+        tied = has_embed and (not has_head or tie_cfg is True)
+        raws = [RawTensor(t.name, t.dtype, t.shape, t.data) for t in source.tensors.values()]
+        if tied and not has_head:
+            embed = source.tensors[EMBED]
+            raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, embed.data))
+        meta = metadata_from_config(config) if config else {"model_type": ""}
+        numel = sum(_numel(r.shape) for r in raws)
+        nbytes = sum(memoryview(r.data).nbytes for r in raws)
+        meta.update(
+            {
+                "name": Path(src).stem if Path(src).is_file() else Path(src).name,
+                "source": str(src),
+                "original_format": "safetensors",
+                "param_count": numel,
+                "total_size": nbytes,
+            }
+        )
+        if tied:
+            meta["tied_embeddings"] = True
+            meta["hf_lm_head_stored"] = has_head
+        if source.st_metadata:
+            meta["source_metadata"] = dict(source.st_metadata)
+        write_raw(out, raws, meta)
+        dtypes: dict[str, int] = {}
+        for r in raws:
+            dtypes[r.dtype.name] = dtypes.get(r.dtype.name, 0) + 1
+        del raws
+        return ImportReport(str(out), len(source.tensors) + (1 if tied and not has_head else 0), nbytes, tied, dtypes)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def export_tensors(apr: AprFile, *, keep_tied_copy: bool = False) -> Iterator[tuple[str, Any]]:
+    """The torch tensors an export writes: all but a tied lm_head copy (unless kept).
+
+    Quantized tensors come out dequantized to float32 (safetensors has no APR Q4/Q8 or K-quants).
+    """
+    meta = apr.info.metadata
+    drop_head = (
+        not keep_tied_copy and meta.get("tied_embeddings") is True and meta.get("hf_lm_head_stored") is not True
+    )
+    for info in apr.info.tensors:
+        if info.name == LM_HEAD and (drop_head or info.is_placeholder):
+            continue
+        yield info.name, apr.get_tensor(info.name)
+
+
+def export_model(apr_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                 keep_tied_copy: bool = False) -> int:
+    """Export an APR v2 file to one .safetensors file; returns the number of tensors written.
+
+    The safetensors `__metadata__` recorded at import is written back, so an imported
+    single-file model exports to the same bytes.
+    """
+    from safetensors.torch import save_file as st_save_file
+
+    with AprFile(apr_path, framework="pt", verify_footer=True) as apr:
+        tensors = dict(export_tensors(apr, keep_tied_copy=keep_tied_copy))
+        st_meta = apr.info.metadata.get("source_metadata")
+        if not isinstance(st_meta, dict) or not all(isinstance(v, str) for v in st_meta.values()):
+            st_meta = {"format": "pt"}
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    st_save_file(tensors, str(tmp), metadata=st_meta)
+    os.replace(tmp, out_path)
+    return len(tensors)
+
+
+__all__ = [
+    "ImportReport",
+    "Source",
+    "SourceTensor",
+    "export_model",
+    "import_model",
+    "metadata_from_config",
+    "open_source",
+]

@@ -1,0 +1,549 @@
+"""Read APR v2 files: strict parsing of header, metadata and index, then lazy tensor reads.
+
+The parser checks every offset, size and count against the file before it allocates or
+decodes anything, and each refusal is a FormatError naming the file, the field and the value.
+The tensor core is numpy over a memory map; torch is imported only when a torch tensor is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from shiptwo.apr.constants import (
+    ALIGNMENT,
+    APR_Q4_BLOCK,
+    APR_Q4_BLOCK_BYTES,
+    FOOTER_SIZE,
+    HEADER_SIZE,
+    KNOWN_FLAGS,
+    MAGIC,
+    MAX_METADATA_SIZE,
+    MAX_NAME_LEN,
+    MAX_NDIM,
+    MIN_INDEX_ENTRY_SIZE,
+    NUMPY_TYPESTR,
+    OTHER_MAGICS,
+    PLAIN_ITEMSIZE,
+    QUANT_CANONICAL,
+    UNSUPPORTED_FLAGS,
+    DType,
+    Flag,
+    align64,
+    dtype_name,
+    expected_nbytes,
+    flag_names,
+)
+from shiptwo.errors import FormatError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+_HEADER = struct.Struct("<4sBBHIQIQQI20s")
+LM_HEAD = "lm_head.weight"
+EMBED = "model.embed_tokens.weight"
+
+
+@dataclass(frozen=True)
+class Header:
+    """The 64-byte header, as stored."""
+
+    magic: bytes
+    version: tuple[int, int]
+    flags: int
+    tensor_count: int
+    metadata_offset: int
+    metadata_size: int
+    tensor_index_offset: int
+    data_offset: int
+    checksum: int
+    reserved: bytes
+
+    @property
+    def flag_names(self) -> list[str]:
+        return flag_names(self.flags)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One index entry; `start` is the absolute file offset of its bytes."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+    start: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_placeholder(self) -> bool:
+        """True for aprender's 0-byte stand-in of a tensor that has elements (a tied lm_head)."""
+        return self.size == 0 and self.numel > 0
+
+
+@dataclass(frozen=True)
+class AprInfo:
+    """Everything a parse learns about a file without decoding tensor data."""
+
+    path: str
+    file_size: int
+    header: Header
+    header_checksum_computed: int
+    metadata: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    footer_checksum: int
+    footer_checksum_computed: int | None = None  # None: not verified (lazy open)
+    _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((t.name, t) for t in self.tensors)
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The index entry called `name`; KeyError names the file when there is none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    @property
+    def placeholders(self) -> list[str]:
+        """Tensors stored as 0-byte placeholders (left out by `load_file`)."""
+        return [t.name for t in self.tensors if t.is_placeholder]
+
+    @property
+    def lm_head_tied(self) -> bool:
+        """True when lm_head.weight is absent or a 0-byte placeholder but an embedding exists.
+
+        The format has no tie pointer; the model loader fills lm_head from the embedding.
+        """
+        if EMBED not in self._by_name:
+            return False
+        head = self._by_name.get(LM_HEAD)
+        return head is None or head.is_placeholder
+
+
+def _fail(path: str, field_name: str, message: str) -> FormatError:
+    return FormatError(f"{path}: {field_name}: {message}")
+
+
+def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
+    """Parse and validate an APR v2 file held in `buf` (bytes, mmap); decode no tensor data.
+
+    With `verify_footer` the CRC-32 over everything before the footer is computed and checked
+    (one pass over the file); without it only the header CRC is checked, as aprender does.
+    """
+    size = len(buf)
+    if size < HEADER_SIZE:
+        magic = bytes(buf[:4])
+        if size >= 4 and magic != MAGIC:
+            _check_magic(magic, path)
+        raise _fail(path, "header", f"truncated: the header needs {HEADER_SIZE} bytes, the file has {size}")
+    fields = _HEADER.unpack_from(buf, 0)
+    header = Header(fields[0], (fields[1], fields[2]), *fields[3:])
+    _check_magic(header.magic, path)
+    if header.version[0] != 2:
+        raise _fail(path, "version", f"{header.version[0]}.{header.version[1]} is not APR v2.x")
+    head = bytes(buf[:HEADER_SIZE])
+    computed = zlib.crc32(head[44:], zlib.crc32(head[:40]))
+    if computed != header.checksum:
+        raise _fail(
+            path,
+            "header checksum",
+            f"stored 0x{header.checksum:08x}, computed 0x{computed:08x} over bytes 0..40 and 44..64: "
+            "the header is corrupt",
+        )
+    _check_flags(header.flags, path)
+
+    if size < HEADER_SIZE + FOOTER_SIZE:
+        raise _fail(path, "footer", f"truncated: the file has {size} bytes, no room for the 4-byte footer")
+    data_end = size - FOOTER_SIZE
+    if header.metadata_offset != HEADER_SIZE:
+        raise _fail(path, "metadata_offset", f"{header.metadata_offset}, expected {HEADER_SIZE}")
+    if header.metadata_size > MAX_METADATA_SIZE:
+        raise _fail(
+            path, "metadata_size", f"{header.metadata_size} bytes exceeds the {MAX_METADATA_SIZE}-byte cap"
+        )
+    if header.tensor_index_offset != HEADER_SIZE + align64(header.metadata_size):
+        raise _fail(
+            path,
+            "tensor_index_offset",
+            f"{header.tensor_index_offset}, expected {HEADER_SIZE + align64(header.metadata_size)} "
+            f"(64 + align64(metadata_size {header.metadata_size}))",
+        )
+    if header.data_offset % ALIGNMENT or header.data_offset < header.tensor_index_offset:
+        raise _fail(
+            path,
+            "data_offset",
+            f"{header.data_offset} is not a 64-aligned offset at or after the tensor index "
+            f"at {header.tensor_index_offset}",
+        )
+    if header.data_offset > data_end:
+        raise _fail(
+            path,
+            "data_offset",
+            f"{header.data_offset} is beyond the end of the file ({size} bytes with footer): truncated?",
+        )
+    index_room = header.data_offset - header.tensor_index_offset
+    if header.tensor_count * MIN_INDEX_ENTRY_SIZE > index_room:
+        raise _fail(
+            path,
+            "tensor_count",
+            f"{header.tensor_count} entries cannot fit in the {index_room}-byte index section "
+            f"[{header.tensor_index_offset}, {header.data_offset})",
+        )
+
+    metadata = _parse_metadata(buf, header, path)
+    tensors = _parse_index(buf, header, path, index_room)
+    _check_data_layout(tensors, header, data_end, path)
+
+    footer = struct.unpack_from("<I", buf, data_end)[0]
+    footer_computed = None
+    if verify_footer:
+        footer_computed = zlib.crc32(memoryview(buf)[:data_end])
+        if footer_computed != footer:
+            raise _fail(
+                path,
+                "footer checksum",
+                f"stored 0x{footer:08x}, computed 0x{footer_computed:08x} over bytes [0, {data_end}): "
+                "metadata, index or tensor data is corrupt",
+            )
+    return AprInfo(path, size, header, computed, metadata, tensors, footer, footer_computed)
+
+
+def _check_magic(magic: bytes, path: str) -> None:
+    if magic == MAGIC:
+        return
+    what = OTHER_MAGICS.get(magic)
+    if what is None and magic[:1] == b"{":
+        what = "JSON text, not APR v2"
+    elif what is None:
+        what = "not an APR v2 file"
+    raise _fail(path, "magic", f"found {magic!r}, expected {MAGIC!r}: {what}")
+
+
+def _check_flags(flags: int, path: str) -> None:
+    if flags & Flag.LAYOUT_COLUMN_MAJOR:
+        raise _fail(
+            path,
+            "flags",
+            f"0x{flags:04x} has LAYOUT_COLUMN_MAJOR (0x0800) set: column-major tensors are refused, "
+            "never transposed on a guess; re-import the model row-major",
+        )
+    unsupported = flags & UNSUPPORTED_FLAGS
+    if unsupported:
+        names = ", ".join(flag_names(unsupported))
+        raise _fail(path, "flags", f"0x{flags:04x} sets {names}: such payloads are not supported")
+    if flags & ~KNOWN_FLAGS:
+        raise _fail(path, "flags", f"0x{flags:04x} has unknown bits 0x{flags & ~KNOWN_FLAGS:04x}")
+
+
+def _parse_metadata(buf: Any, header: Header, path: str) -> dict[str, Any]:
+    start = header.metadata_offset
+    end = start + header.metadata_size
+    if end > header.tensor_index_offset or end > len(buf) - FOOTER_SIZE:
+        raise _fail(path, "metadata_size", f"{header.metadata_size} bytes at {start} run past the file: truncated?")
+    if header.metadata_size == 0:
+        return {}
+    raw = bytes(buf[start:end])
+    try:
+        # json keeps the last of duplicate keys, which is what aprender's readers do.
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _fail(path, "metadata", f"not UTF-8 JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise _fail(path, "metadata", f"a JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[TensorInfo, ...]:
+    pos = header.tensor_index_offset
+    end = header.data_offset
+    tensors: list[TensorInfo] = []
+    previous: bytes | None = None
+    for i in range(header.tensor_count):
+        where = f"tensor index entry {i}"
+        if pos + 2 > end:
+            raise _fail(path, where, f"runs past the index section end {end} (tensor_count {header.tensor_count})")
+        (name_len,) = struct.unpack_from("<H", buf, pos)
+        if name_len == 0 or name_len > MAX_NAME_LEN:
+            raise _fail(path, f"{where}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes")
+        fixed = pos + 2 + name_len
+        if fixed + 2 > end:
+            raise _fail(path, where, f"runs past the index section end {end}")
+        raw_name = bytes(buf[pos + 2 : fixed])
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _fail(path, f"{where}: name", f"{raw_name!r} is not UTF-8") from exc
+        where = f"tensor {name!r}"
+        code, ndim = buf[fixed], buf[fixed + 1]
+        try:
+            dtype = DType(code)
+        except ValueError:
+            raise _fail(path, f"{where}: dtype", f"unknown code {code}") from None
+        if ndim > MAX_NDIM:
+            raise _fail(path, f"{where}: ndim", f"{ndim}, at most {MAX_NDIM}")
+        entry_end = fixed + 2 + 8 * ndim + 16
+        if entry_end > end:
+            raise _fail(path, where, f"entry runs past the index section end {end}")
+        shape = struct.unpack_from(f"<{ndim}Q", buf, fixed + 2)
+        offset, nbytes = struct.unpack_from("<QQ", buf, fixed + 2 + 8 * ndim)
+        if previous is not None and raw_name <= previous:
+            verb = "repeats" if raw_name == previous else "sorts before"
+            raise _fail(
+                path,
+                "tensor index",
+                f"{where} {verb} {previous.decode('utf-8')!r}: the index must be sorted by name bytes, no duplicates",
+            )
+        previous = raw_name
+        numel = 1
+        for d in shape:
+            numel *= d
+        want = expected_nbytes(dtype, numel)
+        placeholder = nbytes == 0 and name == LM_HEAD
+        if nbytes != want and not placeholder:
+            raise _fail(
+                path,
+                f"{where}: size",
+                f"{nbytes} bytes, but shape {list(shape)} x {dtype.name} needs {want}",
+            )
+        tensors.append(TensorInfo(name, dtype, tuple(shape), offset, nbytes, header.data_offset + offset))
+        pos = entry_end
+    if align64(pos) != end:
+        raise _fail(
+            path,
+            "data_offset",
+            f"{end}, but the {header.tensor_count}-entry index ends at {pos} (expected data at {align64(pos)})",
+        )
+    return tuple(tensors)
+
+
+def _check_data_layout(tensors: tuple[TensorInfo, ...], header: Header, data_end: int, path: str) -> None:
+    section = data_end - header.data_offset
+    padded_end = 0
+    for t in sorted(tensors, key=lambda t: (t.offset, t.size)):
+        if t.offset % ALIGNMENT:
+            raise _fail(path, f"tensor {t.name!r}: offset", f"{t.offset} is not 64-byte aligned")
+        if t.offset + t.size > section:
+            raise _fail(
+                path,
+                f"tensor {t.name!r}",
+                f"data [{t.offset}, {t.offset + t.size}) exceeds the {section}-byte data section: truncated?",
+            )
+        if t.size and t.offset < padded_end:
+            raise _fail(
+                path, f"tensor {t.name!r}", f"data at {t.offset} overlaps the tensor before it (ends {padded_end})"
+            )
+        if t.size:
+            padded_end = align64(t.offset + t.size)
+    if padded_end != section:
+        raise _fail(
+            path,
+            "data section",
+            f"{section} bytes, but the tensors fill {padded_end}: the file is truncated or has trailing bytes",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_array(info: TensorInfo, buf: Any, *, raw_bf16: bool = False) -> np.ndarray:
+    """Decode one tensor from `buf` to numpy: plain dtypes as stored (copied), BF16 and
+    quantized types to float32 (BF16 as raw uint16 bits with `raw_bf16`)."""
+    import numpy as np
+
+    if info.is_placeholder:
+        raise FormatError(f"tensor {info.name!r} is a 0-byte placeholder (tied to the embedding); it has no data")
+    if info.dtype in PLAIN_ITEMSIZE:
+        arr = np.frombuffer(buf, dtype=NUMPY_TYPESTR[info.dtype], count=info.numel, offset=info.start).copy()
+        if info.dtype is DType.BF16 and not raw_bf16:
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        return arr.reshape(info.shape)
+    raw = np.frombuffer(buf, dtype=np.uint8, count=info.size, offset=info.start)
+    return dequantize(raw, info.dtype, info.numel).reshape(info.shape)
+
+
+def dequantize(raw: np.ndarray, dtype: DType, numel: int) -> np.ndarray:
+    """Dequantize APR Q8/Q4 (and their legacy codes) or GGML Q4_K/Q6_K bytes to float32."""
+    import numpy as np
+
+    canonical = QUANT_CANONICAL[dtype]
+    if numel == 0:
+        return np.zeros(0, dtype=np.float32)
+    if canonical is DType.APR_Q8:
+        scale = raw[:4].view("<f4")[0]
+        return raw[4 : 4 + numel].view(np.int8).astype(np.float32) * scale
+    if canonical is DType.APR_Q4:
+        blocks = raw.reshape(-1, APR_Q4_BLOCK_BYTES)
+        scales = blocks[:, :2].copy().view("<f2").astype(np.float32)
+        # aprender zeroes a NaN, infinite or subnormal block scale rather than propagate it.
+        bad = ~np.isfinite(scales) | (np.abs(scales) < np.float32(6.103515625e-05))
+        scales[bad] = 0.0
+        packed = blocks[:, 2:]
+        nibbles = np.empty((blocks.shape[0], APR_Q4_BLOCK), dtype=np.int8)
+        nibbles[:, 0::2] = packed & 0x0F  # low nibble first
+        nibbles[:, 1::2] = packed >> 4
+        values = (nibbles.astype(np.float32) - 8.0) * scales
+        return values.reshape(-1)[:numel]
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+
+    qtype = GGMLQuantizationType.Q4_K if canonical is DType.Q4_K else GGMLQuantizationType.Q6_K
+    return gguf_dequantize(raw, qtype).astype(np.float32, copy=False).reshape(-1)[:numel]
+
+
+_TORCH_DTYPES: dict[DType, str] = {
+    DType.F32: "float32",
+    DType.F16: "float16",
+    DType.BF16: "bfloat16",
+    DType.F64: "float64",
+    DType.I32: "int32",
+    DType.I64: "int64",
+    DType.I8: "int8",
+    DType.U8: "uint8",
+}
+
+
+def decode_tensor(info: TensorInfo, buf: Any, *, device: str = "cpu") -> torch.Tensor:
+    """Decode one tensor to torch, dtype preserved (BF16 -> bfloat16); quantized -> float32."""
+    import numpy as np
+    import torch
+
+    if info.dtype not in PLAIN_ITEMSIZE:
+        return torch.from_numpy(decode_array(info, buf)).to(device)
+    if info.is_placeholder:
+        decode_array(info, buf)  # raises the placeholder error
+    # One copy, straight from the page cache into the tensor's own storage.
+    out = torch.empty(info.size, dtype=torch.uint8)
+    if info.size:
+        out.numpy()[:] = np.frombuffer(buf, dtype=np.uint8, count=info.size, offset=info.start)
+    tensor = out.view(getattr(torch, _TORCH_DTYPES[info.dtype])).reshape(info.shape)
+    return tensor if device == "cpu" else tensor.to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# File-level API
+
+
+class AprFile:
+    """An open, validated APR v2 file over a read-only memory map (a `safe_open` handle).
+
+    Reading a tensor touches only that tensor's pages. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, framework: str = "pt", device: str = "cpu",
+                 verify_footer: bool = False) -> None:
+        if framework not in ("pt", "torch", "np", "numpy"):
+            raise UsageError(f"framework {framework!r}: expected 'pt' or 'np'")
+        self.path = str(path)
+        self._framework = "np" if framework in ("np", "numpy") else "pt"
+        self._device = device
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    raise _fail(self.path, "header", "the file is empty (0 bytes)")
+                self._mmap: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise FormatError(f"{self.path}: cannot open: {exc.strerror or exc}") from exc
+        try:
+            self.info = parse(self._mmap, self.path, verify_footer=verify_footer)
+        except BaseException:
+            self._mmap.close()
+            raise
+
+    def __enter__(self) -> AprFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the memory map (tensors already returned are copies and stay valid)."""
+        try:
+            self._mmap.close()
+        except BufferError:
+            pass  # a caller still holds a view of the map; it closes when that view is collected
+
+    def keys(self) -> list[str]:
+        """Tensor names in index (sorted) order, 0-byte placeholders included."""
+        return self.info.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.info.names)
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON metadata object (a copy)."""
+        return json.loads(json.dumps(self.info.metadata))
+
+    def get_tensor(self, name: str) -> Any:
+        """One tensor: torch (framework 'pt') or numpy (framework 'np', BF16 decoded to float32)."""
+        info = self.info.tensor(name)
+        if self._framework == "np":
+            return decode_array(info, self._mmap)
+        return decode_tensor(info, self._mmap, device=self._device)
+
+    def get_array(self, name: str, *, raw_bf16: bool = False) -> np.ndarray:
+        """One tensor as numpy, whatever the framework (BF16 as float32, or raw uint16 bits)."""
+        return decode_array(self.info.tensor(name), self._mmap, raw_bf16=raw_bf16)
+
+    def get_bytes(self, name: str) -> bytes:
+        """The tensor's stored bytes, unpadded, undecoded."""
+        t = self.info.tensor(name)
+        return bytes(self._mmap[t.start : t.start + t.size])
+
+
+def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: str = "cpu", *,
+              verify_footer: bool = False) -> AprFile:
+    """Open an APR v2 file lazily, like `safetensors.safe_open`: validated header, metadata and
+    index; tensors read on demand from a memory map.
+
+    The header CRC is always checked; the footer CRC (a pass over the whole file) only with
+    `verify_footer=True`. framework 'np' gives numpy arrays and needs no torch.
+    """
+    return AprFile(path, framework=framework, device=device, verify_footer=verify_footer)
+
+
+def read_header(path: str | os.PathLike[str], *, verify_footer: bool = True) -> AprInfo:
+    """Parse and validate a file's header, metadata and index (and by default its footer CRC)."""
+    with AprFile(path, framework="np", verify_footer=verify_footer) as f:
+        return f.info
+
+
+def load_file(path: str | os.PathLike[str], device: str = "cpu", *, verify_footer: bool = True) -> dict[str, Any]:
+    """Load every tensor of an APR v2 file as torch tensors keyed by name, like safetensors.
+
+    Dtypes are preserved (BF16 -> torch.bfloat16, F16 -> torch.float16, ...); quantized types
+    are dequantized to float32. A 0-byte `lm_head.weight` placeholder is left out, and a
+    missing one is not invented: `read_header(path).lm_head_tied` tells the model loader to
+    tie it to the embedding. Both CRCs are checked unless `verify_footer=False`.
+    """
+    with AprFile(path, framework="pt", device=device, verify_footer=verify_footer) as f:
+        return {t.name: decode_tensor(t, f._mmap, device=device) for t in f.info.tensors if not t.is_placeholder}
+
+
+def load_arrays(path: str | os.PathLike[str], *, verify_footer: bool = True) -> dict[str, np.ndarray]:
+    """Torch-free `load_file`: numpy arrays (BF16 and quantized decoded to float32)."""
+    with AprFile(path, framework="np", verify_footer=verify_footer) as f:
+        return {t.name: decode_array(t, f._mmap) for t in f.info.tensors if not t.is_placeholder}
