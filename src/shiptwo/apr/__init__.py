@@ -14,6 +14,7 @@ from shiptwo.apr.reader import (
     TensorInfo,
     load_arrays,
     load_file,
+    parse_bytes,
     read_header,
     safe_open,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "TensorInfo",
     "load_arrays",
     "load_file",
+    "parse_bytes",
     "read_header",
     "safe_open",
     "save_file",

@@ -525,6 +525,11 @@ def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: str =
     return AprFile(path, framework=framework, device=device, verify_footer=verify_footer)
 
 
+def parse_bytes(data: bytes, name: str = "<bytes>", *, verify_footer: bool = True) -> AprInfo:
+    """Validate an in-memory APR image (`name` labels the errors); see `parse`."""
+    return parse(data, name, verify_footer=verify_footer)
+
+
 def read_header(path: str | os.PathLike[str], *, verify_footer: bool = True) -> AprInfo:
     """Parse and validate a file's header, metadata and index (and by default its footer CRC)."""
     with AprFile(path, framework="np", verify_footer=verify_footer) as f:
