@@ -1,57 +1,443 @@
-"""BOOTSTRAP plugin (to be replaced by the full one): marker, record_measurement, gate skips."""
+"""The shiptwo pytest plugin: falsifier markers, measurements, host gates and run records.
+
+Registered through the `pytest11` entry point. A test claims a falsifier with
+`@pytest.mark.falsifier("FALSIFY-...")`; the plugin skips it when a host gate the contract
+requires is closed, judges what it records with `record_measurement` against the contract's
+`pass` and `plausible` ranges, and writes one run record per session (on the xdist controller
+only) under `evidence/runs/`, from which `shiptwo pv validate` computes statuses.
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from shiptwo.gates import check_gate
+from shiptwo.contract.model import Contract, Falsifier
+from shiptwo.contract.testrefs import TestRef
+from shiptwo.errors import EvidenceError
+from shiptwo.evidence import (
+    RUN_SCHEMA,
+    RUN_SCHEMA_VERSION,
+    TestResult,
+    git_state,
+    host_facts,
+    new_run_id,
+    sha256_file,
+    utc_now,
+    write_run_record,
+)
+from shiptwo.gates import GATES, check_gate
+from shiptwo.status import Status, falsifier_status
+
+REQUIRE_ENV = "SHIPTWO_REQUIRE"
+# One help text per setting, shared by the command-line option and the ini key.
+HELP = {
+    "contracts": "directory of shiptwo contracts, relative to the rootdir (default: contracts)",
+    "evidence": "directory for run records, relative to the rootdir (default: evidence/runs)",
+    "require": f"comma-separated host gates this machine claims to have; a closed one errors instead of skipping (also ${REQUIRE_ENV})",
+    "record": "write a run record for sessions that ran falsifier tests (default: true)",
+}
+_PROP = "shiptwo"  # user_properties key prefix; user_properties travel from xdist workers to the controller
+
+
+@dataclass
+class _State:
+    root: Path
+    contracts_dir: Path
+    evidence_dir: Path
+    require: frozenset[str]
+    record: bool
+    falsifiers: dict[str, Falsifier] = field(default_factory=dict)
+    contract_problems: list[str] = field(default_factory=list)
+    started: str = field(default_factory=utc_now)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> test entry
+    run_id: str = field(default_factory=new_run_id)
+    record_path: Path | None = None
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("shiptwo", "shiptwo falsifier contracts")
+    group.addoption("--shiptwo-contracts", metavar="DIR", help=HELP["contracts"])
+    group.addoption("--shiptwo-evidence", metavar="DIR", help=HELP["evidence"])
+    group.addoption("--shiptwo-require", metavar="GATES", help=HELP["require"])
+    group.addoption("--shiptwo-no-record", action="store_true", help="do not write a run record for this session")
+    parser.addini("shiptwo_contracts", HELP["contracts"], default="contracts")
+    parser.addini("shiptwo_evidence", HELP["evidence"], default="evidence/runs")
+    parser.addini("shiptwo_require", HELP["require"], default="")
+    parser.addini("shiptwo_record", HELP["record"], type="bool", default=True)
+
+
+def _setting(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"--shiptwo-{name}")
+    return value if value is not None else config.getini(f"shiptwo_{name}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "falsifier(id): binds this test to a contract falsifier")
-    falsifiers: dict[str, dict[str, Any]] = {}
-    for path in sorted((Path(config.rootpath) / "contracts").glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if not isinstance(doc, dict) or doc.get("schema") != "shiptwo.contract/v1":
-            continue
-        for f in doc.get("falsifiers") or []:
-            f = dict(f)
-            f["requires"] = list(doc.get("requires") or []) + list(f.get("requires") or [])
-            falsifiers[f["id"]] = f
-    config.stash[_KEY] = falsifiers
+    config.addinivalue_line(
+        "markers", "falsifier(id): bind this test to a contract falsifier (FALSIFY-<AREA>-<NNN>)"
+    )
+    root = Path(config.rootpath)
+    require_text = ",".join(filter(None, [_setting(config, "require"), os.environ.get(REQUIRE_ENV, "")]))
+    require = frozenset(g.strip() for g in require_text.split(",") if g.strip())
+    unknown = sorted(require - set(GATES))
+    if unknown:
+        raise pytest.UsageError(
+            f"shiptwo: required host gate(s) {', '.join(unknown)} unknown (from --shiptwo-require/${REQUIRE_ENV}); "
+            f"known gates: {', '.join(sorted(GATES))}"
+        )
+    state = _State(
+        root=root,
+        contracts_dir=root / _setting(config, "contracts"),
+        evidence_dir=root / _setting(config, "evidence"),
+        require=require,
+        record=bool(config.getini("shiptwo_record")) and not config.getoption("--shiptwo-no-record"),
+    )
+    _load_contracts(state)
+    config.stash[_STATE] = state
 
 
-_KEY = pytest.StashKey[dict]()
+def _load_contracts(state: _State) -> None:
+    if not state.contracts_dir.is_dir():
+        return
+    from shiptwo.contract.validate import validate_paths
+
+    result = validate_paths([state.contracts_dir], root=state.root, test_dirs=[])
+    for contract in result.contracts:
+        for f in contract.falsifiers:
+            state.falsifiers[f.id] = f
+    state.contract_problems = [
+        f"{f.path}:{f.line}: {f.rule} {f.message}" for f in result.findings if f.severity.value == "error"
+    ]
+    state.contracts = result.contracts  # type: ignore[attr-defined]
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[_STATE]
+    contracts = len(getattr(state, "contracts", []))
+    lines = [
+        f"shiptwo: contracts={_rel(state.contracts_dir, state.root)} ({contracts} contracts, "
+        f"{len(state.falsifiers)} falsifiers), evidence={_rel(state.evidence_dir, state.root)}"
+        f"{'' if state.record else ' (not recording)'}, require={','.join(sorted(state.require)) or '-'}"
+    ]
+    lines += [f"shiptwo: contract error: {p}" for p in state.contract_problems]
+    return lines
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _falsifier_ids(item: pytest.Item) -> list[str]:
+    ids: list[str] = []
     for mark in item.iter_markers("falsifier"):
-        fid = mark.args[0]
-        table = item.config.stash[_KEY]
-        if fid not in table:
-            raise pytest.UsageError(f"{item.nodeid}: unknown falsifier {fid}")
-        for gate in table[fid]["requires"]:
+        if len(mark.args) != 1 or not isinstance(mark.args[0], str) or mark.kwargs:
+            raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.falsifier('FALSIFY-<AREA>-<NNN>') with one id")
+        if mark.args[0] not in ids:
+            ids.append(mark.args[0])
+    return ids
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[_STATE]
+    problems: list[str] = []
+    marked: dict[str, set[str]] = {}
+    collected_files: set[str] = set()
+    for item in items:
+        collected_files.add(item.nodeid.split("::", 1)[0])
+        ids = _falsifier_ids(item)
+        for fid in ids:
+            if fid not in state.falsifiers:
+                close = difflib.get_close_matches(fid, list(state.falsifiers), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                where = _rel(state.contracts_dir, state.root)
+                problems.append(f"{item.nodeid}: falsifier {fid!r} is declared by no contract in {where}/{hint}")
+            else:
+                marked.setdefault(fid, set()).add(item.nodeid.split("[", 1)[0])
+        if ids:
+            item.user_properties.append((f"{_PROP}.falsifiers", ids))
+    for fid, f in state.falsifiers.items():
+        if f.tests is None:
+            continue
+        listed = {f"{ref.file}::{ref.node}" for ref in map(TestRef.parse, f.tests) if ref is not None}
+        for node in sorted(listed - marked.get(fid, set())):
+            if node.split("::", 1)[0] in collected_files and any(i.nodeid.split("[", 1)[0] == node for i in items):
+                problems.append(f"{node}: listed in tests: of {fid} but carries no @pytest.mark.falsifier({fid!r})")
+        for node in sorted(marked.get(fid, set()) - listed):
+            problems.append(f"{node}: marked falsifier({fid!r}) but not listed in its contract's tests:")
+    if problems:
+        raise pytest.UsageError("shiptwo: falsifier markers and contracts disagree:\n  " + "\n  ".join(problems))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state = item.config.stash[_STATE]
+    for fid in _falsifier_ids(item):
+        falsifier = state.falsifiers.get(fid)
+        for gate in falsifier.requires if falsifier else ():
             result = check_gate(gate)
-            if not result.ok:
-                pytest.skip(f"host gate '{gate}' closed: {result.reason}")
+            if result.ok:
+                continue
+            message = f"host gate '{gate}' closed: {result.reason}"
+            if gate in state.require:
+                item.user_properties.append((f"{_PROP}.harness_error", f"{message} (required by {REQUIRE_ENV})"))
+                pytest.fail(f"{message}; this host claims it through {REQUIRE_ENV}/--shiptwo-require", pytrace=False)
+            item.user_properties.append((f"{_PROP}.gate", gate))
+            pytest.skip(message)
+
+
+class MeasurementError(Exception):
+    """A test recorded a measurement its falsifiers do not declare, or a non-number."""
 
 
 @pytest.fixture
-def record_measurement(request: pytest.FixtureRequest):
-    table = request.config.stash[_KEY]
-    ids = [m.args[0] for m in request.node.iter_markers("falsifier")]
+def record_measurement(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+    """Record a measured number for this test's falsifiers, judged against the contract.
+
+    Outside the `pass` range the test fails (the prediction is refuted); outside `plausible`
+    the falsifier reads NUMERICALLY-PASSED-METHODOLOGY-SUSPECT. Names must be declared.
+    """
+    state = request.config.stash[_STATE]
+    item = request.node
+    falsifiers = [state.falsifiers[fid] for fid in _falsifier_ids(item) if fid in state.falsifiers]
 
     def record(name: str, value: float) -> None:
-        for fid in ids:
-            spec = (table[fid].get("measurements") or {}).get(name)
-            if spec is None:
-                raise pytest.UsageError(f"{fid}: measurement {name!r} is not declared")
-            rng = spec.get("pass") or {}
-            if ("min" in rng and value < rng["min"]) or ("max" in rng and value > rng["max"]):
-                pytest.fail(f"{fid}: {name}={value} outside pass range {rng}")
+        declaring = [f for f in falsifiers if name in f.measurements]
+        if not declaring:
+            declared = sorted({m for f in falsifiers for m in f.measurements})
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = (
+                f"measurement {name!r} is not declared by {', '.join(f.id for f in falsifiers) or 'any falsifier of this test'} "
+                f"(declared: {', '.join(declared) or 'none'}){hint}"
+            )
+            item.user_properties.append((f"{_PROP}.harness_error", message))
+            raise MeasurementError(message)
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            message = f"measurement {name!r}: {value!r} is not a number"
+            item.user_properties.append((f"{_PROP}.harness_error", message))
+            raise MeasurementError(message) from exc
+        item.user_properties.append((f"{_PROP}.measurement", (name, number)))
+        for f in declaring:
+            spec = f.measurements[name]
+            if spec.passing is not None and not spec.passing.contains(number):
+                pytest.fail(
+                    f"{f.id}: {name} = {number:g} {spec.unit} is outside the pass range {spec.passing} "
+                    f"(from {_rel(state.contracts_dir, state.root)}/{f.contract_id}.yaml: measurements.{name}.pass)",
+                    pytrace=False,
+                )
 
     return record
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.passed:
+        return
+    state = item.config.stash[_STATE]
+    recorded = {value[0] for key, value in item.user_properties if key == f"{_PROP}.measurement"}
+    missing = [
+        f"{fid}: {name}"
+        for fid in _falsifier_ids(item)
+        if fid in state.falsifiers
+        for name in state.falsifiers[fid].measurements
+        if name not in recorded
+    ]
+    if missing:
+        message = "declared measurement(s) never recorded by this passing test: " + ", ".join(missing)
+        report.outcome = "failed"
+        report.longrepr = f"shiptwo: {message}; call record_measurement(name, value) for each"
+        report.user_properties.append((f"{_PROP}.harness_error", message))
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict((k, v) for k, v in report.user_properties if k == f"{_PROP}.falsifiers")
+    if not props:
+        return
+    config = _CONFIG.get("config")
+    if config is None or _is_worker(config):
+        return
+    state = config.stash[_STATE]
+    entry = state.results.setdefault(
+        report.nodeid,
+        {"nodeid": report.nodeid, "falsifiers": props[f"{_PROP}.falsifiers"], "outcome": "passed", "duration": 0.0},
+    )
+    entry["duration"] = round(entry["duration"] + report.duration, 6)
+    measurements: dict[str, list[float]] = {}
+    harness_errors = []
+    for key, value in report.user_properties:
+        if key == f"{_PROP}.measurement":
+            measurements.setdefault(value[0], []).append(_json_number(value[1]))
+        elif key == f"{_PROP}.harness_error":
+            harness_errors.append(value)
+        elif key == f"{_PROP}.gate":
+            entry["gate"] = value
+    if measurements:
+        entry["measurements"] = measurements
+    xfail = hasattr(report, "wasxfail")
+    if report.skipped and not xfail:
+        if report.when in ("setup", "call"):
+            entry["outcome"] = "skipped"
+            entry["skip_reason"] = _skip_reason(report)
+    elif report.failed or (report.skipped and xfail):
+        if harness_errors or report.when != "call":
+            entry["outcome"] = "error"
+        elif entry["outcome"] != "error":
+            entry["outcome"] = "failed"
+        entry["failure"] = (harness_errors[0] if harness_errors else _failure_text(report))[:500]
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None if math.isnan(value) else value
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    return str(longrepr)
+
+
+def _failure_text(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).splitlines()[0] if crash.message else "failed"
+    text = str(report.longrepr or "failed").strip().splitlines()
+    return text[-1] if text else "failed"
+
+
+# pytest_runtest_logreport has no config argument; the session's config is kept here.
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+    session.config.stash[_STATE].started = utc_now()
+
+
+def _fingerprints(state: _State) -> dict[str, str]:
+    out = {}
+    for name in sorted({g for f in state.falsifiers.values() for g in f.requires}):
+        result = check_gate(name)
+        if result.ok:
+            for path in result.artifacts:
+                if path.is_file():
+                    out[str(path)] = sha256_file(path)
+    return out
+
+
+def build_record(state: _State, exitstatus: int) -> dict[str, Any]:
+    """The run record of this session (see shared/specs/contract-format.md, "Run evidence")."""
+    tests = []
+    for entry in state.results.values():
+        entry = dict(entry)
+        entry["fingerprints"] = {
+            fid: state.falsifiers[fid].fingerprint for fid in entry["falsifiers"] if fid in state.falsifiers
+        }
+        tests.append(entry)
+    gates = {}
+    for name in sorted({g for f in state.falsifiers.values() for g in f.requires}):
+        result = check_gate(name)
+        gates[name] = {"ok": result.ok, "reason": result.reason}
+    return {
+        "schema": RUN_SCHEMA,
+        "schema_version": RUN_SCHEMA_VERSION,
+        "run_id": state.run_id,
+        "started_at": state.started,
+        "finished_at": utc_now(),
+        "exit_status": int(exitstatus),
+        "git": git_state(state.root),
+        "host": host_facts(),
+        "gates": gates,
+        "artifacts": _fingerprints(state),
+        "tests": sorted(tests, key=lambda t: t["nodeid"]),
+    }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash[_STATE]
+    if _is_worker(config) or not state.results or not state.record:
+        return
+    try:
+        state.record_path = write_run_record(state.evidence_dir, build_record(state, exitstatus))
+    except EvidenceError as exc:
+        state.record_error = str(exc)  # type: ignore[attr-defined]
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _session_results(state: _State) -> list[TestResult]:
+    now = utc_now()
+    return [
+        TestResult(
+            run_id=state.run_id,
+            finished_at=now,
+            commit=None,
+            host="",
+            nodeid=e["nodeid"],
+            falsifiers=tuple(e["falsifiers"]),
+            outcome=e["outcome"],
+            measurements={k: [v for v in vs if v is not None] for k, vs in e.get("measurements", {}).items()},
+            fingerprints={},
+            skip_reason=e.get("skip_reason"),
+            gate=e.get("gate"),
+            failure=e.get("failure"),
+        )
+        for e in state.results.values()
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash[_STATE]
+    if _is_worker(config) or not state.results:
+        return
+    results = _session_results(state)
+    touched = sorted({fid for r in results for fid in r.falsifiers if fid in state.falsifiers})
+    tally: dict[Status, list[tuple[str, str]]] = {}
+    for fid in touched:
+        verdict = falsifier_status(state.falsifiers[fid], bound_tests=None, results=results)
+        tally.setdefault(verdict.status, []).append((fid, verdict.reason))
+    tr = terminalreporter
+    tr.section("shiptwo falsifiers")
+    order = [s for s in Status if s in tally]
+    tr.write_line(f"{len(touched)} falsifiers in this session: " + ", ".join(f"{len(tally[s])} {s.value}" for s in order))
+    for status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR, Status.HOST_GATED):
+        for fid, reason in tally.get(status, []):
+            tr.write_line(f"  {status.value}: {fid}: {reason}", red=status is not Status.HOST_GATED, yellow=status is Status.HOST_GATED)
+    error = getattr(state, "record_error", None)
+    if error:
+        tr.write_line(f"shiptwo: ERROR: run record not written: {error}; the results above stand, but no evidence was kept", red=True)
+    elif state.record_path is not None:
+        tr.write_line(f"run record: {_rel(state.record_path, state.root)}")
+    elif not state.record:
+        tr.write_line("run record: not written (--shiptwo-no-record)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CONFIG.get("config") is config:
+        del _CONFIG["config"]

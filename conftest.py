@@ -1,0 +1,3 @@
+"""Project-wide pytest setup. The shiptwo plugin itself loads through its pytest11 entry point."""
+
+pytest_plugins = ["pytester"]
