@@ -1,0 +1,79 @@
+"""Constants and small helpers shared by both vocab formats (stdlib only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from shiptwo.errors import FormatError
+
+# The 256 keys of a hex-byte vocab, "00".."ff", in byte order.
+HEX_BYTE_KEYS: tuple[str, ...] = tuple(f"{b:02x}" for b in range(256))
+# aprender's rule (PR #1598): at least this many hex keys means a hex-byte vocab.
+HEX_BYTE_THRESHOLD = 200
+# The EOS token is the first of these present in the vocab (aprender's encode-corpus rule).
+EOS_CANDIDATES: tuple[str, ...] = ("</s>", "<|endoftext|>", "<eos>", "<|eos|>")
+UNK_CANDIDATES: tuple[str, ...] = ("<unk>", "<|unk|>")
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (space -> 'Ġ', newline -> 'Ċ')."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(printable, chars)}
+
+
+def read_json(path: Path, *, what: str) -> Any:
+    """Read a JSON file, turning every failure into a FormatError that names the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as exc:
+        raise FormatError(f"{path}: {what} not found") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: {what} is not valid UTF-8 JSON: {exc}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that a reader sees either the old file, nothing, or all of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, doc: Any) -> None:
+    """Write JSON (sorted keys, two-space indent, trailing newline) atomically."""
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

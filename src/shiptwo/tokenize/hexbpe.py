@@ -1,0 +1,265 @@
+"""Hex-byte BPE, compatible with the vocab.json + merges.txt that aprender's `apr tokenize train` writes.
+
+Layout (shared/specs/aprender-interop.md section 1): ids 0-4 are `<unk> <s> </s> <pad> <mask>`,
+ids 5-260 the 256 lowercase hex strings "00".."ff", then one id per merge. A text is one word:
+its UTF-8 bytes, one hex string each, with no pre-tokenization. Merges apply in file order,
+left to right, non-overlapping; a merged token is the concatenation of its parts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from shiptwo.errors import FormatError
+from shiptwo.tokenize._common import (
+    EOS_CANDIDATES,
+    HEX_BYTE_KEYS,
+    HEX_BYTE_THRESHOLD,
+    UNK_CANDIDATES,
+    atomic_write_bytes,
+    read_json,
+)
+from shiptwo.tokenize.detect import VocabFormat, count_hex_keys
+
+SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<pad>", "<mask>")
+MERGES_HEADER = "#version: 0.2"
+# Pair keys pack (left_id, right_id) into one int; ids stay far below 2**32.
+_SHIFT = 32
+
+
+def _is_special(token: str) -> bool:
+    return token.startswith("<") and token.endswith(">")
+
+
+class HexByteTokenizer:
+    """A hex-byte BPE vocab with aprender's encode/decode semantics.
+
+    Build one with `HexByteTokenizer.load(dir)` or `train_hex_bpe(...)`; `save(dir)` writes the
+    two files aprender reads.
+    """
+
+    format = VocabFormat.HEX_BYTE
+
+    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], *, source: Path | None = None):
+        self.vocab: dict[str, int] = dict(vocab)
+        self.merges: list[tuple[str, str]] = list(merges)
+        self.source = source
+        self.id_to_token: dict[int, str] = {i: t for t, i in self.vocab.items()}
+        self.vocab_size = max(self.vocab.values()) + 1 if self.vocab else 0
+        self.unk_id: int | None = next((self.vocab[t] for t in UNK_CANDIDATES if t in self.vocab), None)
+        self.eos_id: int | None = next((self.vocab[t] for t in EOS_CANDIDATES if t in self.vocab), None)
+        # Bytes whose hex key is missing get negative ids: they never merge and encode as <unk>.
+        self._byte_ids = [self.vocab.get(k, -1 - b) for b, k in enumerate(HEX_BYTE_KEYS)]
+        self._ranks: dict[int, tuple[int, int]] = {}
+        for rank, (left, right) in enumerate(self.merges):
+            key = (self.vocab[left] << _SHIFT) | self.vocab[right]
+            # A repeated merge line keeps its first (lowest) rank, as a pass in file order would.
+            self._ranks.setdefault(key, (rank, self.vocab[left + right]))
+        self._decode_hex = {i: ("" if _is_special(t) else t) for i, t in self.id_to_token.items()}
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> HexByteTokenizer:
+        """Load vocab.json + merges.txt from a dir (or from a vocab.json path beside merges.txt).
+
+        Refuses (FormatError) a vocab with fewer than 200 of the 256 hex-byte keys: that is a
+        GPT-2 byte-level vocab, and encoding with it would turn every byte into <unk>.
+        """
+        path = Path(path)
+        vocab_path = path / "vocab.json" if path.is_dir() else path
+        merges_path = vocab_path.with_name("merges.txt")
+        vocab = read_json(vocab_path, what="vocab.json")
+        if not isinstance(vocab, dict) or not all(isinstance(v, int) and v >= 0 for v in vocab.values()):
+            raise FormatError(f"{vocab_path}: not an object of token -> non-negative integer id")
+        hex_keys = count_hex_keys(vocab)
+        if hex_keys < HEX_BYTE_THRESHOLD:
+            raise FormatError(
+                f"{vocab_path}: {hex_keys} of 256 hex-byte keys (\"00\"..\"ff\") present, below the "
+                f"{HEX_BYTE_THRESHOLD} a hex-byte vocab needs: this is not a hex-byte vocab (GPT-2 byte-level?); "
+                "load it with shiptwo.tokenize.load_tokenizer() or check it with `shiptwo tokenize detect`"
+            )
+        if len(set(vocab.values())) != len(vocab):
+            raise FormatError(f"{vocab_path}: two tokens share one id; ids must be unique")
+        merges = read_merges(merges_path, vocab)
+        return cls(vocab, merges, source=vocab_path.parent)
+
+    def save(self, directory: str | Path) -> None:
+        """Write vocab.json (token -> id, in id order) and merges.txt (`#version: 0.2` first)."""
+        directory = Path(directory)
+        ordered = dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))
+        atomic_write_bytes(directory / "vocab.json", (json.dumps(ordered, indent=2) + "\n").encode())
+        lines = [MERGES_HEADER, *(f"{a} {b}" for a, b in self.merges)]
+        atomic_write_bytes(directory / "merges.txt", ("\n".join(lines) + "\n").encode())
+
+    # -- codec -----------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Encode a text as one word; bytes missing from the vocab become <unk>."""
+        return self.encode_bytes(text.encode("utf-8"))
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        byte_ids = self._byte_ids
+        ids = [byte_ids[b] for b in data]
+        n = len(ids)
+        if n > 1:
+            ids = self._merge(ids)
+        if self.unk_id is not None:
+            unk = self.unk_id
+            return [i if i >= 0 else unk for i in ids]
+        if any(i < 0 for i in ids):
+            missing = sorted({HEX_BYTE_KEYS[-1 - i] for i in ids if i < 0})
+            raise FormatError(f"{self.source}: bytes {missing[:8]} are not in the vocab and it has no <unk> token")
+        return ids
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        # Linked list over positions plus a heap of (rank, position): every merge is O(log n), and
+        # popping in (rank, position) order is exactly a pass per merge in file order, left to right.
+        ranks = self._ranks
+        n = len(ids)
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        heap: list[tuple[int, int, int, int]] = []
+        for i in range(n - 1):
+            found = ranks.get((ids[i] << _SHIFT) | ids[i + 1]) if ids[i] >= 0 and ids[i + 1] >= 0 else None
+            if found is not None:
+                heap.append((found[0], i, ids[i], ids[i + 1]))
+        heapq.heapify(heap)
+        alive = [True] * n
+        while heap:
+            rank, i, left, right = heapq.heappop(heap)
+            j = nxt[i]
+            if not alive[i] or j >= n or ids[i] != left or ids[j] != right:
+                continue  # stale: a neighbour merged since this pair was pushed
+            ids[i] = ranks[(left << _SHIFT) | right][1]
+            alive[j] = False
+            k = nxt[j]
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+            # A new pair whose merge comes earlier in the file than this one was already passed.
+            p = prv[i]
+            if p >= 0 and ids[p] >= 0:
+                found = ranks.get((ids[p] << _SHIFT) | ids[i])
+                if found is not None and found[0] > rank:
+                    heapq.heappush(heap, (found[0], p, ids[p], ids[i]))
+            if k < n and ids[k] >= 0:
+                found = ranks.get((ids[i] << _SHIFT) | ids[k])
+                if found is not None and found[0] > rank:
+                    heapq.heappush(heap, (found[0], i, ids[i], ids[k]))
+        return [ids[i] for i in range(n) if alive[i]]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Drop `<...>` tokens, join the hex, and decode the bytes as UTF-8 (invalid bytes -> U+FFFD)."""
+        table = self._decode_hex
+        try:
+            hexstr = "".join(table[i] for i in ids)
+        except KeyError as exc:
+            raise FormatError(f"{self.source}: id {exc.args[0]} is not in the vocab (size {self.vocab_size})") from exc
+        return bytes.fromhex(hexstr).decode("utf-8", errors="replace")
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self.id_to_token.get(token_id, f"<id {token_id}>")
+
+
+def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """Read merges.txt: `#` lines skipped, then `left right`; both parts and their join must be in the vocab."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise FormatError(f"{path}: merges.txt not found beside vocab.json") from exc
+    merges: list[tuple[str, str]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise FormatError(f"{path}:{lineno}: expected 'left right', got {line[:80]!r}")
+        left, right = parts
+        for part in (left, right, left + right):
+            if part not in vocab:
+                raise FormatError(
+                    f"{path}:{lineno}: merge {left!r} + {right!r}: {part!r} is not in vocab.json (orphan merge)"
+                )
+        merges.append((left, right))
+    return merges
+
+
+def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> HexByteTokenizer:
+    """Train a hex-byte BPE the way aprender does: each text is one word of its UTF-8 bytes.
+
+    Repeatedly merges the most frequent adjacent pair (counted over all positions), ties broken
+    by the smallest (left_id, right_id), until `vocab_size` ids exist or no pair occurs
+    `min_frequency` times.
+    """
+    base = len(SPECIAL_TOKENS) + 256
+    if vocab_size < base:
+        raise FormatError(f"vocab_size {vocab_size} is below the {base} ids of specials and bytes")
+    vocab: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    for b, key in enumerate(HEX_BYTE_KEYS):
+        vocab[key] = len(SPECIAL_TOKENS) + b
+    tokens: list[str] = list(vocab)
+
+    word_counts = Counter(t.encode("utf-8") for t in texts)
+    words: list[list[int]] = [[len(SPECIAL_TOKENS) + b for b in w] for w in word_counts]
+    freqs: list[int] = list(word_counts.values())
+    pair_counts: Counter[tuple[int, int]] = Counter()
+    where: dict[tuple[int, int], set[int]] = {}
+    for wi, w in enumerate(words):
+        for pair in zip(w, w[1:]):
+            pair_counts[pair] += freqs[wi]
+            where.setdefault(pair, set()).add(wi)
+    heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while len(tokens) < vocab_size and heap:
+        neg, a, b = heapq.heappop(heap)
+        if pair_counts.get((a, b), 0) != -neg:
+            continue  # stale entry; the current count was pushed separately
+        if -neg < min_frequency:
+            break
+        merged = tokens[a] + tokens[b]
+        new_id = vocab.get(merged)
+        if new_id is None:
+            new_id = vocab[merged] = len(tokens)
+            tokens.append(merged)
+        merges.append((tokens[a], tokens[b]))
+        changed: set[tuple[int, int]] = set()
+        for wi in where.pop((a, b), ()):
+            w = words[wi]
+            out: list[int] = []
+            i = 0
+            while i < len(w):
+                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                    out.append(new_id)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            if len(out) == len(w):
+                continue
+            before = Counter(zip(w, w[1:]))
+            after = Counter(zip(out, out[1:]))
+            for pair in before | after:
+                delta = (after[pair] - before[pair]) * freqs[wi]
+                if delta:
+                    pair_counts[pair] += delta
+                    changed.add(pair)
+                if after[pair]:
+                    where.setdefault(pair, set()).add(wi)
+            words[wi] = out
+        pair_counts.pop((a, b), None)
+        for pair in changed:
+            count = pair_counts.get(pair, 0)
+            if count > 0:
+                heapq.heappush(heap, (-count, pair[0], pair[1]))
+            else:
+                pair_counts.pop(pair, None)
+    return HexByteTokenizer(vocab, merges)

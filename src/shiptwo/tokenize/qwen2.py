@@ -1,0 +1,198 @@
+"""A real Qwen2 vocab without a model hub: rebuilt from the ranks file in a pinned PyPI wheel.
+
+The `dashscope` wheel ships `dashscope/resources/qwen.tiktoken`, whose 151,643 tokens are
+Qwen2's regular tokens id for id. `fetch_qwen2` downloads the pinned wheel, checks both sha256
+sums, recovers the merges and writes tokenizer.json, vocab.json, merges.txt and
+tokenizer_config.json (Qwen2's regex, NFC and Qwen2.5's 22 added tokens) into a cache dir.
+
+This module imports only the standard library at import time: the `qwen-tokenizer` host gate
+calls `find_qwen2_tokenizer_dir`, which must stay cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from shiptwo.errors import FormatError, ShiptwoError
+
+DASHSCOPE_VERSION = "2.0.2"
+DASHSCOPE_WHEEL = f"dashscope-{DASHSCOPE_VERSION}-py3-none-any.whl"
+DASHSCOPE_WHEEL_SHA256 = "0602d1800f7433bdb7953560986eaf5146454ed3988636c0a91963ba24e74258"
+TIKTOKEN_MEMBER = "dashscope/resources/qwen.tiktoken"
+QWEN_TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
+QWEN2_REGULAR_TOKENS = 151_643
+CACHE_ENV = "SHIPTWO_CACHE_DIR"
+TOKENIZER_ENV = "SHIPTWO_QWEN_TOKENIZER"
+DIR_NAME = "qwen2-tokenizer"
+PROVENANCE = "shiptwo-qwen2.json"
+BUILT_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
+def default_cache_dir() -> Path:
+    """$SHIPTWO_CACHE_DIR, else ~/.cache/shiptwo."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value) if value else Path.home() / ".cache" / "shiptwo"
+
+
+def find_qwen2_tokenizer_dir() -> Path | None:
+    """The dir holding a built Qwen2 tokenizer.json/vocab.json/merges.txt, or None.
+
+    Looks at $SHIPTWO_QWEN_TOKENIZER first (a dir, or a tokenizer.json inside one), then
+    <cache>/qwen2-tokenizer. Only stats files: cheap enough for a host gate.
+    """
+    candidates = []
+    value = os.environ.get(TOKENIZER_ENV)
+    if value:
+        p = Path(value)
+        candidates.append(p.parent if p.name == "tokenizer.json" else p)
+    candidates.append(default_cache_dir() / DIR_NAME)
+    for d in candidates:
+        if all((d / name).is_file() for name in BUILT_FILES):
+            return d
+    return None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _download_wheel(into: Path) -> Path:
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+        "--disable-pip-version-check", "-d", str(into), f"dashscope=={DASHSCOPE_VERSION}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheel = into / DASHSCOPE_WHEEL
+    if result.returncode != 0 or not wheel.is_file():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ShiptwoError(
+            f"pip download dashscope=={DASHSCOPE_VERSION} failed ({last}); "
+            "download the wheel elsewhere and pass it with --wheel"
+        )
+    return wheel
+
+
+def read_pinned_ranks(wheel: Path) -> bytes:
+    """The bytes of qwen.tiktoken from the pinned wheel, both sha256 sums checked."""
+    data = wheel.read_bytes()
+    if _sha256(data) != DASHSCOPE_WHEEL_SHA256:
+        raise FormatError(
+            f"{wheel}: sha256 {_sha256(data)} is not the pinned {DASHSCOPE_WHEEL_SHA256} of {DASHSCOPE_WHEEL}; "
+            "delete it and fetch again"
+        )
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            ranks = z.read(TIKTOKEN_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise FormatError(f"{wheel}: no {TIKTOKEN_MEMBER} inside: {exc}") from exc
+    if _sha256(ranks) != QWEN_TIKTOKEN_SHA256:
+        raise FormatError(f"{wheel}: {TIKTOKEN_MEMBER} sha256 {_sha256(ranks)} is not the pinned {QWEN_TIKTOKEN_SHA256}")
+    return ranks
+
+
+def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
+    """Write tokenizer.json, vocab.json, merges.txt and tokenizer_config.json for a Qwen2 ranks file."""
+    from shiptwo.tokenize.bytelevel import (
+        QWEN2_ADDED_TOKENS,
+        build_pipeline,
+        byte_level_vocab_from_ranks,
+        read_tiktoken_ranks,
+        vocab_to_json,
+    )
+
+    ranks = read_tiktoken_ranks(ranks_path)
+    if len(ranks) != QWEN2_REGULAR_TOKENS:
+        raise FormatError(f"{ranks_path}: {len(ranks)} tokens, Qwen2 has {QWEN2_REGULAR_TOKENS}")
+    vocab, merges = byte_level_vocab_from_ranks(ranks, source=ranks_path)
+    tok = build_pipeline(vocab, merges, pretokenizer="qwen2")
+    tok.save(str(out_dir / "tokenizer.json"), pretty=False)
+    (out_dir / "vocab.json").write_text(json.dumps(vocab_to_json(vocab), ensure_ascii=False), encoding="utf-8")
+    with open(out_dir / "merges.txt", "w", encoding="utf-8", newline="\n") as f:
+        f.write("#version: 0.2\n")
+        f.writelines(f"{a} {b}\n" for a, b in merges)
+    config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "add_prefix_space": False,
+        "bos_token": None,
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+        "split_special_tokens": False,
+        "model_max_length": 32768,
+        "added_tokens_decoder": {
+            str(QWEN2_REGULAR_TOKENS + i): {
+                "content": t, "special": s, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False,
+            }
+            for i, (t, s) in enumerate(QWEN2_ADDED_TOKENS)
+        },
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _provenance() -> dict[str, object]:
+    from shiptwo import __version__
+
+    return {
+        "source": f"pypi:dashscope=={DASHSCOPE_VERSION}",
+        "wheel": DASHSCOPE_WHEEL,
+        "wheel_sha256": DASHSCOPE_WHEEL_SHA256,
+        "ranks_member": TIKTOKEN_MEMBER,
+        "ranks_sha256": QWEN_TIKTOKEN_SHA256,
+        "builder": f"shiptwo {__version__}",
+    }
+
+
+def _is_built(d: Path) -> bool:
+    try:
+        doc = json.loads((d / PROVENANCE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    expected = _provenance()
+    if any(doc.get(k) != v for k, v in expected.items() if k != "builder"):
+        return False
+    files = doc.get("files") or {}
+    return all((d / name).is_file() and (d / name).stat().st_size == files.get(name, {}).get("bytes") for name in BUILT_FILES)
+
+
+def fetch_qwen2(*, cache_dir: Path | None = None, wheel: Path | None = None, force: bool = False) -> tuple[Path, bool]:
+    """Build the Qwen2 tokenizer files into <cache_dir>/qwen2-tokenizer; returns (dir, built_now).
+
+    Idempotent: a dir already built from the pinned wheel is left alone (built_now False).
+    The build happens in a temp dir renamed into place, so a crash never leaves half a tokenizer.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dest = root / DIR_NAME
+    if not force and _is_built(dest):
+        return dest, False
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{DIR_NAME}.", dir=root))
+    try:
+        wheel_path = Path(wheel) if wheel is not None else _download_wheel(work / "download")
+        ranks = read_pinned_ranks(wheel_path)
+        build = work / DIR_NAME
+        build.mkdir()
+        (build / "qwen.tiktoken").write_bytes(ranks)
+        build_qwen2_files(build / "qwen.tiktoken", build)
+        provenance = _provenance()
+        provenance["files"] = {
+            name: {"bytes": (build / name).stat().st_size, "sha256": _sha256((build / name).read_bytes())}
+            for name in (*BUILT_FILES, "tokenizer_config.json", "qwen.tiktoken")
+        }
+        (build / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        if dest.exists():
+            old = work / "old"
+            os.replace(dest, old)
+        os.replace(build, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest, True

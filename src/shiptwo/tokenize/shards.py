@@ -1,0 +1,160 @@
+"""Reader for pretokenize-bin-v1 shard sets: the manifest, checked, and windows of seq_len + 1 ids.
+
+Windows follow aprender: per shard, consecutive non-overlapping windows of seq_len + 1 tokens,
+the tail of each shard dropped; a trainer uses window[:-1] as input and window[1:] as target.
+Shards are memory-mapped, so opening a 1.2 B-token set costs nothing until windows are read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shiptwo.errors import FormatError, UsageError
+
+SCHEMA = "pretokenize-bin-v1"
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "vocab_size": int,
+    "eos_policy": str,
+    "shard_count": int,
+    "total_tokens": int,
+    "total_documents": int,
+    "content_field": str,
+}
+
+
+def load_manifest(directory: str | Path) -> dict[str, Any]:
+    """Read and check `manifest.json` of a shard dir: schema, required fields, shard files and sizes."""
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FormatError(
+            f"{path}: not found; a shard dir without a manifest is unfinished or was refused by its audit"
+        ) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: not a JSON object")
+    for name, kind in REQUIRED_FIELDS.items():
+        if name not in doc:
+            raise FormatError(f"{path}: field '{name}' is missing")
+        if not isinstance(doc[name], kind) or isinstance(doc[name], bool):
+            raise FormatError(f"{path}: field '{name}' is {doc[name]!r}, expected {getattr(kind, '__name__', kind)}")
+    if doc["schema"] != SCHEMA:
+        raise FormatError(f"{path}: schema is {doc['schema']!r}, expected {SCHEMA!r}")
+    if doc["vocab_size"] <= 0:
+        raise FormatError(f"{path}: vocab_size {doc['vocab_size']} must be positive")
+    shards = doc.get("shards")
+    if shards is None:
+        # aprender's manifests list no shards: they are shard-00000.bin .. by count.
+        shards = [{"file": f"shard-{i:05d}.bin"} for i in range(doc["shard_count"])]
+        doc["shards"] = shards
+    if len(shards) != doc["shard_count"]:
+        raise FormatError(f"{path}: shard_count {doc['shard_count']} but {len(shards)} shards listed")
+    total = 0
+    for i, shard in enumerate(shards):
+        file = directory / shard["file"]
+        if not file.is_file():
+            raise FormatError(f"{path}: shards[{i}] {shard['file']} does not exist")
+        size = file.stat().st_size
+        if size % 4:
+            raise FormatError(f"{file}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)")
+        if "tokens" in shard and shard["tokens"] * 4 != size:
+            raise FormatError(f"{file}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
+        total += size // 4
+    if total != doc["total_tokens"]:
+        raise FormatError(f"{path}: total_tokens {doc['total_tokens']} but the shards hold {total}")
+    return doc
+
+
+@dataclass(frozen=True)
+class _ShardWindows:
+    path: Path
+    first: int  # global index of this shard's first window
+    count: int
+
+
+class ShardReader:
+    """Windows of seq_len + 1 u32 ids over a shard set, in shard order.
+
+    `len(reader)` is the number of windows; `reader.window(i)` and iteration give numpy uint32
+    arrays of shape (seq_len + 1,). An id >= vocab_size in a window raises FormatError naming
+    the shard and offset; `check()` scans every shard up front.
+    """
+
+    def __init__(self, directory: str | Path, *, seq_len: int):
+        if seq_len < 1:
+            raise UsageError(f"seq_len must be >= 1, got {seq_len}")
+        self.directory = Path(directory)
+        self.manifest = load_manifest(self.directory)
+        self.seq_len = seq_len
+        self.vocab_size: int = self.manifest["vocab_size"]
+        self._shards: list[_ShardWindows] = []
+        self._maps: dict[int, np.ndarray] = {}
+        first = 0
+        for shard in self.manifest["shards"]:
+            path = self.directory / shard["file"]
+            count = (path.stat().st_size // 4) // (seq_len + 1)
+            self._shards.append(_ShardWindows(path, first, count))
+            first += count
+        self._len = first
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _ids(self, k: int) -> np.ndarray:
+        if k not in self._maps:
+            path = self._shards[k].path
+            self._maps[k] = (
+                np.memmap(path, dtype="<u4", mode="r") if path.stat().st_size else np.zeros(0, dtype="<u4")
+            )
+        return self._maps[k]
+
+    def window(self, i: int) -> np.ndarray:
+        """The i-th window (0 <= i < len): seq_len + 1 ids as a fresh uint32 array."""
+        if not 0 <= i < self._len:
+            raise IndexError(f"window {i} out of range for {self._len} windows")
+        lo, hi = 0, len(self._shards)
+        while hi - lo > 1:  # last shard whose first window <= i
+            mid = (lo + hi) // 2
+            if self._shards[mid].first <= i:
+                lo = mid
+            else:
+                hi = mid
+        while self._shards[lo].count == 0 or i >= self._shards[lo].first + self._shards[lo].count:
+            lo += 1
+        return self._slice(lo, i - self._shards[lo].first)
+
+    def _slice(self, k: int, j: int) -> np.ndarray:
+        n = self.seq_len + 1
+        out = np.array(self._ids(k)[j * n : (j + 1) * n], dtype=np.uint32)
+        if out.size and int(out.max()) >= self.vocab_size:
+            bad = int(np.argmax(out >= self.vocab_size))
+            raise FormatError(
+                f"{self._shards[k].path}: token {j * n + bad} is id {int(out[bad])} >= vocab_size "
+                f"{self.vocab_size}; the shard does not belong to this tokenizer"
+            )
+        return out
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for k, shard in enumerate(self._shards):
+            for j in range(shard.count):
+                yield self._slice(k, j)
+
+    def check(self) -> None:
+        """Scan every shard for ids >= vocab_size (reads all data once)."""
+        for k, shard in enumerate(self._shards):
+            ids = self._ids(k)
+            if ids.size and int(ids.max()) >= self.vocab_size:
+                pos = int(np.argmax(ids >= self.vocab_size))
+                raise FormatError(
+                    f"{shard.path}: token {pos} is id {int(ids[pos])} >= vocab_size {self.vocab_size}"
+                )
