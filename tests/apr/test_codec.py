@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from pathlib import Path
@@ -15,53 +14,9 @@ from hypothesis import strategies as st
 
 import shiptwo.apr as apr
 from shiptwo.apr.constants import DType
-from shiptwo.apr.testing import spec_file
+from shiptwo.apr.testing import spec_file, spec_problems
 from shiptwo.apr.writer import RawTensor, write_raw
 from shiptwo.errors import UsageError
-
-
-def _align64(n: int) -> int:
-    return (n + 63) // 64 * 64
-
-
-def spec_check(path: Path) -> list[str]:
-    """Every MUST of the spec checked by hand: returns the problems found (empty = conforming)."""
-    b = path.read_bytes()
-    problems = []
-    if b[:4] != b"APR\x00" or b[4] != 2:
-        problems.append("magic/version")
-    flags, count, mo, ms, io, do = struct.unpack_from("<HIQIQQ", b, 6)
-    if zlib.crc32(b[:40] + b[44:64]) != struct.unpack_from("<I", b, 40)[0]:
-        problems.append("header crc")
-    if zlib.crc32(b[:-4]) != struct.unpack_from("<I", b, len(b) - 4)[0]:
-        problems.append("footer crc")
-    if not flags & 0x0400 or flags & 0x0800:
-        problems.append("layout flags")
-    if mo != 64 or io != 64 + _align64(ms) or do % 64:
-        problems.append("section offsets")
-    json.loads(b[mo : mo + ms])
-    pos, names = io, []
-    for _ in range(count):
-        (n,) = struct.unpack_from("<H", b, pos)
-        name = b[pos + 2 : pos + 2 + n]
-        code, ndim = b[pos + 2 + n], b[pos + 3 + n]
-        dims = struct.unpack_from(f"<{ndim}Q", b, pos + 4 + n)
-        off, size = struct.unpack_from("<QQ", b, pos + 4 + n + 8 * ndim)
-        if code not in (0, 1, 3, 4, 5, 6, 7, 30):
-            problems.append(f"dtype code {code}")
-        if (do + off) % 64:
-            problems.append(f"{name!r} not aligned")
-        numel = int(np.prod(dims)) if dims else 1
-        width = {0: 4, 1: 2, 3: 8, 4: 4, 5: 8, 6: 1, 7: 1, 30: 2}.get(code, 0)
-        if size != numel * width:
-            problems.append(f"{name!r} size")
-        names.append(name)
-        pos += 4 + n + 8 * ndim + 16
-    if _align64(pos) != do:
-        problems.append("index length")
-    if names != sorted(names) or len(set(names)) != len(names):
-        problems.append("index order")
-    return problems
 
 
 def test_golden_bytes(tmp_path: Path) -> None:
@@ -73,7 +28,7 @@ def test_golden_bytes(tmp_path: Path) -> None:
         [("a", 7, [3], bytes([1, 2, 3])), ("b", 0, [2], struct.pack("<2f", 1.0, -2.0))], b'{"k":1}'
     )
     assert path.read_bytes() == expected
-    assert spec_check(path) == []
+    assert spec_problems(path) == []
 
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32, torch.int64, torch.int8,
@@ -107,7 +62,7 @@ def test_round_trip_is_bit_exact(tmp_path: Path, tensors: dict[str, torch.Tensor
         assert back[name].dtype == t.dtype and back[name].shape == t.shape
         assert torch.equal(back[name].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8))
     assert apr.read_header(path).metadata == meta
-    assert spec_check(path) == []
+    assert spec_problems(path) == []
 
 
 def test_reader_follows_offsets_not_index_order(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ downloads anything: models are built from a config with random weights.
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -99,6 +101,50 @@ def spec_file(entries: list[tuple[str, int, list[int], bytes]], metadata: bytes,
     for i in order:
         body += entries[i][3].ljust(_align64(len(entries[i][3])), b"\0")
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def spec_problems(path: str | Path) -> list[str]:
+    """Every MUST of the spec checked by hand, sharing no code with the reader: the problems found.
+
+    An empty list means the file conforms: magic and version, both CRCs, the layout flags,
+    section offsets, writable dtype codes, sizes, 64-byte alignment, a sorted index.
+    """
+    b = Path(path).read_bytes()
+    problems = []
+    if b[:4] != b"APR\x00" or b[4] != 2:
+        problems.append("magic/version")
+    flags, count, mo, ms, io, do = struct.unpack_from("<HIQIQQ", b, 6)
+    if zlib.crc32(b[:40] + b[44:64]) != struct.unpack_from("<I", b, 40)[0]:
+        problems.append("header crc")
+    if zlib.crc32(b[:-4]) != struct.unpack_from("<I", b, len(b) - 4)[0]:
+        problems.append("footer crc")
+    if not flags & 0x0400 or flags & 0x0800:
+        problems.append("layout flags")
+    if mo != 64 or io != 64 + _align64(ms) or do % 64:
+        problems.append("section offsets")
+    json.loads(b[mo : mo + ms])
+    pos, names = io, []
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", b, pos)
+        name = b[pos + 2 : pos + 2 + n]
+        code, ndim = b[pos + 2 + n], b[pos + 3 + n]
+        dims = struct.unpack_from(f"<{ndim}Q", b, pos + 4 + n)
+        off, size = struct.unpack_from("<QQ", b, pos + 4 + n + 8 * ndim)
+        if code not in (0, 1, 3, 4, 5, 6, 7, 30):
+            problems.append(f"dtype code {code}")
+        if (do + off) % 64:
+            problems.append(f"{name!r} not aligned")
+        numel = math.prod(dims)
+        width = {0: 4, 1: 2, 3: 8, 4: 4, 5: 8, 6: 1, 7: 1, 30: 2}.get(code, 0)
+        if size != numel * width:
+            problems.append(f"{name!r} size")
+        names.append(name)
+        pos += 4 + n + 8 * ndim + 16
+    if _align64(pos) != do:
+        problems.append("index length")
+    if names != sorted(names) or len(set(names)) != len(names):
+        problems.append("index order")
+    return problems
 
 
 def rehash(buf: bytearray) -> bytearray:

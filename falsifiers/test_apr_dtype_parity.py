@@ -1,0 +1,100 @@
+"""Falsifiers of apr-dtype-parity-v1: bytes and dtypes survive import/export; a mislabel is named;
+the decoded weights carry the statistics of a trained model (the H4 init-stats bounds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open as st_safe_open
+
+import shiptwo.apr as apr
+from shiptwo.apr.constants import DType
+from shiptwo.apr.testing import make_qwen2_dir, retag, spec_problems
+from shiptwo.cli import main
+
+CODES = {"bfloat16": DType.BF16, "float16": DType.F16, "float32": DType.F32}
+
+
+def _source_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    with st_safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+@pytest.mark.falsifier("FALSIFY-APR-DTYPE-PARITY-001")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_measurement) -> None:
+    src = make_qwen2_dir(tmp_path / "hf", dtype=dtype, tied=dtype == "bfloat16", seed=1)
+    out = tmp_path / "m.apr"
+    assert main(["apr", "import", str(src), "-o", str(out)]) == 0
+    assert spec_problems(out) == []
+
+    source = _source_tensors(src)
+    loaded = apr.load_file(out)
+    info = apr.read_header(out)
+    mismatched = [name for name, t in source.items() if name not in loaded or not _bits_equal(loaded[name], t)]
+    mismatched += [name for name in source if info.tensor(name).dtype is not CODES[dtype]]
+    record_measurement("mismatched_tensors", len(mismatched))
+    assert mismatched == []
+
+    back = tmp_path / "back.safetensors"
+    assert main(["apr", "export", str(out), "-o", str(back)]) == 0
+    with st_safe_open(str(back), framework="pt") as f:
+        exported = {k: f.get_tensor(k) for k in f.keys()}
+    assert exported.keys() == source.keys()
+    assert all(_bits_equal(exported[k], source[k]) for k in source)
+    assert back.read_bytes() == (src / "model.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def trained_bf16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("trained")
+    src = make_qwen2_dir(root / "hf", dtype="bfloat16", tied=True, seed=2, trained_like=True, vocab_size=512)
+    out = root / "m.apr"
+    assert main(["apr", "import", str(src), "-o", str(out)]) == 0
+    return src, out
+
+
+@pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
+def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    src, good = trained_bf16
+    assert main(["apr", "diff", str(good), str(src)]) == 0
+    bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
+    assert apr.read_header(bad).tensor("model.norm.weight").dtype is DType.F16
+    capsys.readouterr()
+    assert main(["apr", "diff", str(bad), str(src)]) == 1
+    out = capsys.readouterr().out
+    assert "first 'lm_head.weight': mislabel" in out
+    assert "bytes decode to the source exactly as BF16 but are tagged F16" in out
+    assert "model.norm.weight: mislabel" in out
+
+
+@pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
+def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, Path], tmp_path: Path) -> None:
+    _, good = trained_bf16
+    bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
+    embed = apr.load_file(bad)["model.embed_tokens.weight"].double()
+    norm = apr.load_file(bad)["model.norm.weight"].double()
+    # The mislabel passes a NaN/Inf check, which is why the seeds' defect went unseen.
+    assert torch.isfinite(embed).all() and torch.isfinite(norm).all()
+    assert not 0.005 <= embed.std().item() <= 0.5
+    good_norm = apr.load_file(good)["model.norm.weight"].double()
+    assert abs(norm.mean().item() - good_norm.mean().item()) > 1.0
+
+
+@pytest.mark.falsifier("FALSIFY-APR-INIT-STATS-001")
+def test_init_stats_of_a_trained_like_checkpoint(trained_bf16: tuple[Path, Path], record_measurement) -> None:
+    _, out = trained_bf16
+    with apr.safe_open(out, framework="np") as f:
+        embed = f.get_tensor("model.embed_tokens.weight").astype("float64")
+        norm = f.get_tensor("model.norm.weight").astype("float64")
+    record_measurement("embed_std", float(embed.std()))
+    record_measurement("embed_abs_mean", float(abs(embed.mean())))
+    record_measurement("final_norm_mean", float(norm.mean()))
+    assert 0.005 <= embed.std() <= 0.5 and abs(embed.mean()) < 0.05 and 0.01 < norm.mean() < 100
