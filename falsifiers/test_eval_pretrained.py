@@ -1,0 +1,79 @@
+"""FALSIFY-PRETRAINED-001: what a model learned survives saving, reloading and evaluation.
+
+A small Qwen2 is trained to fit a low-entropy corpus, saved as .apr and as a Hugging Face dir,
+reloaded, and evaluated: its val loss must sit far below ln(vocab), and transformers'
+Qwen2ForCausalLM on the saved weights must give the same loss on the same batch (the seeds'
+step-1 val loss of 18.55 nats, above uniform, with "correct" weights).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shiptwo.checkpoint import from_pretrained, save_apr, save_hf
+from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.train import TrainConfig, eval_batch, train
+
+transformers = pytest.importorskip("transformers")
+
+CFG = Qwen2Config(vocab_size=256, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
+                  intermediate_size=96, tied_embeddings=True)
+SEQ = 32
+
+
+class Windows:
+    def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
+        n = len(tokens) // (seq_len + 1)
+        self.rows = tokens[: n * (seq_len + 1)].reshape(n, seq_len + 1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def window(self, i: int) -> np.ndarray:
+        return self.rows[i]
+
+
+def corpus(seed: int, n_tokens: int) -> np.ndarray:
+    """Sentences drawn from eight fixed 'phrases' in random order: learnable, not memorisable."""
+    phrases = [np.random.default_rng(100 + k).integers(5, CFG.vocab_size, 11) for k in range(8)]
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    while len(out) < n_tokens:
+        out += [2, *phrases[rng.integers(0, 8)]]  # 2 = a document separator
+    return np.asarray(out[:n_tokens], dtype=np.uint32)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Windows]:
+    torch.manual_seed(0)
+    model = Qwen2(CFG)
+    val = Windows(corpus(2, 16 * (SEQ + 1)), SEQ)
+    train(model, train_reader=Windows(corpus(1, 128 * (SEQ + 1)), SEQ), val_reader=val,
+          config=TrainConfig(lr=1e-2, batch_size=16, seq_len=SEQ, epochs=3))
+    root = tmp_path_factory.mktemp("fitted")
+    save_apr(model, root / "model.apr")
+    save_hf(model, root / "hf")
+    return root / "model.apr", root / "hf", val
+
+
+@pytest.mark.falsifier("FALSIFY-PRETRAINED-001")
+@pytest.mark.parametrize("fmt", ["apr", "hf"])
+def test_reloaded_model_beats_uniform_and_matches_transformers(
+        fmt: str, fitted: tuple[Path, Path, Windows], record_measurement) -> None:
+    apr_path, hf_dir, val = fitted
+    model = from_pretrained(apr_path if fmt == "apr" else hf_dir)
+    window = torch.from_numpy(np.stack([val.window(i) for i in range(8)]).astype(np.int64))
+    x, y = window[:, :-1], window[:, 1:]
+    loss = eval_batch(model, x, y)
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+    with torch.no_grad():
+        logits = ref(x).logits
+    ref_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).item()
+    record_measurement("val_loss_over_ln_vocab", loss / math.log(CFG.vocab_size))
+    record_measurement("loss_abs_diff_vs_transformers", abs(loss - ref_loss))
