@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -192,6 +191,15 @@ def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
     return merges
 
 
+def _unlink(where: dict[tuple[int, int], set[int]], pair: tuple[int, int], pos: int, changed: set[tuple[int, int]]) -> None:
+    ps = where.get(pair)
+    if ps is not None and pos in ps:
+        ps.discard(pos)
+        changed.add(pair)
+        if not ps:
+            del where[pair]
+
+
 def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> HexByteTokenizer:
     """Train a hex-byte BPE the way aprender does: each text is one word of its UTF-8 bytes.
 
@@ -207,21 +215,32 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
         vocab[key] = len(SPECIAL_TOKENS) + b
     tokens: list[str] = list(vocab)
 
-    word_counts = Counter(t.encode("utf-8") for t in texts)
-    words: list[list[int]] = [[len(SPECIAL_TOKENS) + b for b in w] for w in word_counts]
-    freqs: list[int] = list(word_counts.values())
-    pair_counts: Counter[tuple[int, int]] = Counter()
+    # All texts as one symbol sequence in a doubly linked list; no pair crosses a text boundary.
+    # `where` maps each pair to the positions of its left symbol, so a merge touches only its
+    # own occurrences instead of rescanning the corpus.
+    sym: list[int] = []
+    nxt: list[int] = []
+    prv: list[int] = []
+    for text in texts:
+        data = text.encode("utf-8")
+        start = len(sym)
+        sym.extend(len(SPECIAL_TOKENS) + b for b in data)
+        nxt.extend(range(start + 1, start + len(data) + 1))
+        prv.extend(range(start - 1, start + len(data) - 1))
+        if data:
+            nxt[-1] = -1
+            prv[start] = -1
     where: dict[tuple[int, int], set[int]] = {}
-    for wi, w in enumerate(words):
-        for pair in zip(w, w[1:]):
-            pair_counts[pair] += freqs[wi]
-            where.setdefault(pair, set()).add(wi)
-    heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
+    for i, j in enumerate(nxt):
+        if j >= 0:
+            where.setdefault((sym[i], sym[j]), set()).add(i)
+    heap = [(-len(ps), a, b) for (a, b), ps in where.items()]
     heapq.heapify(heap)
     merges: list[tuple[str, str]] = []
     while len(tokens) < vocab_size and heap:
         neg, a, b = heapq.heappop(heap)
-        if pair_counts.get((a, b), 0) != -neg:
+        positions = where.get((a, b))
+        if positions is None or len(positions) != -neg:
             continue  # stale entry; the current count was pushed separately
         if -neg < min_frequency:
             break
@@ -231,35 +250,30 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
             new_id = vocab[merged] = len(tokens)
             tokens.append(merged)
         merges.append((tokens[a], tokens[b]))
+        del where[(a, b)]
         changed: set[tuple[int, int]] = set()
-        for wi in where.pop((a, b), ()):
-            w = words[wi]
-            out: list[int] = []
-            i = 0
-            while i < len(w):
-                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            if len(out) == len(w):
-                continue
-            before = Counter(zip(w, w[1:]))
-            after = Counter(zip(out, out[1:]))
-            for pair in before | after:
-                delta = (after[pair] - before[pair]) * freqs[wi]
-                if delta:
-                    pair_counts[pair] += delta
-                    changed.add(pair)
-                if after[pair]:
-                    where.setdefault(pair, set()).add(wi)
-            words[wi] = out
-        pair_counts.pop((a, b), None)
+        for i in sorted(positions):  # left to right, non-overlapping
+            j = nxt[i]
+            if sym[i] != a or j < 0 or sym[j] != b:
+                continue  # consumed by the previous occurrence of an overlapping pair (a == b)
+            p, k = prv[i], nxt[j]
+            if p >= 0:
+                _unlink(where, (sym[p], a), p, changed)
+            if k >= 0:
+                _unlink(where, (b, sym[k]), j, changed)
+            sym[i] = new_id
+            sym[j] = -1
+            nxt[i] = k
+            if k >= 0:
+                prv[k] = i
+            if p >= 0:
+                where.setdefault((sym[p], new_id), set()).add(p)
+                changed.add((sym[p], new_id))
+            if k >= 0:
+                where.setdefault((new_id, sym[k]), set()).add(i)
+                changed.add((new_id, sym[k]))
         for pair in changed:
-            count = pair_counts.get(pair, 0)
-            if count > 0:
-                heapq.heappush(heap, (-count, pair[0], pair[1]))
-            else:
-                pair_counts.pop(pair, None)
+            ps = where.get(pair)
+            if ps:
+                heapq.heappush(heap, (-len(ps), pair[0], pair[1]))
     return HexByteTokenizer(vocab, merges)

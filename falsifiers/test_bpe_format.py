@@ -1,0 +1,172 @@
+"""Falsifiers of bpe-format-v1 that need no real vocab: loader refusal, detection, hex layout, round trips."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shiptwo.errors import FormatError
+from shiptwo.tokenize import VocabFormat, detect_format, load_tokenizer
+from shiptwo.tokenize._common import bytes_to_unicode
+from shiptwo.tokenize._testing import python_sources, train_byte_level
+from shiptwo.tokenize.hexbpe import HexByteTokenizer, train_hex_bpe
+from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
+
+
+@pytest.fixture(scope="module")
+def sources() -> list[str]:
+    return [text for _, text in python_sources(30, max_bytes=12_000)]
+
+
+@pytest.fixture(scope="module")
+def hex_dir(tmp_path_factory: pytest.TempPathFactory, sources: list[str]) -> Path:
+    d = tmp_path_factory.mktemp("hex")
+    train_hex_bpe(sources, vocab_size=700).save(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def byte_level_dir(tmp_path_factory: pytest.TempPathFactory, sources: list[str]) -> Path:
+    return train_byte_level(sources, tmp_path_factory.mktemp("bytelevel"), vocab_size=700)
+
+
+@pytest.fixture(scope="module")
+def hex_tok(hex_dir: Path) -> HexByteTokenizer:
+    return HexByteTokenizer.load(hex_dir)
+
+
+@pytest.fixture(scope="module")
+def byte_level_tok(byte_level_dir: Path) -> Any:
+    return load_tokenizer(byte_level_dir)
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-FORMAT-MISMATCH-001")
+def test_hex_loader_refuses_byte_level_vocab(byte_level_dir: Path, sources: list[str]) -> None:
+    vocab = json.loads((byte_level_dir / "vocab.json").read_text())
+    hex_keys = sum(1 for b in range(256) if f"{b:02x}" in vocab)
+    assert hex_keys < 200
+    with pytest.raises(FormatError) as info:
+        HexByteTokenizer.load(byte_level_dir)
+    message = str(info.value)
+    assert str(byte_level_dir / "vocab.json") in message
+    assert f"{hex_keys} of 256 hex-byte keys" in message
+    assert "load_tokenizer" in message and "\n" not in message
+    # The dispatching loader picks the byte-level path and encodes Python with no <unk> at all.
+    tok = load_tokenizer(byte_level_dir / "vocab.json")
+    assert tok.format is VocabFormat.BYTE_LEVEL
+    ids = tok.encode(sources[0])
+    assert tok.unk_id is None or tok.unk_id not in ids
+    assert tok.decode(ids) == sources[0]
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-DETECT-001")
+def test_detect_hex_vocab_has_256_keys(hex_dir: Path) -> None:
+    report = detect_format(hex_dir)
+    assert report.format is VocabFormat.HEX_BYTE
+    assert report.hex_keys == 256
+    assert "256 of 256 hex-byte keys" in report.reason
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-DETECT-001")
+def test_detect_real_qwen2_vocab_is_byte_level_36_of_256() -> None:
+    qwen = find_qwen2_tokenizer_dir()
+    assert qwen is not None
+    for path in (qwen, qwen / "vocab.json"):
+        report = detect_format(path)
+        assert report.format is VocabFormat.BYTE_LEVEL
+        assert report.hex_keys == 36
+        assert report.vocab_entries == 151_643
+        assert "36 of 256 hex-byte keys" in report.reason
+    # The seeds' exact case: the hex loader, handed the real Qwen2 vocab, refuses it by count.
+    with pytest.raises(FormatError, match=r"vocab\.json: 36 of 256 hex-byte keys"):
+        HexByteTokenizer.load(qwen)
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-DETECT-001")
+def test_detect_refuses_unknown_formats(tmp_path: Path) -> None:
+    # A SentencePiece-style vocab: neither hex keys nor the byte-level alphabet.
+    sp = {"<unk>": 0, "▁the": 1, "▁a": 2, **{chr(0x4E00 + i): 3 + i for i in range(300)}}
+    (tmp_path / "vocab.json").write_text(json.dumps(sp))
+    with pytest.raises(FormatError, match=r"unknown vocab format: 0 of 256 hex-byte keys"):
+        detect_format(tmp_path)
+    with pytest.raises(FormatError, match="unknown vocab format"):
+        load_tokenizer(tmp_path)
+    # A WordPiece tokenizer.json is refused by model type, not guessed.
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
+    with pytest.raises(FormatError, match="model.type is 'WordPiece'"):
+        detect_format(tmp_path)
+
+
+def _spelled(hex_token: str) -> str:
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in bytes.fromhex(hex_token))
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-HEX-COMPAT-001")
+def test_hex_layout_merge_order_and_reload(hex_dir: Path, sources: list[str]) -> None:
+    vocab = json.loads((hex_dir / "vocab.json").read_text())
+    lines = (hex_dir / "merges.txt").read_text().splitlines()
+    assert lines[0] == "#version: 0.2"
+    assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:5] == ["<unk>", "<s>", "</s>", "<pad>", "<mask>"]
+    assert all(vocab[f"{b:02x}"] == 5 + b for b in range(256))
+    # Merge k creates id 261 + k (in file order) unless its string already existed.
+    next_id = 261
+    for line in lines[1:]:
+        left, right = line.split(" ")
+        if vocab[left + right] >= next_id:
+            assert vocab[left + right] == next_id
+            next_id += 1
+    assert next_id == max(vocab.values()) + 1
+    # Oracle: Hugging Face BPE over the same merges, hex respelled as byte characters, no pre-tokenizer.
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import BPE
+
+    hf_vocab = {(t if t.startswith("<") else _spelled(t)): i for t, i in vocab.items()}
+    hf_merges = [tuple(map(_spelled, line.split(" "))) for line in lines[1:]]
+    hf = Tokenizer(BPE(vocab=hf_vocab, merges=hf_merges, unk_token="<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    loaded = HexByteTokenizer.load(hex_dir)
+    for text in sources[:10] + ["naïve café — 日本語 😀"]:
+        assert loaded.encode(text) == hf.encode(text).ids
+    # Save -> load -> save is byte-identical.
+    again = hex_dir.parent / "again"
+    loaded.save(again)
+    assert (again / "vocab.json").read_bytes() == (hex_dir / "vocab.json").read_bytes()
+    assert (again / "merges.txt").read_bytes() == (hex_dir / "merges.txt").read_bytes()
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-HEX-COMPAT-001")
+def test_hex_training_ties_break_by_smallest_id_pair_golden(tmp_path: Path) -> None:
+    # "ab" and "cd" both occur twice: (0x61,0x62) has the smaller ids, so it is merged first.
+    train_hex_bpe(["abab", "cdcd"], vocab_size=300, min_frequency=1).save(tmp_path)
+    assert (tmp_path / "merges.txt").read_bytes() == b"#version: 0.2\n61 62\n63 64\n6162 6162\n6364 6364\n"
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    assert [vocab[t] for t in ("6162", "6364", "61626162", "63646364")] == [261, 262, 263, 264]
+    assert HexByteTokenizer.load(tmp_path).encode("ababcd") == [263, 262]
+
+
+text_strategy = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-ROUNDTRIP-001")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_strategy)
+def test_roundtrip_hex(hex_tok: HexByteTokenizer, text: str) -> None:
+    tok = hex_tok
+    assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-ROUNDTRIP-001")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_strategy)
+def test_roundtrip_byte_level(byte_level_tok: Any, text: str) -> None:
+    # No normalizer in this vocab, so the text comes back exactly (Qwen2's NFC is tested with Qwen2).
+    tok = byte_level_tok
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode(unicodedata.normalize("NFD", text))) == unicodedata.normalize("NFD", text)

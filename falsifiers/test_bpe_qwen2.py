@@ -1,0 +1,129 @@
+"""Falsifiers of bpe-format-v1 on the real Qwen2 vocab (built by `shiptwo tokenize fetch-qwen2`).
+
+Oracles: Hugging Face `transformers`' Qwen2Tokenizer, which builds its own pipeline (Qwen2's regex,
+NFC, byte-level) from vocab.json + merges.txt, and a tiktoken-style rank BPE written here over
+the ranks file itself, which needs no recovered merges at all.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import regex
+
+from shiptwo.tokenize import load_tokenizer
+from shiptwo.tokenize._testing import python_sources
+from shiptwo.tokenize.bytelevel import QWEN2_PRETOKENIZE_REGEX, load_vocab_merges, read_tiktoken_ranks
+from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
+
+TRICKY = [
+    "12345678901234567890",
+    "x = 3.14159e-10; y = 1_000_000",
+    "    \n\n\t  \n   foo  bar   \r\n\r\n  ",
+    "你好，世界！这是一个测试。",
+    "日本語のテキストと한국어",
+    "😀🎉👍🏽 family: 👨\u200d👩\u200d👧\u200d👦 flags 🇯🇵",
+    "I'm you're we've they'll she'd it's DON'T WE'LL",
+    "def f(x):\n    return x**2  # comment\n",
+    "e\u0301 cafe\u0301 A\u030a Å",  # NFD input: Qwen2 normalizes to NFC first
+    "\u00a0\u2003\u3000 tabs\t\tand  spaces",
+    "<|endoftext|>",
+]
+
+
+@pytest.fixture(scope="module")
+def qwen_dir() -> Path:
+    found = find_qwen2_tokenizer_dir()
+    assert found is not None  # the qwen-tokenizer gate is open, so this holds
+    return found
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir: Path) -> Any:
+    return load_tokenizer(qwen_dir)
+
+
+@pytest.fixture(scope="module")
+def python_texts() -> list[str]:
+    return [text for _, text in python_sources(40, max_bytes=30_000)]
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-UPSTREAM-001")
+def test_real_qwen2_vocab_encodes_python_with_no_unk(qwen: Any, python_texts: list[str], record_measurement: Any) -> None:
+    encoded = qwen.encode_batch(python_texts)
+    total = sum(len(ids) for ids in encoded)
+    unk = 0 if qwen.unk_id is None else sum(ids.count(qwen.unk_id) for ids in encoded)
+    # No <unk> id exists in Qwen2; the real check is that nothing is lost: every document comes back.
+    for text, ids in zip(python_texts, encoded):
+        assert max(ids) < 151_643  # regular tokens only: no text was turned into a special token
+        assert qwen.decode(ids) == unicodedata.normalize("NFC", text)
+    record_measurement("unk_ratio", unk / total)
+    record_measurement("tokens_per_byte", total / sum(len(t.encode("utf-8")) for t in python_texts))
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-UPSTREAM-002")
+def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
+    qwen: Any, qwen_dir: Path, python_texts: list[str], record_measurement: Any
+) -> None:
+    pair_from_config = load_tokenizer(qwen_dir / "vocab.json")  # pre-tokenizer from tokenizer_config.json
+    pair_named = load_vocab_merges(qwen_dir / "vocab.json", pretokenizer="qwen2")
+    assert "qwen2" in pair_from_config.layout
+    texts = python_texts + TRICKY
+    mismatched = 0
+    for other in (pair_from_config, pair_named):
+        for a, b in zip(qwen.encode_batch(texts), other.encode_batch(texts)):
+            mismatched += sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+    record_measurement("mismatched_ids", mismatched)
+    assert mismatched == 0
+    # A whitespace split would give different ids on ordinary code; prove the test can see that.
+    ws = [i for word in "def f(x):\n    return x".split(" ") for i in qwen.encode(word)]
+    assert ws != pair_named.encode("def f(x):\n    return x")
+
+
+def _rank_bpe(ranks: dict[bytes, int], text: str) -> list[int]:
+    """tiktoken's algorithm: split by Qwen2's regex after NFC, then merge the lowest-ranked pair."""
+    out: list[int] = []
+    for piece in regex.findall(QWEN2_PRETOKENIZE_REGEX, unicodedata.normalize("NFC", text)):
+        parts = [bytes([b]) for b in piece.encode("utf-8")]
+        while len(parts) > 1:
+            best = min(
+                ((ranks[parts[i] + parts[i + 1]], i) for i in range(len(parts) - 1) if parts[i] + parts[i + 1] in ranks),
+                default=None,
+            )
+            if best is None:
+                break
+            i = best[1]
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        out.extend(ranks[p] for p in parts)
+    return out
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
+def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(qwen: Any, qwen_dir: Path, python_texts: list[str]) -> None:
+    from transformers import Qwen2Tokenizer
+
+    vocab = json.loads((qwen_dir / "vocab.json").read_text(encoding="utf-8"))
+    lines = (qwen_dir / "merges.txt").read_text(encoding="utf-8").split("\n")
+    merges = [tuple(line.split(" ")) for line in lines[1:] if line]
+    hf = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    ranks = read_tiktoken_ranks(qwen_dir / "qwen.tiktoken")
+    for text in TRICKY + [t[:3000] for t in python_texts[:8]]:
+        ours = qwen.encode(text)
+        assert ours == hf.encode(text, add_special_tokens=False), text
+        if "<|" not in text:
+            assert ours == _rank_bpe(ranks, text), text
+        assert qwen.decode(ours) == unicodedata.normalize("NFC", text)
+    # Published facts: Qwen2's added tokens sit at 151,643.. and total 151,665 with Qwen2.5's 22.
+    assert [qwen.encode(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [[151643], [151644], [151645]]
+    assert qwen.vocab_size == 151_665 and qwen.eos_id == 151_643
+    # Ids quoted in the seeds (aprender PR #1598, real Qwen2 tokenizer.json) name these pieces.
+    seed_ids = [750, 75698, 1445, 1648, 198, 220, 220, 220, 470, 308, 198]
+    assert qwen.decode(seed_ids) == "def fibonacci(n):\n    return n\n"
+    # ...and Hugging Face's own pipeline merges "):\n" and the indent, which aprender's whitespace split did not.
+    assert qwen.encode("def fibonacci(n):\n    return n\n") == hf.encode(
+        "def fibonacci(n):\n    return n\n", add_special_tokens=False
+    ) == [750, 75698, 1445, 982, 262, 470, 308, 198]
