@@ -31,6 +31,7 @@ class TestFile:
     tests: dict[str, frozenset[str]] = field(hash=False)
     classes: frozenset[str] = frozenset()
     error: str | None = None
+    lines: dict[str, int] = field(default_factory=dict, hash=False)  # node -> line of its marker or `def`
 
 
 def _falsifier_ids(decorators: list[ast.expr]) -> set[str]:
@@ -49,6 +50,13 @@ def _is_falsifier_mark(func: ast.expr) -> bool:
     )
 
 
+def _marker_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    for deco in node.decorator_list:
+        if isinstance(deco, ast.Call) and _is_falsifier_mark(deco.func):
+            return deco.lineno
+    return node.lineno
+
+
 def _module_marks(tree: ast.Module) -> set[str]:
     ids: set[str] = set()
     for stmt in tree.body:
@@ -64,18 +72,20 @@ def _is_test(node: ast.stmt) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _scan(path: Path, mtime_ns: int) -> TestFile:
+def _scan(path: Path, mtime_ns: int, size: int) -> TestFile:
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, RecursionError, OSError) as exc:
         return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
     module_ids = _module_marks(tree)
     tests: dict[str, frozenset[str]] = {}
+    lines: dict[str, int] = {}
     classes: set[str] = set()
     for stmt in tree.body:
         if _is_test(stmt):
             assert isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
             tests[stmt.name] = frozenset(module_ids | _falsifier_ids(stmt.decorator_list))
+            lines[stmt.name] = _marker_line(stmt)
         elif isinstance(stmt, ast.ClassDef):
             classes.add(stmt.name)
             class_ids = module_ids | _falsifier_ids(stmt.decorator_list)
@@ -84,12 +94,16 @@ def _scan(path: Path, mtime_ns: int) -> TestFile:
                     assert isinstance(body_stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
                     ids = class_ids | _falsifier_ids(body_stmt.decorator_list)
                     tests[f"{stmt.name}::{body_stmt.name}"] = frozenset(ids)
-    return TestFile(path, tests, frozenset(classes))
+                    lines[f"{stmt.name}::{body_stmt.name}"] = _marker_line(body_stmt)
+    return TestFile(path, tests, frozenset(classes), lines=lines)
 
 
 def scan_test_file(path: Path) -> TestFile:
     """Parse a test file (cached until it changes)."""
-    return _scan(path.resolve(), path.stat().st_mtime_ns)
+    # The size joins the mtime in the key: a file rewritten within the clock's granularity
+    # keeps its mtime, and would otherwise be served from the cache.
+    stat = path.stat()
+    return _scan(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 def scan_tree(directory: Path) -> list[TestFile]:

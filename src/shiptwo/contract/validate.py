@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,18 +105,21 @@ def validate_paths(
     result = ValidationResult(root=root, files=files)
     scanned = [tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)]
     documents: list[tuple[Path, str, ParsedYaml]] = []
+    unread = False  # a file that may be a contract could not be read as one
     for path in files:
         rel = _display(path, root)
         try:
             raw = path.read_bytes()
         except OSError as exc:
             result.findings.append(finding("file-unreadable", rel, 1, 1, f"cannot read: {exc.strerror or exc}"))
+            unread = True
             continue
         parsed = parse_yaml(raw)
         for problem in parsed.problems:
             result.findings.append(finding(_YAML_RULES[problem.kind], rel, problem.line, problem.column, problem.message))
         data = parsed.data
         if parsed.problems and data is None:
+            unread = True
             continue
         if not isinstance(data, dict) or "schema" not in data:
             result.skipped.append(path)
@@ -125,6 +129,7 @@ def validate_paths(
             result.findings.append(
                 finding("bad-value", rel, line, col, f"schema: {data['schema']!r} is not supported; this shiptwo reads {SCHEMA_ID!r}")
             )
+            unread = True
             continue
         documents.append((path, rel, parsed))
 
@@ -137,7 +142,9 @@ def validate_paths(
         result.findings.extend(file_findings)
         if not any(f.name in _STRUCTURAL for f in file_findings):
             result.contracts.append(Contract.from_data(parsed.data, path))
-    _check_markers_declared(scanned, documents, root, result)
+    if not unread:
+        # With a contract unread, its markers would all look undeclared: report the file, not them.
+        _check_markers_declared(scanned, documents, root, result)
     result.findings.sort()
     return result
 
@@ -301,6 +308,14 @@ def _range_findings(rel: str, at: Any, i: int, name: str, spec: dict[str, Any]) 
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi) if v is not None)
         if not numeric:
             continue  # the schema reports non-numbers (PyYAML reads `1e-5` as a string)
+        nan = [bound for bound, v in (("min", lo), ("max", hi)) if isinstance(v, float) and math.isnan(v)]
+        if nan:
+            # NaN passes the schema's `number` but compares false with everything: nothing would pass.
+            yield finding(
+                "bad-value", rel, *at("falsifiers", i, "measurements", name, kind, nan[0]),
+                f"{where}.{kind}.{nan[0]}: .nan is not a bound; give a number or leave the side open",
+            )
+            continue
         if lo is None and hi is None:
             yield finding("range-empty", rel, *at("falsifiers", i, "measurements", name, kind), f"{where}.{kind}: has neither min nor max; give at least one bound")
         elif lo is not None and hi is not None and lo > hi:
@@ -337,7 +352,7 @@ def _test_findings(
         if tf.error:
             yield finding("test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}")
             continue
-        listed.add(f"{ref.file}::{ref.node}")
+        listed.add(f"{_display(target, root)}::{ref.node}")  # `./x.py` and `x.py` name one file
         if ref.node not in tf.tests:
             head = ref.node.split("::")[0]
             if "::" in ref.node and head not in tf.classes:
@@ -361,22 +376,44 @@ def _test_findings(
 def _check_markers_declared(
     scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], root: Path, result: ValidationResult
 ) -> None:
-    declared = {
-        f.get("id")
-        for _, _, parsed in documents
-        for f in _list(parsed.data.get("falsifiers"))
-        if isinstance(f, dict)
-    }
+    declared = {fid for _, _, parsed in documents for fid in _falsifier_ids(parsed.data)}
+    if any(ids - declared for tf in scanned for ids in tf.tests.values()):
+        # Validating a few files must not flag the markers that bind the other contracts' falsifiers.
+        declared |= _declared_elsewhere(root, result.files)
     for tf in scanned:
         for node, ids in tf.tests.items():
             for fid in sorted(ids - declared):
-                hint = _did_you_mean(fid, [d for d in declared if isinstance(d, str)])
+                hint = _did_you_mean(fid, declared)
                 result.findings.append(
                     finding(
-                        "test-marker-mismatch", _display(tf.path, root), 1, 1,
+                        "test-marker-mismatch", _display(tf.path, root), tf.lines.get(node, 1), 1,
                         f"{node}: marker falsifier({fid!r}) names no falsifier of any contract{hint}",
                     )
                 )
+
+
+def _falsifier_ids(data: Any) -> set[str]:
+    falsifiers = _list(data.get("falsifiers")) if isinstance(data, dict) else []
+    return {f["id"] for f in falsifiers if isinstance(f, dict) and isinstance(f.get("id"), str)}
+
+
+def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
+    """Falsifier ids declared by the project's contracts (`<root>/contracts`) not being validated."""
+    contracts_dir = root / "contracts"
+    if not contracts_dir.is_dir():
+        return set()
+    seen = {p.resolve() for p in validated}
+    ids: set[str] = set()
+    for path in collect_files([contracts_dir]):
+        if path.resolve() in seen:
+            continue
+        try:
+            data = parse_yaml(path.read_bytes()).data
+        except OSError:
+            continue  # validating that file is what reports it
+        if isinstance(data, dict) and data.get("schema") == SCHEMA_ID:
+            ids |= _falsifier_ids(data)
+    return ids
 
 
 def _schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
@@ -384,7 +421,13 @@ def _schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
     for error in validator.iter_errors(parsed.data):
         path = tuple(error.absolute_path)
         where = _where(path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        if path == ("version",) and error.validator == "type":
+            continue  # version-not-semver reports it, with the fix (quote it)
+        if "propertyNames" in error.schema_path and isinstance(error.instance, str):
+            # The error sits on the mapping; point at the offending name instead.
+            line, col = parsed.position((*path, error.instance))
+            yield finding("bad-value", rel, line, col, f"{_where((*path, error.instance))}: bad name: {_short(error)}")
+        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = error.schema.get("properties", {})
             for key in sorted(set(error.instance) - set(allowed)):
                 hint = _did_you_mean(key, allowed)

@@ -19,14 +19,18 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
 # A contract has a few hundred values; anything expanding past this is an alias bomb.
 MAX_NODES = 100_000
+# A contract nests about seven levels deep; past this the text is an attack or an accident.
+MAX_DEPTH = 100
+# libyaml's composer recurses in C and overflows the stack (a segfault, not an exception) at
+# some tens of thousands of nested collections, so text that could nest deeper than this is
+# measured with the (iterative) event parser before it is composed.
+_COMPOSER_SAFE_DEPTH = 1_000
 
 Path_ = tuple[str | int, ...]
 
 _STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
-_constructor = yaml.constructor.SafeConstructor()
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,12 @@ class ParsedYaml:
         return self.positions.get(path, (1, 1))
 
 
-class _AliasBomb(Exception):
-    pass
+class _Abort(Exception):
+    """The text cannot be turned into data; carries the problem to report instead."""
+
+    def __init__(self, kind: str, message: str, mark: Any = None) -> None:
+        super().__init__(message)
+        self.problem = YamlProblem(kind, message, *((mark.line + 1, mark.column + 1) if mark else (1, 1)))
 
 
 class _Builder:
@@ -63,34 +71,68 @@ class _Builder:
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.problems: list[YamlProblem] = []
         self.count = 0
+        # Collections being built right now: an alias back to one of them is a cycle.
+        self.active: set[int] = set()
+        # One constructor per parse: SafeConstructor caches every node it constructs, forever.
+        self.constructor = yaml.constructor.SafeConstructor()
 
-    def build(self, node: yaml.Node, path: Path_) -> Any:
+    def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _AliasBomb
+            raise _Abort("alias-bomb", f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)", node.start_mark)
+        if depth > MAX_DEPTH:
+            raise _Abort("syntax", f"values nest more than {MAX_DEPTH} levels deep", node.start_mark)
         mark = node.start_mark
         self.positions[path] = (mark.line + 1, mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        if node.tag == _STR:
-            return node.value
-        if node.tag == _TIMESTAMP:
-            # Dates stay the text the author wrote; JSON and the schema know no date type.
-            return node.value
-        return _constructor.construct_object(node)
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in (_STR, _TIMESTAMP):
+                # Dates stay the text the author wrote; JSON and the schema know no date type.
+                return node.value
+            return self._construct(node)
+        if id(node) in self.active:
+            raise _Abort("alias-bomb", "an alias refers to a collection that contains it (infinite expansion)", mark)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path, depth)
+            return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
 
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
-        if node.tag != _MAP:
-            _constructor.flatten_mapping(node)  # merge keys (<<) resolve like PyYAML does
+    def _construct(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node)
+        except yaml.MarkedYAMLError as exc:
+            raise _Abort("syntax", f"YAML value cannot be read: {exc.problem}", exc.problem_mark or node.start_mark) from exc
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            raise _Abort("syntax", f"YAML value {node.value!r} cannot be read: {exc}", node.start_mark) from exc
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[str, Any]:
+        # Merge keys (<<) are expanded here, not by PyYAML's flatten_mapping: that copies the
+        # merged pairs eagerly, so nested merges of merges would blow up before any count ran.
+        here = self.positions[path]
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            # The earlier source wins, as YAML says: build the later ones first, then overwrite.
+            for source in reversed(sources):
+                if not isinstance(source, yaml.MappingNode):
+                    self._problem("key-type", "a merge key (<<) takes a mapping or a list of mappings", source)
+                    continue
+                # Built at `path` so merged keys are located where they take effect.
+                merged.update(self.build(source, path, depth + 1))
+        self.positions[path] = here
         out: dict[str, Any] = {}
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self._problem("key-type", "a mapping key must be a plain string", key_node)
                 continue
-            key = key_node.value if key_node.tag == _STR else str(_constructor.construct_object(key_node))
+            key = key_node.value if key_node.tag == _STR else str(self._construct(key_node))
             if key in seen:
                 self._problem(
                     "duplicate-key",
@@ -98,14 +140,39 @@ class _Builder:
                     key_node,
                 )
             seen[key] = key_node.start_mark.line + 1
-            out[key] = self.build(value_node, (*path, key))
+            out[key] = self.build(value_node, (*path, key), depth + 1)
             # Point a key's findings at the key itself, which is where a reader looks.
             self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        if merged:
+            # Keys written in the mapping itself override merged ones.
+            return {**{k: v for k, v in merged.items() if k not in out}, **out}
         return out
 
     def _problem(self, kind: str, message: str, node: yaml.Node) -> None:
         mark = node.start_mark
         self.problems.append(YamlProblem(kind, message, mark.line + 1, mark.column + 1))
+
+
+def _too_deep(text: str) -> YamlProblem | None:
+    """A problem if `text` nests collections deeper than MAX_DEPTH; checked before composing."""
+    # Block collections nest at most two levels per column of indentation (a mapping and its
+    # indentless sequence); flow collections one per bracket. Real contracts stay far below.
+    longest = max(map(len, text.splitlines()), default=0)
+    if 2 * (longest + 1) + text.count("[") + text.count("{") <= _COMPOSER_SAFE_DEPTH:
+        return None
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return YamlProblem("syntax", f"values nest more than {MAX_DEPTH} levels deep", mark.line + 1, mark.column + 1)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # composing reports the syntax error with its position
+    return None
 
 
 def parse_yaml(raw: bytes) -> ParsedYaml:
@@ -114,11 +181,14 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        return ParsedYaml(
-            None, {}, (YamlProblem("encoding", f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}", line, 1),)
-        )
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        message = f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}; save the file as UTF-8"
+        return ParsedYaml(None, {}, (YamlProblem("encoding", message, line, column),))
     if text.startswith("\ufeff"):
         text = text[1:]
+    deep = _too_deep(text)
+    if deep is not None:
+        return ParsedYaml(None, {}, (deep,))
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -126,19 +196,22 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         reason = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML does not parse: {reason}", line, col),))
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (control characters, NUL); `position` counts characters.
+        pos = exc.position
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        line, col = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        message = f"YAML does not parse: {exc.reason}: character U+{char:04X}; remove it or quote it escaped"
+        return ParsedYaml(None, {}, (YamlProblem("syntax", message, line, col),))
     except yaml.YAMLError as exc:
-        return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML does not parse: {exc}", 1, 1),))
+        return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML does not parse: {' '.join(str(exc).split())}", 1, 1),))
     if node is None:
         return ParsedYaml(None, {}, (YamlProblem("empty", "the file holds no YAML document", 1, 1),))
     builder = _Builder()
     try:
         data = builder.build(node, ())
-    except _AliasBomb:
-        return ParsedYaml(
-            None,
-            {},
-            (YamlProblem("alias-bomb", f"aliases expand to more than {MAX_NODES:,} values (billion-laughs?)", 1, 1),),
-        )
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
-        return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML value cannot be read: {exc}", 1, 1),))
+    except _Abort as exc:
+        return ParsedYaml(None, {}, (exc.problem,))
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the builder far from the limit
+        return ParsedYaml(None, {}, (YamlProblem("syntax", "values nest too deeply to read", 1, 1),))
     return ParsedYaml(data, builder.positions, tuple(builder.problems))

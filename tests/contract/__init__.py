@@ -1,0 +1,1 @@
+"""Tests of contract validation (`shiptwo pv validate`), the YAML reader and the rule catalog."""
