@@ -1,0 +1,117 @@
+"""FALSIFY-PARITY-CUDA-*: the same weights give the same numbers on CPU and CUDA, stage by stage.
+
+The seeds' H4D: a CUDA forward path nobody compared with the CPU one, layer by layer. TF32 is
+switched off for the fp32 comparison (it would legitimately cost ~1e-3 of precision). Host gate
+`cuda` (declared in the contract) skips these where no GPU is present.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from shiptwo.model import Qwen2, Qwen2Config, max_rel_err, stage_names
+from shiptwo.train import eval_batch
+
+CFG = Qwen2Config(vocab_size=512, hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2, head_dim=16,
+                  intermediate_size=256, rope_theta=1_000_000.0, tied_embeddings=True)
+
+
+@pytest.fixture
+def no_tf32() -> Iterator[None]:
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def random_model(dtype: torch.dtype) -> Qwen2:
+    """Every parameter random, biases and norm gains included, so no defect hides behind a 0 or 1."""
+    torch.manual_seed(0)
+    model = Qwen2(CFG)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return model.to(dtype).eval()
+
+
+def stages(model: Qwen2, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    with torch.no_grad():
+        logits, hidden = model(ids.to(next(model.parameters()).device), return_hidden=True)
+    return logits, hidden
+
+
+def compare_devices(dtype: torch.dtype, limit: float) -> tuple[float, float]:
+    cpu = random_model(dtype)
+    gpu = copy.deepcopy(cpu).to("cuda")
+    ids = torch.randint(0, CFG.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    ref_logits, ref_hidden = stages(cpu, ids)
+    logits, hidden = stages(gpu, ids)
+    errs = [max_rel_err(a, b) for a, b in zip(hidden, ref_hidden, strict=True)]
+    names = stage_names(CFG.num_layers)
+    over = [n for n, e in zip(names, errs, strict=True) if e > limit]
+    report = ", ".join(f"{n}: {e:.2e}" for n, e in zip(names, errs, strict=True))
+    assert not over, f"first stage where CUDA leaves CPU: {over[0]} ({report})"
+    return max(errs), max_rel_err(logits, ref_logits)
+
+
+@pytest.mark.falsifier("FALSIFY-PARITY-CUDA-001")
+def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement) -> None:
+    hidden, logits = compare_devices(torch.float32, 1e-4)
+    record_measurement("hidden_max_rel_err", hidden)
+    record_measurement("logits_max_rel_err", logits)
+
+
+@pytest.mark.falsifier("FALSIFY-PARITY-CUDA-BF16-001")
+def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement) -> None:
+    hidden, logits = compare_devices(torch.bfloat16, 0.05)
+    record_measurement("hidden_max_rel_err", hidden)
+    record_measurement("logits_max_rel_err", logits)
+
+
+@pytest.mark.falsifier("FALSIFY-PARITY-CUDA-EVAL-001")
+def test_eval_batch_same_loss_on_cpu_and_cuda(no_tf32: None, record_measurement) -> None:
+    cpu = random_model(torch.float32)
+    gpu = copy.deepcopy(cpu).to("cuda")
+    ids = torch.randint(0, CFG.vocab_size, (4, 65), generator=torch.Generator().manual_seed(2))
+    x, y = ids[:, :-1], ids[:, 1:]
+    cpu_loss, gpu_loss = eval_batch(cpu, x, y), eval_batch(gpu, x, y)
+    record_measurement("eval_loss_abs_diff", abs(cpu_loss - gpu_loss))
+
+
+def _python_ids(tokenizer_json: Path, n_tokens: int) -> torch.Tensor:
+    import sysconfig
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text(encoding="utf-8")
+    ids = tok.encode(text).ids[:n_tokens]
+    return torch.tensor([ids], dtype=torch.long)
+
+
+@pytest.mark.falsifier("FALSIFY-PARITY-QWEN-CUDA-001")
+def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, record_measurement) -> None:
+    from shiptwo.checkpoint import from_pretrained
+
+    root = Path(os.environ["SHIPTWO_QWEN_DIR"])
+    ids = _python_ids(root / "tokenizer.json", 128)
+    cpu = from_pretrained(root, device="cpu", dtype=torch.float32)
+    with torch.no_grad():
+        ref = cpu(ids)
+    del cpu
+    gpu = from_pretrained(root, device="cuda", dtype=torch.float32)
+    with torch.no_grad():
+        out = gpu(ids.to("cuda"))
+    record_measurement("logits_max_rel_err", max_rel_err(out, ref))
