@@ -119,7 +119,7 @@ class Contract:
         return cls(
             id=data["id"],
             path=path,
-            version=data["version"],
+            version=str(data["version"]),  # an unquoted 1.0 is reported (PV202) and kept as text
             title=data["title"],
             requires=contract_gates,
             obligations=tuple(Obligation(o["id"], o["statement"]) for o in data["obligations"]),

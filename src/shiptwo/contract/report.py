@@ -51,16 +51,19 @@ def render_github(ev: Evaluation) -> str:
     def esc(text: str) -> str:
         return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
+    def prop(text: str) -> str:  # property values also escape the separators
+        return esc(text).replace(":", "%3A").replace(",", "%2C")
+
     out = []
     for f in ev.findings:
         level = "error" if f.severity is Severity.ERROR else "warning"
-        out.append(f"::{level} file={f.path},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}")
+        out.append(f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}")
     for c in ev.contracts:
         for f in c.falsifiers:
             if f.verdict.status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR):
                 level = "error" if f.verdict.status is not Status.SUSPECT else "warning"
                 out.append(
-                    f"::{level} file={_rel(ev, c.contract.path)},title={f.falsifier.id} {f.verdict.status.value}::"
+                    f"::{level} file={prop(_rel(ev, c.contract.path))},title={f.falsifier.id} {f.verdict.status.value}::"
                     f"{esc(f.verdict.reason)}"
                 )
     out.append(summary_line(ev))

@@ -102,8 +102,12 @@ def scan_test_file(path: Path) -> TestFile:
     """Parse a test file (cached until it changes)."""
     # The size joins the mtime in the key: a file rewritten within the clock's granularity
     # keeps its mtime, and would otherwise be served from the cache.
-    stat = path.stat()
-    return _scan(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    try:
+        stat = path.stat()
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
+        return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
+    return _scan(resolved, stat.st_mtime_ns, stat.st_size)
 
 
 def scan_tree(directory: Path) -> list[TestFile]:
@@ -122,7 +126,7 @@ class TestRef:
     @classmethod
     def parse(cls, text: str) -> TestRef | None:
         parts = text.split("::")
-        if len(parts) not in (2, 3) or not parts[0].endswith(".py") or not all(parts):
+        if len(parts) not in (2, 3) or not parts[0].endswith(".py") or not all(parts) or "\x00" in text:
             return None
         node = "::".join(parts[1:])
         return cls(parts[0], node.split("[", 1)[0])

@@ -155,7 +155,11 @@ _STRUCTURAL = frozenset({"unknown-key", "missing-key", "bad-value", "yaml-duplic
 
 def _display(path: Path, root: Path) -> str:
     try:
-        return str(path.resolve().relative_to(root))
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop; RuntimeError before Python 3.13
+        resolved = path.absolute()
+    try:
+        return str(resolved.relative_to(root))
     except ValueError:
         return str(path)
 
@@ -167,8 +171,13 @@ def _marker_index(scanned: list[TestFile], documents: list[tuple[Path, str, Pars
         for f in _list(parsed.data.get("falsifiers")):
             for entry in _list(f.get("tests") if isinstance(f, dict) else None):
                 ref = TestRef.parse(entry) if isinstance(entry, str) else None
-                target = (root / ref.file).resolve() if ref else None
-                if target and target not in files and target.is_file():
+                if ref is None:
+                    continue
+                try:
+                    target = (root / ref.file).resolve()
+                except (OSError, RuntimeError):
+                    continue  # _test_findings reports the entry
+                if target not in files and target.is_file():
                     files[target] = scan_test_file(target)
     index: dict[str, set[str]] = {}
     for tf in files.values():
