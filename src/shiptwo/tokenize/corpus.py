@@ -506,6 +506,21 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
     manifest, progress = out / MANIFEST, out / PROGRESS
     if manifest.is_file():
         if resume:
+            try:
+                done = json.loads(manifest.read_text(encoding="utf-8"))
+                done_settings = {
+                    **{k: done.get(k) for k in settings if k != "input_files"},
+                    "on_bad_line": done.get("bad_lines", {}).get("policy"),
+                    "input_files": [{"path": f["path"], "sha256": f["sha256"]} for f in done.get("input_files", [])],
+                }
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise FormatError(f"{manifest}: unreadable: {exc}; remove the output dir and start again") from exc
+            changed = sorted(k for k in settings if done_settings.get(k) != settings[k])
+            if changed:
+                raise UsageError(
+                    f"{manifest}: the finished run used other settings ({', '.join(changed)}); "
+                    "choose an empty --output dir"
+                )
             return state, histogram
         raise UsageError(f"{out}: holds a finished shard set ({MANIFEST}); choose an empty --output dir")
     if not progress.is_file():

@@ -1,0 +1,93 @@
+"""Benchmark: `encode-corpus` end to end against bare `tokenizers` encode_batch on the same documents.
+
+Corpus: real Python, the standard library sources of this interpreter, as JSONL. The peer is
+`Tokenizer.encode_batch` over the documents already in memory (no reading, no JSON, no audit, no
+writing); the subject is the whole command: hashing the inputs, reading and parsing JSONL,
+encoding, EOS placement, the audit histogram and writing shards. Prints tokens/s for both and
+their ratio (goal >= 0.9). Needs the Qwen2 vocab (`shiptwo tokenize fetch-qwen2`) unless
+--tokenizer names another byte-level tokenizer.json.
+
+    python benchmarks/bench_encode_corpus.py [--max-files N] [--repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_corpus(path: Path, max_files: int) -> list[str]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts: list[str] = []
+    for p in sorted(stdlib.rglob("*.py")):
+        if "site-packages" in p.parts:
+            continue
+        try:
+            texts.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(texts) == max_files:
+            break
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            f.write(json.dumps({"content": t}) + "\n")
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shiptwo.tokenize.corpus import encode_corpus
+    from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", type=Path, default=None)
+    parser.add_argument("--max-files", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    tokenizer = args.tokenizer or find_qwen2_tokenizer_dir()
+    if tokenizer is None:
+        print("no Qwen2 vocab: run `shiptwo tokenize fetch-qwen2` or pass --tokenizer", file=sys.stderr)
+        return 2
+    tokenizer_json = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+
+    from tokenizers import Tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "stdlib.jsonl"
+        texts = build_corpus(corpus, args.max_files)
+        mb = corpus.stat().st_size / 1e6
+        print(f"corpus: {len(texts)} Python files, {mb:.1f} MB of JSONL ({corpus})")
+        bare_tok = Tokenizer.from_file(str(tokenizer_json))
+        bare_rates, cmd_rates = [], []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            encodings = bare_tok.encode_batch(texts, add_special_tokens=False)
+            bare_s = time.perf_counter() - t0
+            bare_tokens = sum(len(e) for e in encodings)
+            del encodings
+            t0 = time.perf_counter()
+            manifest = encode_corpus(tokenizer, [corpus], Path(tmp) / f"out{r}", eos_policy="none", progress=False)
+            cmd_s = time.perf_counter() - t0
+            if manifest["total_tokens"] != bare_tokens:
+                print(f"token counts differ: command {manifest['total_tokens']}, bare {bare_tokens}", file=sys.stderr)
+                return 1
+            bare_rates.append(bare_tokens / bare_s)
+            cmd_rates.append(manifest["total_tokens"] / cmd_s)
+            print(f"run {r}: bare encode_batch {bare_s:.2f} s, encode-corpus {cmd_s:.2f} s, {bare_tokens:,} tokens")
+        bare, cmd = statistics.median(bare_rates), statistics.median(cmd_rates)
+        audit = manifest["audit"]
+        print(f"bare tokenizers encode_batch: {bare:,.0f} tokens/s")
+        print(f"shiptwo encode-corpus:        {cmd:,.0f} tokens/s")
+        print(f"ratio encode-corpus / bare:   {cmd / bare:.2f}x  (goal >= 0.90)")
+        print(f"audit: unk {audit['unk_ratio']:.4%}, entropy {audit['entropy_bits']:.2f} bits of "
+              f"{audit['max_entropy_bits']:.2f}, {audit['distinct_tokens']:,} distinct tokens")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

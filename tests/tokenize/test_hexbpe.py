@@ -1,0 +1,140 @@
+"""Hex-byte BPE: trainer and encoder against naive readings of aprender's rules, file errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiptwo.cli import main as shiptwo_main
+from shiptwo.errors import FormatError
+from shiptwo.tokenize.hexbpe import HexByteTokenizer, train_hex_bpe
+
+
+def naive_train(texts: list[str], vocab_size: int, min_frequency: int) -> list[tuple[str, str]]:
+    """aprender's rule read literally: recount every pair, merge the most frequent, smallest ids on ties."""
+    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "<pad>", "<mask>"])}
+    vocab.update({f"{b:02x}": 5 + b for b in range(256)})
+    names = {i: t for t, i in vocab.items()}
+    words = [[5 + b for b in t.encode()] for t in texts]
+    merges = []
+    while len(vocab) < vocab_size:
+        counts: dict[tuple[int, int], int] = {}
+        for w in words:
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda p: (-counts[p], p))
+        if counts[best] < min_frequency:
+            break
+        merged = names[best[0]] + names[best[1]]
+        if merged not in vocab:
+            vocab[merged] = len(vocab)
+            names[vocab[merged]] = merged
+        merges.append((names[best[0]], names[best[1]]))
+        new = vocab[merged]
+        for k, w in enumerate(words):
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(new)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            words[k] = out
+    return merges
+
+
+def naive_encode(tok: HexByteTokenizer, text: str) -> list[int]:
+    """One pass per merge line, in file order, left to right, non-overlapping (aprender's encoder)."""
+    symbols = [f"{b:02x}" for b in text.encode()]
+    for left, right in tok.merges:
+        out, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+                out.append(left + right)
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return [tok.vocab.get(s, tok.unk_id) for s in symbols]  # type: ignore[misc]
+
+
+small_texts = st.lists(st.text(alphabet="ab c\né", max_size=40), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=small_texts, min_frequency=st.sampled_from([1, 2]))
+def test_trainer_matches_naive_rule(texts: list[str], min_frequency: int) -> None:
+    assert train_hex_bpe(texts, vocab_size=300, min_frequency=min_frequency).merges == naive_train(texts, 300, min_frequency)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=small_texts, probe=st.text(alphabet="ab c\né", max_size=60), seed=st.integers(0, 1000))
+def test_encoder_matches_one_pass_per_merge_even_with_shuffled_merges(texts: list[str], probe: str, seed: int) -> None:
+    trained = train_hex_bpe(texts, vocab_size=300, min_frequency=1)
+    merges = list(trained.merges)
+    random.Random(seed).shuffle(merges)  # a valid file whose order is not the training order
+    tok = HexByteTokenizer(trained.vocab, merges)
+    assert tok.encode(probe) == naive_encode(tok, probe)
+    assert trained.encode(probe) == naive_encode(trained, probe)
+
+
+def _save(tmp_path: Path) -> Path:
+    train_hex_bpe(["abab cdcd abab"], vocab_size=300, min_frequency=1).save(tmp_path)
+    return tmp_path
+
+
+def test_load_refuses_orphan_merge(tmp_path: Path) -> None:
+    _save(tmp_path)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n61 62\n61 7a7a\n")
+    with pytest.raises(FormatError, match=r"merges\.txt:3: merge '61' \+ '7a7a': '7a7a' is not in vocab\.json"):
+        HexByteTokenizer.load(tmp_path)
+
+
+def test_load_refuses_malformed_merge_line(tmp_path: Path) -> None:
+    _save(tmp_path)
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n61 62 63\n")
+    with pytest.raises(FormatError, match=r"merges\.txt:2: expected 'left right'"):
+        HexByteTokenizer.load(tmp_path)
+
+
+def test_load_needs_merges_and_unique_ids(tmp_path: Path) -> None:
+    _save(tmp_path)
+    (tmp_path / "merges.txt").unlink()
+    with pytest.raises(FormatError, match="merges.txt not found"):
+        HexByteTokenizer.load(tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    vocab["6162"] = vocab["61"]
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(FormatError, match="two tokens share one id"):
+        HexByteTokenizer.load(tmp_path)
+
+
+def test_missing_bytes_encode_as_unk_and_decode_drops_specials(tmp_path: Path) -> None:
+    tok = train_hex_bpe(["abab"], vocab_size=262, min_frequency=1)
+    vocab = {t: i for t, i in tok.vocab.items() if t != "a9"}  # no key for byte 0xa9
+    partial = HexByteTokenizer(vocab, tok.merges)
+    assert partial.encode("a\u00e9") == [5 + 0x61, 5 + 0xC3, 0]  # 'é' is c3 a9: a9 becomes <unk>
+    assert partial.encode("ab") == [261]
+    assert tok.decode([1, 5 + 0x61, 2, 261]) == "aab"
+    with pytest.raises(FormatError, match="id 99999 is not in the vocab"):
+        tok.decode([99999])
+
+
+def test_cli_train_writes_aprender_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"content": t}) + "\n" for t in ["def f(): pass\n"] * 3))
+    code = shiptwo_main(["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "v")])
+    assert code == 0 and "hex-byte BPE, 270 ids" in capsys.readouterr().out
+    assert HexByteTokenizer.load(tmp_path / "v").decode(HexByteTokenizer.load(tmp_path / "v").encode("def f()")) == "def f()"
+    corpus.write_text('{"text": "x"}\n')
+    code = shiptwo_main(["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "w")])
+    assert code == 2 and "c.jsonl:1: no string field 'content'" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""fetch-qwen2 and the cache lookup the `qwen-tokenizer` gate uses."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiptwo.cli import main as shiptwo_main
+from shiptwo.errors import FormatError
+from shiptwo.tokenize import qwen2
+from shiptwo.tokenize.qwen2 import fetch_qwen2, find_qwen2_tokenizer_dir
+
+REAL = find_qwen2_tokenizer_dir()
+needs_qwen = pytest.mark.skipif(REAL is None, reason="no Qwen2 vocab built: run `shiptwo tokenize fetch-qwen2`")
+
+
+def test_find_looks_at_env_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(qwen2.TOKENIZER_ENV, raising=False)
+    monkeypatch.setenv(qwen2.CACHE_ENV, str(tmp_path / "cache"))
+    assert find_qwen2_tokenizer_dir() is None
+    built = tmp_path / "cache" / "qwen2-tokenizer"
+    built.mkdir(parents=True)
+    for name in ("tokenizer.json", "vocab.json"):
+        (built / name).write_text("{}")
+    assert find_qwen2_tokenizer_dir() is None  # merges.txt missing: not a built tokenizer
+    (built / "merges.txt").write_text("")
+    assert find_qwen2_tokenizer_dir() == built
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        (other / name).write_text("")
+    monkeypatch.setenv(qwen2.TOKENIZER_ENV, str(other / "tokenizer.json"))
+    assert find_qwen2_tokenizer_dir() == other
+
+
+def test_fetch_refuses_a_wheel_with_another_sha256(tmp_path: Path) -> None:
+    wheel = tmp_path / qwen2.DASHSCOPE_WHEEL
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(qwen2.TIKTOKEN_MEMBER, b"IQ== 0\n")
+    with pytest.raises(FormatError, match=f"is not the pinned {qwen2.DASHSCOPE_WHEEL_SHA256}"):
+        fetch_qwen2(cache_dir=tmp_path / "cache", wheel=wheel)
+    assert not (tmp_path / "cache" / "qwen2-tokenizer").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # the temp build dir is gone too
+
+
+@needs_qwen
+def test_fetch_is_a_fast_no_op_when_built(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert REAL is not None
+    if REAL.name != qwen2.DIR_NAME:
+        pytest.skip(f"{REAL} is not a fetch-qwen2 cache dir")
+    t0 = time.perf_counter()
+    code = shiptwo_main(["tokenize", "fetch-qwen2", "--cache-dir", str(REAL.parent)])
+    assert code == 0 and time.perf_counter() - t0 < 2.0
+    assert "already built" in capsys.readouterr().out
+
+
+@needs_qwen
+def test_built_files_carry_provenance() -> None:
+    import json
+
+    assert REAL is not None
+    doc = json.loads((REAL / qwen2.PROVENANCE).read_text())
+    assert doc["wheel_sha256"] == qwen2.DASHSCOPE_WHEEL_SHA256 and doc["ranks_sha256"] == qwen2.QWEN_TIKTOKEN_SHA256
+    config = json.loads((REAL / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "Qwen2Tokenizer" and len(config["added_tokens_decoder"]) == 22
+
+
+@pytest.fixture(scope="module")
+def qwen() -> Any:
+    from shiptwo.tokenize import load_tokenizer
+
+    assert REAL is not None
+    return load_tokenizer(REAL)
+
+
+@needs_qwen
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=120))
+def test_qwen2_roundtrip_gives_nfc_text(qwen: Any, text: str) -> None:
+    assert qwen.decode(qwen.encode(text)) == unicodedata.normalize("NFC", text)
