@@ -57,11 +57,10 @@ class Qwen2Config:
     @classmethod
     def from_hf(cls, cfg: Mapping[str, Any], *, source: str = "config.json") -> Qwen2Config:
         """Build from a Hugging Face `config.json` dict (transformers 4.x or 5.x spelling)."""
-        def need(key: str) -> Any:
-            if cfg.get(key) is None:
-                raise ModelError(f"{source}: field '{key}' is missing; a Qwen2 config.json needs it")
-            return cfg[key]
-
+        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        missing = [k for k in required if cfg.get(k) is None]
+        if missing:
+            raise ModelError(f"{source}: field(s) {', '.join(missing)} missing; a Qwen2 config.json needs them")
         if cfg.get("hidden_act", "silu") != "silu":
             raise ModelError(f"{source}: hidden_act={cfg['hidden_act']!r}; only 'silu' (SwiGLU) is Qwen2")
         if cfg.get("use_sliding_window"):
@@ -69,17 +68,16 @@ class Qwen2Config:
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ModelError(f"{source}: rope scaling {rope!r} is not supported (only default RoPE)")
-        theta = cfg.get("rope_theta", rope.get("rope_theta", 10_000.0))
-        heads = int(need("num_attention_heads"))
-        hidden = int(need("hidden_size"))
+        theta = cfg.get("rope_theta") or rope.get("rope_theta") or 10_000.0
+        heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
         return cls(
-            vocab_size=int(need("vocab_size")),
+            vocab_size=int(cfg["vocab_size"]),
             hidden_size=hidden,
-            num_layers=int(need("num_hidden_layers")),
+            num_layers=int(cfg["num_hidden_layers"]),
             num_heads=heads,
             num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
             head_dim=int(cfg.get("head_dim") or hidden // heads),
-            intermediate_size=int(need("intermediate_size")),
+            intermediate_size=int(cfg["intermediate_size"]),
             max_position_embeddings=int(cfg.get("max_position_embeddings") or 32_768),
             rope_theta=float(theta),
             rms_norm_eps=float(cfg.get("rms_norm_eps") or 1e-6),
