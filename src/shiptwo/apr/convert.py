@@ -19,7 +19,7 @@ from typing import Any
 
 from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
 from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
-from shiptwo.apr.writer import RawTensor, write_raw
+from shiptwo.apr.writer import FileRange, RawTensor, write_raw
 from shiptwo.errors import FormatError, UsageError
 
 # A safetensors header larger than this is refused before it is read (the library caps at 100 MB).
@@ -37,6 +37,7 @@ class SourceTensor:
     shape: tuple[int, ...]
     data: memoryview
     file: str
+    offset: int  # absolute offset of the bytes in `file`
 
 
 @dataclass
@@ -108,7 +109,8 @@ def _read_safetensors(path: Path, source: Source) -> None:
                               f"{shape} x {dtype_s} in a {size - base}-byte data section")
         if name in source.tensors:
             raise FormatError(f"{spath}: tensor {name!r} also appears in {source.tensors[name].file}")
-        source.tensors[name] = SourceTensor(name, code, tuple(shape), view[base + begin : base + end], spath)
+        source.tensors[name] = SourceTensor(name, code, tuple(shape), view[base + begin : base + end], spath,
+                                             base + begin)
 
 
 def open_source(path: str | os.PathLike[str]) -> Source:
@@ -200,13 +202,15 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
                 "the source is incomplete"
             )
         tied = has_embed and (not has_head or tie_cfg is True)
-        raws = [RawTensor(t.name, t.dtype, t.shape, t.data) for t in source.tensors.values()]
+        raws = [RawTensor(t.name, t.dtype, t.shape, FileRange(t.file, t.offset, t.data.nbytes))
+                for t in source.tensors.values()]
         if tied and not has_head:
             embed = source.tensors[EMBED]
-            raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, embed.data))
+            raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, FileRange(embed.file, embed.offset,
+                                                                                 embed.data.nbytes)))
         meta = metadata_from_config(config) if config else {"model_type": ""}
         numel = sum(_numel(r.shape) for r in raws)
-        nbytes = sum(memoryview(r.data).nbytes for r in raws)
+        nbytes = sum(r.data.size for r in raws)
         meta.update(
             {
                 "name": Path(src).stem if Path(src).is_file() else Path(src).name,

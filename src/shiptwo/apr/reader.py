@@ -425,19 +425,26 @@ _TORCH_DTYPES: dict[DType, str] = {
 
 
 def decode_tensor(info: TensorInfo, buf: Any, *, device: str = "cpu") -> torch.Tensor:
-    """Decode one tensor to torch, dtype preserved (BF16 -> bfloat16); quantized -> float32."""
-    import numpy as np
+    """Decode one tensor to torch, dtype preserved (BF16 -> bfloat16); quantized -> float32.
+
+    Over a writable buffer (AprFile's private copy-on-write map) a plain tensor is zero-copy:
+    its pages are read when touched, and writes to it never reach the file. Over a read-only
+    buffer (bytes) it is copied.
+    """
     import torch
 
     if info.dtype not in PLAIN_ITEMSIZE:
         return torch.from_numpy(decode_array(info, buf)).to(device)
     if info.is_placeholder:
         decode_array(info, buf)  # raises the placeholder error
-    # One copy, straight from the page cache into the tensor's own storage.
-    out = torch.empty(info.size, dtype=torch.uint8)
-    if info.size:
-        out.numpy()[:] = np.frombuffer(buf, dtype=np.uint8, count=info.size, offset=info.start)
-    tensor = out.view(getattr(torch, _TORCH_DTYPES[info.dtype])).reshape(info.shape)
+    dtype = getattr(torch, _TORCH_DTYPES[info.dtype])
+    if info.numel == 0:
+        tensor = torch.empty(info.shape, dtype=dtype)
+    elif isinstance(buf, (bytes, memoryview)) and memoryview(buf).readonly:
+        tensor = torch.frombuffer(bytearray(memoryview(buf)[info.start : info.start + info.size]),
+                                  dtype=dtype).reshape(info.shape)
+    else:
+        tensor = torch.frombuffer(buf, dtype=dtype, count=info.numel, offset=info.start).reshape(info.shape)
     return tensor if device == "cpu" else tensor.to(device)
 
 
@@ -446,9 +453,10 @@ def decode_tensor(info: TensorInfo, buf: Any, *, device: str = "cpu") -> torch.T
 
 
 class AprFile:
-    """An open, validated APR v2 file over a read-only memory map (a `safe_open` handle).
+    """An open, validated APR v2 file over a private memory map (a `safe_open` handle).
 
-    Reading a tensor touches only that tensor's pages. Use as a context manager.
+    Reading a tensor touches only that tensor's pages; torch tensors are zero-copy views of the
+    map (copy-on-write), numpy BF16/quantized arrays are decoded copies. Use as a context manager.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, framework: str = "pt", device: str = "cpu",
@@ -463,7 +471,9 @@ class AprFile:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
                     raise _fail(self.path, "header", "the file is empty (0 bytes)")
-                self._mmap: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                # A private (copy-on-write) map: tensors handed out are zero-copy views that a
+                # caller may write to without ever touching the file, as safetensors' mmap backend.
+                self._mmap: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         except OSError as exc:
             raise FormatError(f"{self.path}: cannot open: {exc.strerror or exc}") from exc
         try:
@@ -480,11 +490,13 @@ class AprFile:
         self.close()
 
     def close(self) -> None:
-        """Release the memory map (tensors already returned are copies and stay valid)."""
-        try:
-            self._mmap.close()
-        except BufferError:
-            pass  # a caller still holds a view of the map; it closes when that view is collected
+        """Drop this handle's map; tensors already returned keep it mapped and stay valid.
+
+        The map is never closed explicitly: torch tensors from `torch.frombuffer` hold the map
+        object but not a buffer export, so an explicit close would unmap memory they still use.
+        It is unmapped when the last tensor viewing it is freed.
+        """
+        self._mmap = None
 
     def keys(self) -> list[str]:
         """Tensor names in index (sorted) order, 0-byte placeholders included."""
