@@ -60,6 +60,8 @@ class _State:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> test entry
     run_id: str = field(default_factory=new_run_id)
     record_path: Path | None = None
+    record_error: str | None = None
+    contracts: list[Contract] = field(default_factory=list)
 
 
 _STATE = pytest.StashKey[_State]()
@@ -104,6 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _load_contracts(state)
     config.stash[_STATE] = state
+    if not _is_worker(config):
+        config.pluginmanager.register(_Recorder(config, state), "shiptwo-recorder")
 
 
 def _load_contracts(state: _State) -> None:
@@ -118,12 +122,12 @@ def _load_contracts(state: _State) -> None:
     state.contract_problems = [
         f"{f.path}:{f.line}: {f.rule} {f.message}" for f in result.findings if f.severity.value == "error"
     ]
-    state.contracts = result.contracts  # type: ignore[attr-defined]
+    state.contracts = result.contracts
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[_STATE]
-    contracts = len(getattr(state, "contracts", []))
+    contracts = len(state.contracts)
     lines = [
         f"shiptwo: contracts={_rel(state.contracts_dir, state.root)} ({contracts} contracts, "
         f"{len(state.falsifiers)} falsifiers), evidence={_rel(state.evidence_dir, state.root)}"
@@ -271,30 +275,60 @@ def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+class _Recorder:
+    """Collects test outcomes on the controller (or the only process) and writes the run record.
+
+    A plugin object bound to its config rather than module state, so nested sessions
+    (pytester) and xdist controllers each keep their own results.
+    """
+
+    def __init__(self, config: pytest.Config, state: _State) -> None:
+        self.config = config
+        self.state = state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.state.started = utc_now()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        _record_report(self.state, report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state = self.state
+        if not state.results or not state.record:
+            return
+        try:
+            state.record_path = write_run_record(state.evidence_dir, build_record(state, exitstatus))
+        except EvidenceError as exc:
+            state.record_error = str(exc)
+            if session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        _summary(self.state, terminalreporter)
+
+
+def _record_report(state: _State, report: pytest.TestReport) -> None:
     props = dict((k, v) for k, v in report.user_properties if k == f"{_PROP}.falsifiers")
     if not props:
         return
-    config = _CONFIG.get("config")
-    if config is None or _is_worker(config):
-        return
-    state = config.stash[_STATE]
     entry = state.results.setdefault(
         report.nodeid,
         {"nodeid": report.nodeid, "falsifiers": props[f"{_PROP}.falsifiers"], "outcome": "passed", "duration": 0.0},
     )
     entry["duration"] = round(entry["duration"] + report.duration, 6)
-    measurements: dict[str, list[float]] = {}
+    measurements: dict[str, list[float | None]] = entry.setdefault("measurements", {})
     harness_errors = []
     for key, value in report.user_properties:
-        if key == f"{_PROP}.measurement":
+        if key == f"{_PROP}.measurement" and report.when == "call":
             measurements.setdefault(value[0], []).append(_json_number(value[1]))
         elif key == f"{_PROP}.harness_error":
             harness_errors.append(value)
         elif key == f"{_PROP}.gate":
             entry["gate"] = value
-    if measurements:
-        entry["measurements"] = measurements
+    if not measurements:
+        del entry["measurements"]
     xfail = hasattr(report, "wasxfail")
     if report.skipped and not xfail:
         if report.when in ("setup", "call"):
@@ -305,11 +339,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             entry["outcome"] = "error"
         elif entry["outcome"] != "error":
             entry["outcome"] = "failed"
-        entry["failure"] = (harness_errors[0] if harness_errors else _failure_text(report))[:500]
+        entry.setdefault("failure", (harness_errors[0] if harness_errors else _failure_text(report))[:500])
 
 
 def _json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None if math.isnan(value) else value
+    # JSON has no NaN or infinity; such a value already failed its pass range in the test.
+    return value if math.isfinite(value) else None
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -326,16 +361,6 @@ def _failure_text(report: pytest.TestReport) -> str:
         return str(crash.message).splitlines()[0] if crash.message else "failed"
     text = str(report.longrepr or "failed").strip().splitlines()
     return text[-1] if text else "failed"
-
-
-# pytest_runtest_logreport has no config argument; the session's config is kept here.
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-    session.config.stash[_STATE].started = utc_now()
 
 
 def _fingerprints(state: _State) -> dict[str, str]:
@@ -377,20 +402,6 @@ def build_record(state: _State, exitstatus: int) -> dict[str, Any]:
     }
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    state = config.stash[_STATE]
-    if _is_worker(config) or not state.results or not state.record:
-        return
-    try:
-        state.record_path = write_run_record(state.evidence_dir, build_record(state, exitstatus))
-    except EvidenceError as exc:
-        state.record_error = str(exc)  # type: ignore[attr-defined]
-        if session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
 def _session_results(state: _State) -> list[TestResult]:
     now = utc_now()
     return [
@@ -412,9 +423,8 @@ def _session_results(state: _State) -> list[TestResult]:
     ]
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = config.stash[_STATE]
-    if _is_worker(config) or not state.results:
+def _summary(state: _State, terminalreporter: Any) -> None:
+    if not state.results:
         return
     results = _session_results(state)
     touched = sorted({fid for r in results for fid in r.falsifiers if fid in state.falsifiers})
@@ -429,15 +439,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR, Status.HOST_GATED):
         for fid, reason in tally.get(status, []):
             tr.write_line(f"  {status.value}: {fid}: {reason}", red=status is not Status.HOST_GATED, yellow=status is Status.HOST_GATED)
-    error = getattr(state, "record_error", None)
+    error = state.record_error
     if error:
         tr.write_line(f"shiptwo: ERROR: run record not written: {error}; the results above stand, but no evidence was kept", red=True)
     elif state.record_path is not None:
         tr.write_line(f"run record: {_rel(state.record_path, state.root)}")
     elif not state.record:
         tr.write_line("run record: not written (--shiptwo-no-record)")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _CONFIG.get("config") is config:
-        del _CONFIG["config"]

@@ -124,7 +124,10 @@ def apply_updates(
         after = _last_line(falsifiers) + 1 if falsifiers is not None else len(lines)
         edits.append((after, after - 1, [status_line]))
 
-    for first, last, replacement in sorted(edits, key=lambda e: e[0], reverse=True):
+    # Bottom-up; at one insertion line the contract's status goes in first so that the last
+    # falsifier's lines, inserted at the same index afterwards, land above it.
+    contract_edit = edits[-1]
+    for first, last, replacement in sorted(edits, key=lambda e: (e[0], e is contract_edit), reverse=True):
         lines[first : last + 1] = replacement
     out = "".join(lines)
     _verify(text, out, updates, contract_status, source)
