@@ -35,8 +35,7 @@ def build_corpus(path: Path, max_files: int) -> list[str]:
         if len(texts) == max_files:
             break
     with open(path, "w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"content": t}) + "\n")
+        f.writelines(json.dumps({"content": t}) + "\n" for t in texts)
     return texts
 
 

@@ -80,7 +80,8 @@ def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
     record_measurement("mismatched_ids", mismatched)
     assert mismatched == 0
     # A whitespace split would give different ids on ordinary code; prove the test can see that.
-    ws = [i for word in "def f(x):\n    return x".split(" ") for i in qwen.encode(word)]
+    words = ["def", "f(x):\n", "", "", "", "return", "x"]  # "def f(x):\n    return x" split at each space
+    ws = [i for word in words for i in qwen.encode(word)]
     assert ws != pair_named.encode("def f(x):\n    return x")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -25,7 +26,7 @@ def naive_train(texts: list[str], vocab_size: int, min_frequency: int) -> list[t
     while len(vocab) < vocab_size:
         counts: dict[tuple[int, int], int] = {}
         for w in words:
-            for pair in zip(w, w[1:]):
+            for pair in itertools.pairwise(w):
                 counts[pair] = counts.get(pair, 0) + 1
         if not counts:
             break

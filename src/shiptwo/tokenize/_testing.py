@@ -31,8 +31,7 @@ def write_jsonl(path: Path, texts: Sequence[str], *, field: str = "content") -> 
     """Write one JSON object per line with the text under `field`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for text in texts:
-            f.write(json.dumps({field: text}) + "\n")
+        f.writelines(json.dumps({field: text}) + "\n" for text in texts)
     return path
 
 

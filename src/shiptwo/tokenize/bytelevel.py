@@ -130,7 +130,7 @@ def build_pipeline(
             ignore_merges=False,
         )
     )
-    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     if pretokenizer == "qwen2":
         tok.normalizer = normalizers.NFC()
@@ -140,10 +140,14 @@ def build_pipeline(
                 pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
             ]
         )
-        tok.add_special_tokens(
-            [AddedToken(t, special=s, normalized=False, lstrip=False, rstrip=False, single_word=False)
-             for t, s in QWEN2_ADDED_TOKENS]
-        )
+        # In id order: add_special_tokens forces special=True, so the non-special ones (tool calls,
+        # FIM markers, which come last) go through add_tokens.
+        for content, special in QWEN2_ADDED_TOKENS:
+            token = AddedToken(content, special=special, normalized=False, lstrip=False, rstrip=False, single_word=False)
+            if special:
+                tok.add_special_tokens([token])
+            else:
+                tok.add_tokens([token])
     else:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
         if "<|endoftext|>" in vocab:

@@ -330,7 +330,7 @@ def encode_corpus(
                disable=None if progress else True, desc="encode-corpus")
     encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
     vocab_size = tokenizer.vocab_size
-    eos_id = tokenizer.eos_id
+    eos_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0  # unused under --eos-policy none
     parts: list[np.ndarray] = []
     shard_tokens_now = 0
     pending_docs: Counter[int] = Counter()
@@ -436,7 +436,7 @@ def encode_corpus(
         "tokenizer_files": tokenizer_files,
         "vocab_size": vocab_size,
         "eos_policy": str(eos),
-        "eos_token_id": eos_id if eos is not EosPolicy.NONE else None,
+        "eos_token_id": tokenizer.eos_id if eos is not EosPolicy.NONE else None,
         "content_field": content_field,
         "shard_tokens": shard_tokens,
         "shard_count": len(state.shards),
@@ -548,9 +548,9 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
     state.bad_line_count = doc["bad_line_count"]
     state.bad_lines = [BadLine(*b) for b in doc["bad_lines"]]
     known = {s["file"] for s in state.shards}
-    for stray in out.glob("shard-*.bin"):
-        if stray.name not in known:
-            stray.unlink()  # written after the last progress record; it is written again
+    for extra in out.glob("shard-*.bin"):
+        if extra.name not in known:
+            extra.unlink()  # written after the last progress record; it is written again
     for s in state.shards:
         path = out / s["file"]
         data = path.read_bytes() if path.is_file() else b""
