@@ -22,7 +22,7 @@ from safetensors import safe_open as st_safe_open
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save_file as st_save_file
 
-import shiptwo.apr as apr
+from shiptwo import apr
 from shiptwo.apr.convert import import_model
 
 HIDDEN, FFN, KV = 896, 4864, 128  # Qwen2.5-0.5B: hidden 896, FFN 4864, 2 KV heads x 64
@@ -60,7 +60,7 @@ def _touch(t: torch.Tensor) -> int:
 def read_all_safetensors(path: Path, *, touch: bool) -> int:
     n = 0
     with st_safe_open(str(path), framework="pt") as f:
-        for k in f.keys():
+        for k in f.keys():  # noqa: SIM118 - safetensors.safe_open is not iterable
             t = f.get_tensor(k)
             n += _touch(t) if touch else t.numel()
     return n
@@ -69,7 +69,7 @@ def read_all_safetensors(path: Path, *, touch: bool) -> int:
 def read_all_apr(path: Path, *, touch: bool) -> int:
     n = 0
     with apr.safe_open(path, framework="pt") as f:
-        for k in f.keys():
+        for k in f.keys():  # noqa: SIM118 - same API on both sides
             t = f.get_tensor(k)
             n += _touch(t) if touch else t.numel()
     return n

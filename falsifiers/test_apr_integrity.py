@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shiptwo.apr as apr
+from shiptwo import apr
 from shiptwo.apr.reader import decode_array
 from shiptwo.apr.testing import make_qwen2_dir, rehash
 from shiptwo.cli import main

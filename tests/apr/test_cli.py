@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save_file as st_save_file
 
-import shiptwo.apr as apr
+from shiptwo import apr
 from shiptwo.apr.constants import DType
 from shiptwo.apr.convert import metadata_from_config
 from shiptwo.apr.testing import make_qwen2_dir, retag, spec_problems

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shiptwo.apr as apr
+from shiptwo import apr
 from shiptwo.apr.constants import DType
 from shiptwo.apr.testing import spec_file, spec_problems
 from shiptwo.apr.writer import RawTensor, write_raw

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import shiptwo.apr as apr
+from shiptwo import apr
 from shiptwo.apr.testing import rehash, spec_file
 from shiptwo.errors import FormatError
 

@@ -150,8 +150,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = [
         f"{data['file']}: APR v{h['version']}, {data['file_size']} bytes, {h['tensor_count']} tensors",
         f"  flags           {h['flags']} ({', '.join(h['flag_names']) or 'none'})",
-        f"  sections        metadata {h['metadata_offset']} (+{h['metadata_size']}), "
-        f"index {h['tensor_index_offset']}, data {h['data_offset']}",
+        (f"  sections        metadata {h['metadata_offset']} (+{h['metadata_size']}), "
+        f"index {h['tensor_index_offset']}, data {h['data_offset']}"),
         f"  header crc      {c['header']['stored']} ok",
         f"  footer crc      {c['footer']['stored']} ok",
     ]
@@ -163,7 +163,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     out.append("tensors:")
     width = max((len(r["name"]) for r in data["tensors"]), default=4)
     for r in data["tensors"]:
-        line = f"  {r['name']:<{width}}  {r['dtype']:<6} {str(r['shape']):<18} @{r['offset']:<12} {r['size']:>12} B"
+        line = f"  {r['name']:<{width}}  {r['dtype']:<6} {r['shape']!s:<18} @{r['offset']:<12} {r['size']:>12} B"
         if r.get("placeholder"):
             line += "  (0-byte placeholder)"
         elif "mean" in r and r["mean"] is not None:

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
 from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
@@ -58,7 +58,7 @@ class Source:
             except BufferError:
                 pass  # a caller still holds a view; the map closes when it is collected
 
-    def __enter__(self) -> Source:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -146,7 +146,8 @@ def open_source(path: str | os.PathLike[str]) -> Source:
 
 def metadata_from_config(config: dict[str, Any]) -> dict[str, Any]:
     """APR metadata fields (aprender's names and types) from a Hugging Face config.json."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else config
     rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     model_type = str(text.get("model_type") or config.get("model_type") or "")
     heads = text.get("num_attention_heads")
@@ -208,7 +209,7 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
             embed = source.tensors[EMBED]
             raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, FileRange(embed.file, embed.offset,
                                                                                  embed.data.nbytes)))
-        meta = metadata_from_config(config) if config else {"model_type": ""}
+        meta: dict[str, Any] = metadata_from_config(config) if config else {"model_type": ""}
         numel = sum(_numel(r.shape) for r in raws)
         nbytes = sum(r.data.size for r in raws)
         meta.update(

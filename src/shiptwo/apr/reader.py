@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from shiptwo.apr.constants import (
     ALIGNMENT,
@@ -37,7 +37,6 @@ from shiptwo.apr.constants import (
     DType,
     Flag,
     align64,
-    dtype_name,
     expected_nbytes,
     flag_names,
 )
@@ -482,7 +481,7 @@ class AprFile:
             self._mmap.close()
             raise
 
-    def __enter__(self) -> AprFile:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

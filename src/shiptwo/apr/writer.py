@@ -8,6 +8,7 @@ and renamed into place, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -126,7 +127,7 @@ def write_raw(
         raise UsageError(f"{spath}: flags 0x{flags:04x}: this writer cannot produce those payloads")
     items = sorted(tensors, key=lambda t: t.name.encode("utf-8"))
     sizes = [_check(t, spath) for t in items]
-    for a, b in zip(items, items[1:]):
+    for a, b in itertools.pairwise(items):
         if a.name == b.name:
             raise UsageError(f"{spath}: tensor {a.name!r} is given twice")
 
