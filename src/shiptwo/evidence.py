@@ -34,6 +34,8 @@ def utc_now() -> str:
 class TestResult:
     """One test's outcome in one run, as the status function needs it."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     run_id: str
     finished_at: str  # UTC ISO time of the run's end; orders runs
     commit: str | None

@@ -200,7 +200,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 item.user_properties.append((f"{_PROP}.harness_error", f"{message} (required by {REQUIRE_ENV})"))
                 pytest.fail(f"{message}; this host claims it through {REQUIRE_ENV}/--shiptwo-require", pytrace=False)
             item.user_properties.append((f"{_PROP}.gate", gate))
-            pytest.skip(message)
+            # Reported at the test's own location, like a skip marker, not at this line.
+            raise pytest.skip.Exception(message, _use_item_location=True)
 
 
 class MeasurementError(Exception):

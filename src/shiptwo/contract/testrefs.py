@@ -7,6 +7,7 @@ never executes test code.
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,8 @@ def find_project_root(start: Path) -> Path:
 @dataclass(frozen=True)
 class TestFile:
     """The tests of one file: node name (`func` or `Class::func`) -> falsifier ids marked on it."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     path: Path
     tests: dict[str, frozenset[str]] = field(hash=False)
@@ -72,7 +75,11 @@ def _is_test(node: ast.stmt) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _scan(path: Path, mtime_ns: int, size: int) -> TestFile:
+def _scan(absolute: str, mtime_ns: int, size: int) -> TestFile:
+    try:
+        path = Path(absolute).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
+        return TestFile(Path(absolute), {}, error=f"{type(exc).__name__}: {exc}")
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, ValueError, RecursionError, OSError) as exc:
@@ -102,12 +109,13 @@ def scan_test_file(path: Path) -> TestFile:
     """Parse a test file (cached until it changes)."""
     # The size joins the mtime in the key: a file rewritten within the clock's granularity
     # keeps its mtime, and would otherwise be served from the cache.
+    # Keyed by the absolute path, not the resolved one: resolving costs a syscall per
+    # component, and only a cache miss needs it.
     try:
         stat = path.stat()
-        resolved = path.resolve()
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
+    except OSError as exc:
         return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
-    return _scan(resolved, stat.st_mtime_ns, stat.st_size)
+    return _scan(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
 
 
 def scan_tree(directory: Path) -> list[TestFile]:
@@ -120,6 +128,8 @@ def scan_tree(directory: Path) -> list[TestFile]:
 
 @dataclass(frozen=True)
 class TestRef:
+
+    __test__ = False  # not a pytest test class, despite the name
     file: str
     node: str  # `func` or `Class::func`, parametrization stripped
 
