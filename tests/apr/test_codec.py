@@ -15,7 +15,7 @@ from shiptwo import apr
 from shiptwo.apr.constants import DType
 from shiptwo.apr.testing import spec_file, spec_problems
 from shiptwo.apr.writer import RawTensor, write_raw
-from shiptwo.errors import UsageError
+from shiptwo.errors import FormatError, UsageError
 
 
 def test_golden_bytes(tmp_path: Path) -> None:
@@ -88,6 +88,8 @@ def test_zero_byte_lm_head_is_left_out_and_reported_tied(tmp_path: Path) -> None
     info = apr.read_header(path)
     assert info.placeholders == ["lm_head.weight"] and info.lm_head_tied
     assert list(apr.load_file(path)) == ["model.embed_tokens.weight"]
+    with apr.safe_open(path) as f, pytest.raises(FormatError, match=r"t.apr: tensor 'lm_head.weight': a 0-byte"):
+        f.get_tensor("lm_head.weight")
     missing = tmp_path / "m.apr"
     missing.write_bytes(spec_file([("model.embed_tokens.weight", 1, [2, 2], embed)], b"{}"))
     assert apr.read_header(missing).lm_head_tied

@@ -511,6 +511,11 @@ class AprFile:
     def get_tensor(self, name: str) -> Any:
         """One tensor: torch (framework 'pt') or numpy (framework 'np', BF16 decoded to float32)."""
         info = self.info.tensor(name)
+        if info.is_placeholder:
+            raise FormatError(
+                f"{self.path}: tensor {name!r}: a 0-byte placeholder of shape {list(info.shape)}; it has no data "
+                f"(aprender's tied-embedding stand-in: tie it to {EMBED})"
+            )
         if self._framework == "np":
             return decode_array(info, self._mmap)
         return decode_tensor(info, self._mmap, device=self._device)
