@@ -201,9 +201,27 @@ class _Encoder:
 
     def map(self, batches: Iterator[list[_Doc | _Bad]]) -> Iterator[tuple[list[_Doc | _Bad], np.ndarray, np.ndarray]]:
         if self.pool is None:
-            for batch in batches:
-                flat, lengths = _encode_flat(self.tokenizer, [d.text for d in batch if isinstance(d, _Doc)])
-                yield batch, flat, lengths
+            if getattr(self.tokenizer, "format", None) != "byte-level":
+                for batch in batches:
+                    flat, lengths = _encode_flat(self.tokenizer, [d.text for d in batch if isinstance(d, _Doc)])
+                    yield batch, flat, lengths
+                return
+            # `tokenizers` releases the GIL while it encodes: keeping two batches in flight lets the
+            # next batch fill the cores that the current batch's longest documents leave idle, and
+            # reading and writing overlap with encoding.
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=2) as threads:
+                in_flight: deque[tuple[list[_Doc | _Bad], Any]] = deque()
+                for batch in batches:
+                    texts = [d.text for d in batch if isinstance(d, _Doc)]
+                    in_flight.append((batch, threads.submit(_encode_flat, self.tokenizer, texts)))
+                    if len(in_flight) >= 2:
+                        b, future = in_flight.popleft()
+                        yield b, *future.result()
+                while in_flight:
+                    b, future = in_flight.popleft()
+                    yield b, *future.result()
             return
         pending: deque[tuple[list[_Doc | _Bad], Any]] = deque()
         for batch in batches:
