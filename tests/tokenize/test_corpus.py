@@ -120,3 +120,19 @@ def test_cli_reports_audit_and_json(tmp_path: Path, vocab: Path, capsys: pytest.
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["schema"] == "pretokenize-bin-v1" and manifest["audit"]["top_tokens"][0]["count"] > 0
     assert shiptwo_main([*args, "--output", str(tmp_path / "c"), "--eos-policy", "maybe"]) == 2
+
+
+def test_byte_level_worker_processes_match_in_process(tmp_path: Path) -> None:
+    from shiptwo.tokenize._testing import python_sources, train_byte_level
+
+    texts = [t for _, t in python_sources(10, max_bytes=5_000)]
+    vocab_dir = train_byte_level(texts, tmp_path / "bl", vocab_size=400)
+    corpus = write_jsonl(tmp_path / "c.jsonl", texts)
+    one = encode_corpus(vocab_dir, [corpus], tmp_path / "w1", shard_tokens=2000, batch_chars=5_000, progress=False)
+    two = encode_corpus(vocab_dir, [corpus], tmp_path / "w2", shard_tokens=2000, batch_chars=5_000, workers=2,
+                        progress=False)
+    assert {k: v for k, v in one.items() if k != "elapsed_seconds"} == {
+        k: v for k, v in two.items() if k != "elapsed_seconds"
+    }
+    for shard in one["shards"]:
+        assert (tmp_path / "w1" / shard["file"]).read_bytes() == (tmp_path / "w2" / shard["file"]).read_bytes()

@@ -85,3 +85,17 @@ def qwen() -> Any:
 @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=120))
 def test_qwen2_roundtrip_gives_nfc_text(qwen: Any, text: str) -> None:
     assert qwen.decode(qwen.encode(text)) == unicodedata.normalize("NFC", text)
+
+
+@needs_qwen
+def test_eos_is_the_added_endoftext_not_the_regular_piece_spelled_eos(qwen: Any) -> None:
+    import json
+
+    from shiptwo.tokenize import load_tokenizer
+
+    assert REAL is not None
+    vocab = json.loads((REAL / "vocab.json").read_text(encoding="utf-8"))
+    # Qwen2's regular vocab has a piece spelled "</s>" (text, not a marker): aprender's "first of
+    # </s>, <|endoftext|>, ..." read against vocab.json would pick it. The EOS is the added token.
+    assert vocab["</s>"] == 128_247
+    assert qwen.eos_id == load_tokenizer(REAL / "vocab.json").eos_id == 151_643
