@@ -108,6 +108,48 @@ def test_absurd_header_fields_are_refused_without_allocating(image: bytes) -> No
         tracemalloc.stop()
 
 
+EXPECTED = {
+    "name_len": ("name_len", "index section", "sorts before", "name:"),
+    "dtype": ("dtype",),
+    "ndim": ("ndim", "index section", "size"),
+    "dims": ("size",),
+    "offset": ("offset", "exceeds", "overlaps"),
+    "size": ("size",),
+}
+
+
+@pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
+def test_malformed_index_fields_are_refused_by_name(image: bytes) -> None:
+    info = apr.parse_bytes(image)
+    pos = info.header.tensor_index_offset
+    checked = 0
+    for t in info.tensors:
+        n = len(t.name.encode())
+        ndim = len(t.shape)
+        fields = {  # field -> (struct format, offset in the entry, bad values)
+            "name_len": ("<H", 0, (0, 257, 0xFFFF)),
+            "dtype": ("<B", 2 + n, (2, 31, 127, 255)),
+            "ndim": ("<B", 3 + n, (9, 255)),
+            "offset": ("<Q", 4 + n + 8 * ndim, (1, 1 << 40, 2**64 - 1)),
+            "size": ("<Q", 12 + n + 8 * ndim, (t.size + 1, 2**64 - 1)),
+        }
+        if ndim:
+            fields["dims"] = ("<Q", 4 + n, (t.shape[0] + 1, 2**63))
+        for field_name, (fmt, rel, values) in fields.items():
+            for value in values:
+                bad = bytearray(image)
+                struct.pack_into(fmt, bad, pos + rel, value)
+                with pytest.raises(FormatError, match=r"^m: (tensor|data)") as exc:
+                    apr.parse_bytes(bytes(rehash(bad)), "m")
+                message = str(exc.value)
+                # The message names the entry (by index or name) and the field or the range it broke.
+                assert f"tensor {t.name!r}" in message or "tensor index entry" in message, message
+                assert any(word in message for word in EXPECTED[field_name]), message
+                checked += 1
+        pos += 4 + n + 8 * ndim + 16
+    assert checked > 100
+
+
 @st.composite
 def damaged(draw: st.DrawFn, image: bytes) -> bytes:
     buf = bytearray(image)
