@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from .contract_project import GOOD, TEST_DEMO, Project, col_of, edit, line_of, only, without_tests
 
 from shiptwo.contract.rules import BY_CODE, Severity
+
+from .contract_project import GOOD, TEST_DEMO, Project, col_of, edit, line_of, only, without_tests
 
 CONTRACT = "contracts/demo-v1.yaml"
 TESTS_1 = "      - falsifiers/test_demo.py::test_demo\n"

@@ -59,12 +59,12 @@ def render_github(ev: Evaluation) -> str:
         level = "error" if f.severity is Severity.ERROR else "warning"
         out.append(f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}")
     for c in ev.contracts:
-        for f in c.falsifiers:
-            if f.verdict.status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR):
-                level = "error" if f.verdict.status is not Status.SUSPECT else "warning"
+        for r in c.falsifiers:
+            if r.verdict.status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR):
+                level = "error" if r.verdict.status is not Status.SUSPECT else "warning"
                 out.append(
-                    f"::{level} file={prop(_rel(ev, c.contract.path))},title={f.falsifier.id} {f.verdict.status.value}::"
-                    f"{esc(f.verdict.reason)}"
+                    f"::{level} file={prop(_rel(ev, c.contract.path))},title={r.falsifier.id} {r.verdict.status.value}::"
+                    f"{esc(r.verdict.reason)}"
                 )
     out.append(summary_line(ev))
     return "\n".join(out)

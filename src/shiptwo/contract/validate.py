@@ -10,10 +10,11 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,147 @@ def _validator() -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
+
+
+# A compiled validity check for the contract schema: a tree of small predicates that answers
+# "valid?" several times faster than jsonschema. Only a True answer is trusted (a contract
+# that passes it is valid); anything else goes to jsonschema, which finds the errors to report.
+_Check = Callable[[Any], bool]
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+# Keywords that constrain nothing.
+_ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description"})
+
+
+class _Uncompilable(Exception):
+    pass
+
+
+def _all(checks: tuple[_Check, ...], v: Any) -> bool:
+    return all(check(v) for check in checks)
+
+
+def _has_type(types: tuple[type, ...], v: Any) -> bool:
+    # JSON Schema's numbers are not booleans, although Python's bool is an int.
+    return isinstance(v, types) and (not isinstance(v, bool) or bool in types)
+
+
+def _one_of_strings(allowed: frozenset[str], v: Any) -> bool:
+    return isinstance(v, str) and v in allowed
+
+
+def _matches(search: Callable[[str], Any], v: Any) -> bool:
+    return not isinstance(v, str) or search(v) is not None
+
+
+def _min_length(n: int, v: Any) -> bool:
+    return not isinstance(v, str) or len(v) >= n
+
+
+def _min_items(n: int, v: Any) -> bool:
+    return not isinstance(v, list) or len(v) >= n
+
+
+def _unique_strings(v: Any) -> bool:
+    # Only lists of strings are judged here; anything else is "maybe", so jsonschema decides.
+    return not isinstance(v, list) or (all(isinstance(x, str) for x in v) and len(set(v)) == len(v))
+
+
+def _items(item: _Check, v: Any) -> bool:
+    return not isinstance(v, list) or all(item(x) for x in v)
+
+
+def _required(names: tuple[str, ...], v: Any) -> bool:
+    return not isinstance(v, dict) or all(n in v for n in names)
+
+
+def _properties(props: dict[str, _Check], v: Any) -> bool:
+    return not isinstance(v, dict) or all(props[k](x) for k, x in v.items() if k in props)
+
+
+def _no_others(known: frozenset[str], v: Any) -> bool:
+    return not isinstance(v, dict) or known.issuperset(v)
+
+
+def _others(known: frozenset[str], extra: _Check, v: Any) -> bool:
+    return not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
+
+
+def _names(name_ok: _Check, v: Any) -> bool:
+    return not isinstance(v, dict) or all(name_ok(k) for k in v)
+
+
+def _ref(compiled: dict[str, _Check], name: str, v: Any) -> bool:
+    return compiled[name](v)
+
+
+def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> _Check:
+    """A predicate true only for instances `schema` accepts; raises _Uncompilable on a keyword it does not know."""
+    if not isinstance(schema, dict):
+        raise _Uncompilable(repr(schema))
+    checks: list[_Check] = []
+    for keyword, value in schema.items():
+        if keyword in _ANNOTATIONS:
+            continue
+        if keyword == "$ref":
+            if not (isinstance(value, str) and value.startswith("#/$defs/") and value[8:] in defs):
+                raise _Uncompilable(value)
+            name = value[8:]
+            if name not in compiled:
+                compiled[name] = partial(_has_type, ())  # a placeholder while a recursive definition compiles
+                compiled[name] = _compile(defs[name], defs, compiled)
+            checks.append(partial(_ref, compiled, name))
+        elif keyword == "type":
+            names = [value] if isinstance(value, str) else value
+            checks.append(partial(_has_type, tuple(t for n in names for t in _TYPES[n])))
+        elif keyword in ("const", "enum"):
+            members = [value] if keyword == "const" else value
+            if not all(isinstance(m, str) for m in members):
+                raise _Uncompilable(keyword)  # JSON equality of numbers and booleans is subtler
+            checks.append(partial(_one_of_strings, frozenset(members)))
+        elif keyword == "pattern":
+            checks.append(partial(_matches, re.compile(value).search))
+        elif keyword == "minLength":
+            checks.append(partial(_min_length, value))
+        elif keyword == "minItems":
+            checks.append(partial(_min_items, value))
+        elif keyword == "uniqueItems":
+            if value:
+                checks.append(_unique_strings)
+        elif keyword == "items":
+            checks.append(partial(_items, _compile(value, defs, compiled)))
+        elif keyword == "required":
+            checks.append(partial(_required, tuple(value)))
+        elif keyword == "properties":
+            checks.append(partial(_properties, {k: _compile(sub, defs, compiled) for k, sub in value.items()}))
+        elif keyword == "additionalProperties":
+            known = frozenset(schema.get("properties", {}))
+            if value is False:
+                checks.append(partial(_no_others, known))
+            elif value is not True:
+                checks.append(partial(_others, known, _compile(value, defs, compiled)))
+        elif keyword == "propertyNames":
+            checks.append(partial(_names, _compile(value, defs, compiled)))
+        else:
+            raise _Uncompilable(keyword)
+    return checks[0] if len(checks) == 1 else partial(_all, tuple(checks))
+
+
+@cache
+def _fast_check() -> _Check | None:
+    """The compiled check of the shipped schema, or None if it uses a keyword `_compile` does not know."""
+    schema = contract_schema()
+    try:
+        return _compile(schema, schema.get("$defs", {}), {})
+    except (_Uncompilable, KeyError, TypeError, re.error):
+        return None
 
 
 def known_gates() -> frozenset[str]:
@@ -133,12 +275,13 @@ def validate_paths(
             continue
         documents.append((path, rel, parsed))
 
-    markers = _marker_index(scanned, documents, root)
+    test_files = _TestFiles(root)
+    markers = _marker_index(scanned, documents, test_files)
     result.markers = {fid: sorted(nodes) for fid, nodes in markers.items()}
     first_falsifier: dict[str, str] = {}
     first_contract: dict[str, str] = {}
     for path, rel, parsed in documents:
-        file_findings = list(_check_document(path, rel, parsed, root, markers, first_falsifier, first_contract))
+        file_findings = list(_check_document(path, rel, parsed, test_files, markers, first_falsifier, first_contract))
         result.findings.extend(file_findings)
         if not any(f.name in _STRUCTURAL for f in file_findings):
             result.contracts.append(Contract.from_data(parsed.data, path))
@@ -154,34 +297,48 @@ _STRUCTURAL = frozenset({"unknown-key", "missing-key", "bad-value", "yaml-duplic
 
 
 def _display(path: Path, root: Path) -> str:
+    """`path` relative to `root` where it lies under it (also through symlinks), else as given."""
+    absolute = Path(os.path.abspath(path))  # no syscalls: most paths are plainly under root
+    if absolute.is_relative_to(root):
+        return str(absolute.relative_to(root))
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop; RuntimeError before Python 3.13
-        resolved = path.absolute()
-    try:
-        return str(resolved.relative_to(root))
-    except ValueError:
         return str(path)
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)
 
 
-def _marker_index(scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], root: Path) -> dict[str, set[str]]:
+class _TestFiles:
+    """The test files that `tests:` entries name, each found, scanned and placed once per run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._found: dict[str, tuple[TestFile, str] | None] = {}
+
+    def get(self, file: str) -> tuple[TestFile, str] | None:
+        """(scan, path relative to the root) of the file an entry names; None if there is no such file."""
+        if file not in self._found:
+            target = self.root / file
+            tf = scan_test_file(target) if target.is_file() else None
+            self._found[file] = None if tf is None else (tf, _display(tf.path, self.root))
+        return self._found[file]
+
+
+def _marker_index(
+    scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], test_files: _TestFiles
+) -> dict[str, set[str]]:
     """falsifier id -> node ids (`file::name`) whose markers claim it, from scanned dirs and `tests:` files."""
     files = {tf.path: tf for tf in scanned}
     for _, _, parsed in documents:
         for f in _list(parsed.data.get("falsifiers")):
             for entry in _list(f.get("tests") if isinstance(f, dict) else None):
                 ref = TestRef.parse(entry) if isinstance(entry, str) else None
-                if ref is None:
-                    continue
-                try:
-                    target = (root / ref.file).resolve()
-                except (OSError, RuntimeError):
-                    continue  # _test_findings reports the entry
-                if target not in files and target.is_file():
-                    files[target] = scan_test_file(target)
+                found = test_files.get(ref.file) if ref else None
+                if found is not None:
+                    files.setdefault(found[0].path, found[0])
     index: dict[str, set[str]] = {}
     for tf in files.values():
-        rel = _display(tf.path, root)
+        rel = _display(tf.path, test_files.root)
         for node, ids in tf.tests.items():
             for fid in ids:
                 index.setdefault(fid, set()).add(f"{rel}::{node}")
@@ -196,7 +353,7 @@ def _check_document(
     path: Path,
     rel: str,
     parsed: ParsedYaml,
-    root: Path,
+    test_files: _TestFiles,
     markers: dict[str, set[str]],
     first_falsifier: dict[str, str],
     first_contract: dict[str, str],
@@ -281,7 +438,7 @@ def _check_document(
                 if isinstance(spec, dict):
                     yield from _range_findings(rel, at, i, name, spec)
         if "tests" in f and isinstance(fid, str):
-            yield from _test_findings(rel, at, i, f, fid, root, markers)
+            yield from _test_findings(rel, at, i, f, fid, test_files, markers)
 
     for oid, i in obligation_ids.items():
         if oid not in covered:
@@ -289,6 +446,9 @@ def _check_document(
                 "uncovered-obligation", rel, *at("obligations", i, "id"),
                 f"obligations[{i}]: {oid!r} is covered by no falsifier; add a falsifier that could refute it",
             )
+
+
+_At = Callable[..., tuple[int, int]]  # path parts -> (line, column)
 
 
 def _unknown_gate(rel: str, pos: tuple[int, int], where: str, gate: str, gates: frozenset[str]) -> Finding:
@@ -301,7 +461,7 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _range_findings(rel: str, at: Any, i: int, name: str, spec: dict[str, Any]) -> Iterable[Finding]:
+def _range_findings(rel: str, at: _At, i: int, name: str, spec: dict[str, Any]) -> Iterable[Finding]:
     where = f"falsifiers[{i}].measurements.{name}"
     if "pass" not in spec and "plausible" not in spec:
         yield finding(
@@ -341,7 +501,7 @@ def _range_findings(rel: str, at: Any, i: int, name: str, spec: dict[str, Any]) 
 
 
 def _test_findings(
-    rel: str, at: Any, i: int, f: dict[str, Any], fid: str, root: Path, markers: dict[str, set[str]]
+    rel: str, at: _At, i: int, f: dict[str, Any], fid: str, test_files: _TestFiles, markers: dict[str, set[str]]
 ) -> Iterable[Finding]:
     listed: set[str] = set()
     for j, entry in enumerate(_list(f.get("tests"))):
@@ -353,15 +513,15 @@ def _test_findings(
         if ref is None:
             yield finding("test-ref-format", rel, *pos, f"{where}: {entry!r} is not 'path/test_x.py::test_name' or 'path/test_x.py::TestClass::test_name'")
             continue
-        target = root / ref.file
-        if not target.is_file():
-            yield finding("test-file-missing", rel, *pos, f"{where}: {ref.file} does not exist (relative to {root})")
+        found = test_files.get(ref.file)
+        if found is None:
+            yield finding("test-file-missing", rel, *pos, f"{where}: {ref.file} does not exist (relative to {test_files.root})")
             continue
-        tf = scan_test_file(target)
+        tf, test_rel = found
         if tf.error:
             yield finding("test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}")
             continue
-        listed.add(f"{_display(target, root)}::{ref.node}")  # `./x.py` and `x.py` name one file
+        listed.add(f"{test_rel}::{ref.node}")  # `./x.py` and `x.py` name one file
         if ref.node not in tf.tests:
             head = ref.node.split("::")[0]
             if "::" in ref.node and head not in tf.classes:
@@ -426,6 +586,9 @@ def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
 
 
 def _schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
+    fast = _fast_check()
+    if fast is not None and fast(parsed.data):
+        return
     validator = _validator()
     for error in validator.iter_errors(parsed.data):
         path = tuple(error.absolute_path)

@@ -184,8 +184,7 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
         column = exc.start - raw.rfind(b"\n", 0, exc.start)
         message = f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}; save the file as UTF-8"
         return ParsedYaml(None, {}, (YamlProblem("encoding", message, line, column),))
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     deep = _too_deep(text)
     if deep is not None:
         return ParsedYaml(None, {}, (deep,))
