@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{os.urandom(3).hex()}"
 
 
@@ -117,7 +117,7 @@ def host_facts() -> dict[str, Any]:
                 facts["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             else:
                 facts["cuda_devices"] = []
-        except Exception:  # a broken CUDA install must not cost the run record
+        except Exception:  # noqa: BLE001 - a broken CUDA install must not cost the run record
             facts["cuda_devices"] = None
     return facts
 

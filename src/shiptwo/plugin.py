@@ -129,9 +129,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[_STATE]
     contracts = len(state.contracts)
     lines = [
-        f"shiptwo: contracts={_rel(state.contracts_dir, state.root)} ({contracts} contracts, "
-        f"{len(state.falsifiers)} falsifiers), evidence={_rel(state.evidence_dir, state.root)}"
-        f"{'' if state.record else ' (not recording)'}, require={','.join(sorted(state.require)) or '-'}"
+        (
+            f"shiptwo: contracts={_rel(state.contracts_dir, state.root)} ({contracts} contracts, "
+            f"{len(state.falsifiers)} falsifiers), evidence={_rel(state.evidence_dir, state.root)}"
+            f"{'' if state.record else ' (not recording)'}, require={','.join(sorted(state.require)) or '-'}"
+        )
     ]
     lines += [f"shiptwo: contract error: {p}" for p in state.contract_problems]
     return lines
@@ -257,7 +259,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when != "call" or not report.passed:
         return
     state = item.config.stash[_STATE]
-    recorded = {value[0] for key, value in item.user_properties if key == f"{_PROP}.measurement"}
+    properties: list[tuple[str, Any]] = list(item.user_properties)
+    recorded = {value[0] for key, value in properties if key == f"{_PROP}.measurement"}
     missing = [
         f"{fid}: {name}"
         for fid in _falsifier_ids(item)
@@ -311,7 +314,7 @@ class _Recorder:
 
 
 def _record_report(state: _State, report: pytest.TestReport) -> None:
-    props = dict((k, v) for k, v in report.user_properties if k == f"{_PROP}.falsifiers")
+    props = {k: v for k, v in report.user_properties if k == f"{_PROP}.falsifiers"}
     if not props:
         return
     entry = state.results.setdefault(
@@ -321,7 +324,8 @@ def _record_report(state: _State, report: pytest.TestReport) -> None:
     entry["duration"] = round(entry["duration"] + report.duration, 6)
     measurements: dict[str, list[float | None]] = entry.setdefault("measurements", {})
     harness_errors = []
-    for key, value in report.user_properties:
+    properties: list[tuple[str, Any]] = list(report.user_properties)
+    for key, value in properties:
         if key == f"{_PROP}.measurement" and report.when == "call":
             measurements.setdefault(value[0], []).append(_json_number(value[1]))
         elif key == f"{_PROP}.harness_error":
@@ -352,7 +356,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         reason = str(longrepr[2])
-        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+        return reason.removeprefix("Skipped: ")
     return str(longrepr)
 
 

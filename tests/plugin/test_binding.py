@@ -24,8 +24,10 @@ def test_unknown_falsifier_id_fails_collection_with_did_you_mean(demo: pytest.Py
     result.stderr.fnmatch_lines(
         [
             "*falsifier markers and contracts disagree*",
-            "*test_extra.py::test_typo: falsifier 'FALSIFY-DEMO-PAS-001' is declared by no contract in contracts/; "
-            "did you mean 'FALSIFY-DEMO-PASS-001'?",
+            (
+                "*test_extra.py::test_typo: falsifier 'FALSIFY-DEMO-PAS-001' is declared by no contract in "
+                "contracts/; did you mean 'FALSIFY-DEMO-PASS-001'?"
+            ),
         ]
     )
 
@@ -50,8 +52,10 @@ def test_tests_list_and_markers_must_agree_both_ways(demo: pytest.Pytester) -> N
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "*falsifiers/test_demo.py::test_plain: listed in tests: of FALSIFY-DEMO-PASS-001 but carries no "
-            "@pytest.mark.falsifier('FALSIFY-DEMO-PASS-001')",
+            (
+                "*falsifiers/test_demo.py::test_plain: listed in tests: of FALSIFY-DEMO-PASS-001 but carries no "
+                "@pytest.mark.falsifier('FALSIFY-DEMO-PASS-001')"
+            ),
             "*falsifiers/test_demo.py::test_pass: marked falsifier('FALSIFY-DEMO-PASS-001') but not listed in its contract's tests:",
         ]
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
 from typing import Any
 
 import pytest
@@ -125,7 +124,7 @@ def test_worst_outcome_wins_among_tests_of_one_falsifier(demo: pytest.Pytester, 
         '    record_measurement("loss", 0.001)\n'
     )
     demo.runpytest("-k", "test_pass")
-    code, report = pv_json(demo.path)
+    _, report = pv_json(demo.path)
     verdict = next(f for f in report["contracts"][0]["falsifiers"] if f["id"] == "FALSIFY-DEMO-PASS-001")
     assert verdict["status"] == "NUMERICALLY-PASSED-METHODOLOGY-SUSPECT"
     assert verdict["measured"] == {"loss": 0.001}

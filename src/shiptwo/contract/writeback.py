@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shiptwo.contract.yamlsafe import parse_yaml
 from shiptwo.errors import ContractError
+
+if TYPE_CHECKING:
+    from shiptwo.contract.evaluate import Evaluation
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -170,7 +173,7 @@ def _normalise(value: Any) -> Any:
 
 
 
-def write_statuses(evaluation: "Evaluation") -> list[str]:  # noqa: F821 - imported lazily below
+def write_statuses(evaluation: Evaluation) -> list[str]:
     """Write every contract's computed statuses into its file; returns the paths that changed."""
     from shiptwo.evidence import atomic_write_bytes
 
