@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from shiptwo.cli import main as shiptwo_main
 from shiptwo.errors import FormatError
+from shiptwo.tokenize._testing import naive_hex_encode
 from shiptwo.tokenize.hexbpe import HexByteTokenizer, train_hex_bpe
 
 
@@ -52,22 +53,6 @@ def naive_train(texts: list[str], vocab_size: int, min_frequency: int) -> list[t
     return merges
 
 
-def naive_encode(tok: HexByteTokenizer, text: str) -> list[int]:
-    """One pass per merge line, in file order, left to right, non-overlapping (aprender's encoder)."""
-    symbols = [f"{b:02x}" for b in text.encode()]
-    for left, right in tok.merges:
-        out, i = [], 0
-        while i < len(symbols):
-            if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
-                out.append(left + right)
-                i += 2
-            else:
-                out.append(symbols[i])
-                i += 1
-        symbols = out
-    return [tok.vocab.get(s, tok.unk_id) for s in symbols]  # type: ignore[misc]
-
-
 small_texts = st.lists(st.text(alphabet="ab c\né", max_size=40), min_size=1, max_size=6)
 
 
@@ -79,13 +64,26 @@ def test_trainer_matches_naive_rule(texts: list[str], min_frequency: int) -> Non
 
 @settings(max_examples=60, deadline=None)
 @given(texts=small_texts, probe=st.text(alphabet="ab c\né", max_size=60), seed=st.integers(0, 1000))
-def test_encoder_matches_one_pass_per_merge_even_with_shuffled_merges(texts: list[str], probe: str, seed: int) -> None:
+def test_both_encoders_match_one_pass_per_merge_even_with_shuffled_merges(texts: list[str], probe: str, seed: int) -> None:
     trained = train_hex_bpe(texts, vocab_size=300, min_frequency=1)
+    expected = naive_hex_encode(trained.vocab, trained.merges, probe)
+    assert trained.engine == "tokenizers"  # trained merges are well ordered: the Rust BPE runs
+    assert trained.encode(probe) == expected
+    assert HexByteTokenizer(trained.vocab, trained.merges, engine=False).encode(probe) == expected
     merges = list(trained.merges)
     random.Random(seed).shuffle(merges)  # a valid file whose order is not the training order
-    tok = HexByteTokenizer(trained.vocab, merges)
-    assert tok.encode(probe) == naive_encode(tok, probe)
-    assert trained.encode(probe) == naive_encode(trained, probe)
+    shuffled = HexByteTokenizer(trained.vocab, merges)
+    assert shuffled.encode(probe) == naive_hex_encode(trained.vocab, merges, probe)
+    assert shuffled.encode_batch([probe, probe]) == [shuffled.encode(probe)] * 2
+
+
+def test_engine_falls_back_to_python_for_files_it_cannot_match() -> None:
+    trained = train_hex_bpe(["abab cdcd abab"], vocab_size=300, min_frequency=1)
+    assert trained.engine == "tokenizers"
+    out_of_order = [trained.merges[2], *trained.merges[:2], *trained.merges[3:]]  # a merge before its part
+    assert HexByteTokenizer(trained.vocab, out_of_order).engine == "python"
+    no_unk = {t: i for t, i in trained.vocab.items() if t != "<unk>"}
+    assert HexByteTokenizer(no_unk, trained.merges).engine == "python"
 
 
 def _save(tmp_path: Path) -> Path:

@@ -27,6 +27,23 @@ def python_sources(count: int, *, max_bytes: int = 40_000, skip: int = 0) -> lis
     return out
 
 
+def naive_hex_encode(vocab: dict[str, int], merges: Sequence[tuple[str, str]], text: str) -> list[int]:
+    """aprender's hex-byte encoder read literally: one pass per merge line, in file order, left to
+    right, non-overlapping; a symbol missing from the vocab becomes <unk>. Slow; an oracle only."""
+    symbols = [f"{b:02x}" for b in text.encode("utf-8")]
+    for left, right in merges:
+        out, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+                out.append(left + right)
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return [vocab.get(s, vocab["<unk>"]) for s in symbols]
+
+
 def write_jsonl(path: Path, texts: Sequence[str], *, field: str = "content") -> Path:
     """Write one JSON object per line with the text under `field`."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -201,7 +201,8 @@ class _Encoder:
 
     def map(self, batches: Iterator[list[_Doc | _Bad]]) -> Iterator[tuple[list[_Doc | _Bad], np.ndarray, np.ndarray]]:
         if self.pool is None:
-            if getattr(self.tokenizer, "format", None) != "byte-level":
+            rust = self.tokenizer.format == "byte-level" or getattr(self.tokenizer, "engine", "") == "tokenizers"
+            if not rust:
                 for batch in batches:
                     flat, lengths = _encode_flat(self.tokenizer, [d.text for d in batch if isinstance(d, _Doc)])
                     yield batch, flat, lengths

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from shiptwo.errors import FormatError
 from shiptwo.tokenize._common import (
@@ -20,6 +22,7 @@ from shiptwo.tokenize._common import (
     HEX_BYTE_THRESHOLD,
     UNK_CANDIDATES,
     atomic_write_bytes,
+    bytes_to_unicode,
     read_json,
 )
 from shiptwo.tokenize.detect import VocabFormat, count_hex_keys
@@ -28,6 +31,7 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<pad>", "<mask>")
 MERGES_HEADER = "#version: 0.2"
 # Pair keys pack (left_id, right_id) into one int; ids stay far below 2**32.
 _SHIFT = 32
+_HEX_TOKEN = re.compile(r"(?:[0-9a-f]{2})+")
 
 
 def _is_special(token: str) -> bool:
@@ -43,7 +47,14 @@ class HexByteTokenizer:
 
     format = VocabFormat.HEX_BYTE
 
-    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], *, source: Path | None = None):
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        *,
+        source: Path | None = None,
+        engine: bool = True,
+    ):
         self.vocab: dict[str, int] = dict(vocab)
         self.merges: list[tuple[str, str]] = list(merges)
         self.source = source
@@ -59,6 +70,54 @@ class HexByteTokenizer:
             # A repeated merge line keeps its first (lowest) rank, as a pass in file order would.
             self._ranks.setdefault(key, (rank, self.vocab[left + right]))
         self._decode_hex = {i: ("" if _is_special(t) else t) for i, t in self.id_to_token.items()}
+        self._engine: Any = None
+        self._engine_checked = not engine
+
+    @property
+    def engine(self) -> str:
+        """Which encoder runs: "tokenizers" (Rust BPE, same ids) when the merges allow it, else "python"."""
+        return "tokenizers" if self._rust() is not None else "python"
+
+    def _rust(self) -> Any:
+        # Hugging Face's BPE merges the lowest-ranked pair first, leftmost on ties. That equals
+        # aprender's one pass per merge in file order whenever a merge's result can only take part
+        # in later merges: every part is a byte or was created by an earlier merge, and no token is
+        # created twice. Trained files always are; any other file takes the Python encoder.
+        if self._engine_checked:
+            return self._engine
+        self._engine_checked = True
+        if self.unk_id is None:
+            return None
+        created: dict[str, int] = {}
+        for rank, (left, right) in enumerate(self.merges):
+            if any(len(part) > 2 and created.get(part, rank) >= rank for part in (left, right)):
+                return None
+            if left + right in created:
+                return None
+            created[left + right] = rank
+        table = bytes_to_unicode()
+
+        def spell(token: str) -> str:
+            return "".join(table[b] for b in bytes.fromhex(token)) if _HEX_TOKEN.fullmatch(token) else token
+
+        spelled = {spell(t): i for t, i in self.vocab.items()}
+        if len(spelled) != len(self.vocab):
+            return None  # a hex token spells the same characters as a special one, e.g. "<unk>"
+        from tokenizers import Tokenizer, pre_tokenizers
+        from tokenizers.models import BPE
+
+        rust = Tokenizer(
+            BPE(
+                vocab=spelled,
+                merges=[(spell(a), spell(b)) for a, b in self.merges],
+                unk_token=self.id_to_token[self.unk_id],
+                fuse_unk=False,
+            )
+        )
+        # The whole text is one word: byte characters, no regex split.
+        rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        self._engine = rust
+        return rust
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -85,7 +144,7 @@ class HexByteTokenizer:
         if len(set(vocab.values())) != len(vocab):
             raise FormatError(f"{vocab_path}: two tokens share one id; ids must be unique")
         merges = read_merges(merges_path, vocab)
-        return cls(vocab, merges, source=vocab_path.parent)
+        return cls(vocab, merges, source=vocab_path)
 
     def save(self, directory: str | Path) -> None:
         """Write vocab.json (token -> id, in id order) and merges.txt (`#version: 0.2` first)."""
@@ -99,12 +158,20 @@ class HexByteTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Encode a text as one word; bytes missing from the vocab become <unk>."""
+        rust = self._rust()
+        if rust is not None:
+            return rust.encode(text, add_special_tokens=False).ids
         return self.encode_bytes(text.encode("utf-8"))
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
+        """Encode many texts (in parallel when the Rust encoder runs)."""
+        rust = self._rust()
+        if rust is not None:
+            return [e.ids for e in rust.encode_batch_fast(list(texts), add_special_tokens=False)]
+        return [self.encode_bytes(t.encode("utf-8")) for t in texts]
 
     def encode_bytes(self, data: bytes) -> list[int]:
+        """The Python encoder: one pass per merge in file order, done with a heap (any merges file)."""
         byte_ids = self._byte_ids
         ids = [byte_ids[b] for b in data]
         n = len(ids)
