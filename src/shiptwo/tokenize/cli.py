@@ -47,19 +47,22 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("encode-corpus", help="encode JSONL into pretokenize-bin-v1 shards with an audit")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer dir or file (format detected)")
     p.add_argument("--corpus", nargs="+", required=True, type=Path, help="JSONL files or dirs of *.jsonl")
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--content-field", default="content")
-    p.add_argument("--eos-policy", choices=("between", "after", "none"), default="between")
-    p.add_argument("--shard-tokens", type=int, default=10_000_000)
+    p.add_argument("--output", required=True, type=Path, help="shard dir (empty, or an interrupted run with --resume)")
+    p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
+    p.add_argument("--eos-policy", choices=("between", "after", "none"), default="between",
+                   help="EOS before every document but the first (between, default), after each, or none")
+    p.add_argument("--shard-tokens", type=int, default=10_000_000,
+                   help="close a shard after the document that brings it to this many tokens (default 10,000,000)")
     p.add_argument("--workers", type=int, default=1,
                    help="encoding processes (byte-level vocabs already use all cores inside tokenizers)")
     p.add_argument("--max-unk-ratio", type=float, default=0.01, help="refuse above this unk ratio (default 0.01)")
     p.add_argument("--allow-unk", action="store_true", help="accept any unk ratio (still audited)")
-    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error")
+    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
+                   help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
     p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None,
                    help="pre-tokenizer of a byte-level vocab.json+merges.txt without tokenizer_config.json")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_format(p)
     p.set_defaults(func=_run_encode_corpus)
 
