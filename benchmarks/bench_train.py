@@ -22,7 +22,7 @@ import transformers
 
 from shiptwo.checkpoint import from_pretrained
 from shiptwo.model import flops_per_token
-from shiptwo.train import Trainer, TrainConfig
+from shiptwo.train import TrainConfig, Trainer
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from shiptwo.model import Qwen2, Qwen2Config
-from shiptwo.train import Trainer, TrainConfig, eval_batch
+from shiptwo.train import TrainConfig, Trainer, eval_batch
 
 CFG = Qwen2Config(vocab_size=384, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
                   intermediate_size=96, tied_embeddings=True)

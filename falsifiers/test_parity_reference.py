@@ -16,17 +16,17 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from shiptwo.checkpoint import from_pretrained  # noqa: E402
-from shiptwo.model import max_rel_err, stage_names  # noqa: E402
+from shiptwo.checkpoint import from_pretrained
+from shiptwo.model import max_rel_err, stage_names
 
 # Small configs that still exercise GQA, non-default theta, head_dim != hidden/heads, both heads.
 CONFIGS = {
-    "tied-gqa": dict(vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                     rope_theta=1_000_000.0, rms_norm_eps=1e-6),
-    "untied-mha-headdim": dict(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
-                               num_attention_heads=3, num_key_value_heads=3, head_dim=32,
-                               tie_word_embeddings=False, rope_theta=10_000.0, rms_norm_eps=1e-5),
+    "tied-gqa": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
+                     "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6},
+    "untied-mha-headdim": {"vocab_size": 300, "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 3,
+                               "num_attention_heads": 3, "num_key_value_heads": 3, "head_dim": 32,
+                               "tie_word_embeddings": False, "rope_theta": 10_000.0, "rms_norm_eps": 1e-5},
 }
 
 
@@ -108,7 +108,7 @@ def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, reco
     errs, logits_err, report = compare(ours, ref, ids)
     # transformers' own bf16 error on the same weights: ours may not be much worse than the peer's.
     ref_bf16 = random_reference(name, seed=3).to(torch.bfloat16)
-    peer_errs, peer_logits_err, _ = compare(ref_bf16_wrapper(ref_bf16), ref, ids)
+    _peer_errs, peer_logits_err, _ = compare(ref_bf16_wrapper(ref_bf16), ref, ids)
     first = first_over(errs, 0.05)
     assert first == "none", f"first stage over the bf16 tolerance: {first} ({report})"
     assert logits_err <= 2 * peer_logits_err + 1e-3, (
@@ -117,7 +117,7 @@ def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, reco
     record_measurement("logits_max_rel_err", logits_err)
 
 
-class ref_bf16_wrapper(torch.nn.Module):  # noqa: N801 - reads as a function at the call site
+class ref_bf16_wrapper(torch.nn.Module):
     """Gives a transformers model our `forward(ids, return_hidden=True)` interface."""
 
     def __init__(self, model: torch.nn.Module) -> None:

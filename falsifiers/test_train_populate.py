@@ -22,8 +22,8 @@ transformers = pytest.importorskip("transformers")
 
 CFG = Qwen2Config(vocab_size=96, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                   intermediate_size=48, tied_embeddings=False)
-CFG_HF = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              head_dim=8, intermediate_size=48)
+CFG_HF = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "head_dim": 8, "intermediate_size": 48}
 # One layer-1 instance of every per-layer rule, plus the global tensors.
 VICTIMS = [r.checkpoint.replace("{n}", "1") for r in KEY_TABLE]
 

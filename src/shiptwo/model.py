@@ -250,7 +250,7 @@ class Qwen2(nn.Module):
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B, T, V); with `return_hidden`, also the residual stream at every stage:
         [embeddings, after layer 0, ..., after layer L-1, after the final norm], each (B, T, C)."""
-        B, T = idx.shape
+        _B, T = idx.shape
         x = self.tok_embeddings(idx)  # (B, T, C)
         cos, sin = rope_cos_sin(T, self.config.head_dim, self.config.rope_theta, device=x.device,
                                 dtype=x.dtype)  # (T, D) each

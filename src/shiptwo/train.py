@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from shiptwo.distributed import DistContext, local_slice, mean_over_ranks
-from shiptwo.errors import GateError
+from shiptwo.errors import GateError, UsageError
 from shiptwo.model import Qwen2
 
 GATE_005_EPOCH0_MAX = 10.0
@@ -238,7 +238,7 @@ def evaluate(model: nn.Module, reader: Any, *, batch_size: int, max_batches: int
             break
         losses.append(eval_batch(model, x, y, autocast_bf16=autocast_bf16))
     if not losses:
-        raise GateError(f"no validation batch: {len(reader)} windows < batch size {batch_size}; "
+        raise UsageError(f"no validation batch: {len(reader)} windows < batch size {batch_size}; "
                         "give more validation text or a smaller --batch-size/--seq-len")
     return float(sum(losses) / len(losses))
 
@@ -256,16 +256,19 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
     ctx = ctx or DistContext()
     per_epoch = len(train_reader) // config.batch_size
     if per_epoch == 0:
-        raise GateError(f"no training batch: {len(train_reader)} windows < batch size {config.batch_size}")
+        raise UsageError(f"no training batch: {len(train_reader)} windows < batch size {config.batch_size}")
     total = per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     trainer = Trainer(model, config, total_steps=total, ctx=ctx)
-    eval_kw = dict(batch_size=config.batch_size, max_batches=config.eval_batches,
-                   autocast_bf16=config.autocast_bf16)
+
+    def run_eval() -> float:
+        return evaluate(model, val_reader, batch_size=config.batch_size, max_batches=config.eval_batches,
+                        autocast_bf16=config.autocast_bf16)
+
     log = _StepLog(run_dir if ctx.is_main else None)
     start = time.monotonic()
-    step0 = evaluate(model, val_reader, **eval_kw)
+    step0 = run_eval()
     check_finite({"val_loss": step0}, where="step 0 evaluation")
     log.write({"event": "eval", "step": 0, "epoch": -1, "val_loss": step0})
     result = TrainResult(step0_val_loss=step0)
@@ -275,7 +278,7 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
         if trainer.step >= total:
             break
         epoch_start = time.monotonic()
-        order = np.random.default_rng(config.seed + epoch).permutation(len(train_reader))
+        order = np.random.default_rng(config.seed + epoch).permutation(len(train_reader)).tolist()
         losses, grad_max = [], 0.0
         for x, y in batches(train_reader, batch_size=config.batch_size, order=order):
             if trainer.step >= total:
@@ -289,7 +292,7 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
                        "elapsed_s": round(time.monotonic() - start, 4)})
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4f}")
-        val = evaluate(model, val_reader, **eval_kw)
+        val = run_eval()
         log.write({"event": "eval", "step": trainer.step, "epoch": epoch, "val_loss": val})
         check_val_gate(epoch, val, result.val_losses[-1] if result.val_losses else None)
         train_loss = float(sum(losses) / len(losses))

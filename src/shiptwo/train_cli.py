@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     e.set_defaults(func=run_eval)
 
 
-def _positive(name: str, value: int | float | None) -> None:
+def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise UsageError(f"{name} {value}: must be positive")
 

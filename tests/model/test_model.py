@@ -9,9 +9,9 @@ import torch
 
 from shiptwo.errors import ModelError
 from shiptwo.model import (
-    RMSNorm,
     Qwen2,
     Qwen2Config,
+    RMSNorm,
     apply_rope,
     flops_per_token,
     ln_vocab,
@@ -103,8 +103,8 @@ def test_apr_metadata_round_trip() -> None:
 
 
 @pytest.mark.parametrize(("raw", "needle"), [
-    ({"hidden_size": 32}, "config.json: field(s) vocab_size, num_hidden_layers, num_attention_heads, "
-                          "intermediate_size missing"),
+    ({"hidden_size": 32}, ("config.json: field(s) vocab_size, num_hidden_layers, num_attention_heads, "
+                          "intermediate_size missing")),
     ({**TINY.to_hf(), "hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({**TINY.to_hf(), "use_sliding_window": True}, "use_sliding_window=true is not supported"),
     ({**TINY.to_hf(), "rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope scaling"),

@@ -13,12 +13,12 @@ import torch
 from shiptwo.checkpoint import save_apr, save_hf
 from shiptwo.cli import main
 from shiptwo.distributed import DistContext, local_slice
-from shiptwo.errors import GateError, UsageError
+from shiptwo.errors import UsageError
 from shiptwo.model import Qwen2, Qwen2Config
 from shiptwo.train import (
     EPOCH_METADATA_KEYS,
-    Trainer,
     TrainConfig,
+    Trainer,
     lr_at,
     optimizer_state_sha,
     train,
@@ -35,7 +35,7 @@ def batch(seed: int, b: int = 4, t: int = 16) -> tuple[torch.Tensor, torch.Tenso
 
 
 def test_warmup_then_cosine_to_the_floor() -> None:
-    kw = dict(base_lr=1.0, warmup=4, total=14, min_ratio=0.1)
+    kw = {"base_lr": 1.0, "warmup": 4, "total": 14, "min_ratio": 0.1}
     assert [lr_at(s, **kw) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(4, **kw) == pytest.approx(1.0)
     assert lr_at(9, **kw) == pytest.approx(0.55)
@@ -77,9 +77,9 @@ def test_no_validation_batch_is_an_error() -> None:
         def window(self, i: int) -> np.ndarray:
             return np.zeros(17, dtype=np.uint32)
 
-    with pytest.raises(GateError, match="no validation batch: 1 windows < batch size 4"):
+    with pytest.raises(UsageError, match="no validation batch: 1 windows < batch size 4"):
         train(Qwen2(CFG), train_reader=Windows(8), val_reader=Windows(1), config=TrainConfig(batch_size=4, seq_len=16))
-    with pytest.raises(GateError, match="no training batch: 3 windows < batch size 4"):
+    with pytest.raises(UsageError, match="no training batch: 3 windows < batch size 4"):
         train(Qwen2(CFG), train_reader=Windows(3), val_reader=Windows(8), config=TrainConfig(batch_size=4, seq_len=16))
 
 
