@@ -136,3 +136,15 @@ def test_byte_level_worker_processes_match_in_process(tmp_path: Path) -> None:
     }
     for shard in one["shards"]:
         assert (tmp_path / "w1" / shard["file"]).read_bytes() == (tmp_path / "w2" / shard["file"]).read_bytes()
+
+
+def test_golden_shard_bytes(tmp_path: Path) -> None:
+    # "abab" -> [263] and "cdcd" -> [264] with this vocab (see the hex tie-breaking golden test);
+    # EOS "</s>" is id 2; `between` puts it before the second document only.
+    train_hex_bpe(["abab", "cdcd"], vocab_size=300, min_frequency=1).save(tmp_path / "v")
+    corpus = write_jsonl(tmp_path / "c.jsonl", ["abab", "cdcd"])
+    encode_corpus(tmp_path / "v", [corpus], tmp_path / "between", progress=False)
+    assert (tmp_path / "between" / "shard-00000.bin").read_bytes() == bytes.fromhex("07010000" "02000000" "08010000")
+    encode_corpus(tmp_path / "v", [corpus], tmp_path / "after", eos_policy="after", shard_tokens=2, progress=False)
+    assert (tmp_path / "after" / "shard-00000.bin").read_bytes() == bytes.fromhex("07010000" "02000000")
+    assert (tmp_path / "after" / "shard-00001.bin").read_bytes() == bytes.fromhex("08010000" "02000000")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.tokenize.shards import ShardReader, load_manifest
@@ -74,14 +76,30 @@ def test_misaligned_and_missing_shards(tmp_path: Path) -> None:
     d = make_set(tmp_path, [np.arange(8)])
     with open(d / "shard-00000.bin", "ab") as f:
         f.write(b"\x01\x02")
-    with pytest.raises(FormatError, match=r"shard-00000.bin: 34 bytes is not a multiple of 4"):
+    with pytest.raises(FormatError, match=r"manifest.json: shard-00000.bin: 34 bytes is not a multiple of 4; not a u32 shard \(truncated\?\)$"):
         ShardReader(d, seq_len=3)
     (d / "shard-00000.bin").write_bytes(np.arange(4, dtype="<u4").tobytes())
-    with pytest.raises(FormatError, match="4 tokens on disk, manifest says 8"):
+    with pytest.raises(FormatError, match="4 tokens on disk, manifest says 8; total_tokens 8 but the shards hold 4"):
         ShardReader(d, seq_len=3)
     (d / "shard-00000.bin").unlink()
     with pytest.raises(FormatError, match=r"shards\[0\] shard-00000.bin does not exist"):
         ShardReader(d, seq_len=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    seq_len=st.integers(1, 9),
+)
+def test_windows_are_the_per_shard_slices(tmp_path_factory: pytest.TempPathFactory, sizes: list[int], seq_len: int) -> None:
+    rng = np.random.default_rng(len(sizes) * 100 + seq_len)
+    shards = [rng.integers(0, 1000, size=n) for n in sizes]
+    reader = ShardReader(make_set(tmp_path_factory.mktemp("h"), shards), seq_len=seq_len)
+    n = seq_len + 1
+    expected = [s[j * n : (j + 1) * n] for s in shards for j in range(len(s) // n)]
+    assert len(reader) == len(expected)
+    assert all(np.array_equal(w, e) for w, e in zip(reader, expected, strict=True))
+    assert all(np.array_equal(reader.window(i), e) for i, e in enumerate(expected))
 
 
 def test_ids_beyond_vocab_are_refused(tmp_path: Path) -> None:

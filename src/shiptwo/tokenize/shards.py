@@ -43,36 +43,54 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
         raise FormatError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: not a JSON object")
+    findings = manifest_findings(directory, doc)
+    if findings:
+        # Every problem at once, on one line: a shard set is usually broken in more than one way.
+        raise FormatError(f"{path}: " + "; ".join(findings))
+    return doc
+
+
+def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
+    """Every way a parsed manifest disagrees with pretokenize-bin-v1 or its shard files (empty: fine).
+
+    Fills in `shards` for aprender's manifests, which name only a count.
+    """
+    findings: list[str] = []
     for name, kind in REQUIRED_FIELDS.items():
         if name not in doc:
-            raise FormatError(f"{path}: field '{name}' is missing")
-        if not isinstance(doc[name], kind) or isinstance(doc[name], bool):
-            raise FormatError(f"{path}: field '{name}' is {doc[name]!r}, expected {getattr(kind, '__name__', kind)}")
+            findings.append(f"field '{name}' is missing")
+        elif not isinstance(doc[name], kind) or isinstance(doc[name], bool):
+            findings.append(f"field '{name}' is {doc[name]!r}, expected {getattr(kind, '__name__', kind)}")
+    if findings:
+        return findings
     if doc["schema"] != SCHEMA:
-        raise FormatError(f"{path}: schema is {doc['schema']!r}, expected {SCHEMA!r}")
+        findings.append(f"schema is {doc['schema']!r}, expected {SCHEMA!r}")
     if doc["vocab_size"] <= 0:
-        raise FormatError(f"{path}: vocab_size {doc['vocab_size']} must be positive")
+        findings.append(f"vocab_size {doc['vocab_size']} must be positive")
     shards = doc.get("shards")
     if shards is None:
         # aprender's manifests list no shards: they are shard-00000.bin .. by count.
         shards = [{"file": f"shard-{i:05d}.bin"} for i in range(doc["shard_count"])]
         doc["shards"] = shards
+    if not isinstance(shards, list) or not all(isinstance(x, dict) and isinstance(x.get("file"), str) for x in shards):
+        return [*findings, "field 'shards' is not a list of {\"file\": name, ...} objects"]
     if len(shards) != doc["shard_count"]:
-        raise FormatError(f"{path}: shard_count {doc['shard_count']} but {len(shards)} shards listed")
+        findings.append(f"shard_count {doc['shard_count']} but {len(shards)} shards listed")
     total = 0
     for i, shard in enumerate(shards):
         file = directory / shard["file"]
         if not file.is_file():
-            raise FormatError(f"{path}: shards[{i}] {shard['file']} does not exist")
+            findings.append(f"shards[{i}] {shard['file']} does not exist")
+            continue
         size = file.stat().st_size
         if size % 4:
-            raise FormatError(f"{file}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)")
-        if "tokens" in shard and shard["tokens"] * 4 != size:
-            raise FormatError(f"{file}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
+            findings.append(f"{shard['file']}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)")
+        elif "tokens" in shard and shard["tokens"] * 4 != size:
+            findings.append(f"{shard['file']}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
         total += size // 4
-    if total != doc["total_tokens"]:
-        raise FormatError(f"{path}: total_tokens {doc['total_tokens']} but the shards hold {total}")
-    return doc
+    if total != doc["total_tokens"] and not any("does not exist" in f for f in findings):
+        findings.append(f"total_tokens {doc['total_tokens']} but the shards hold {total}")
+    return findings
 
 
 @dataclass(frozen=True)
