@@ -64,7 +64,8 @@ def test_shiptwo_train_lowers_val_loss(shards: Path, tmp_path: Path, capsys: pyt
     run = tmp_path / "run"
     out = _cli(capsys, "train", "--init", str(shards / "init.apr"), "--shards", str(shards / "train"),
                "--val-shards", str(shards / "val"), "--epochs", "2", "--lr", "1e-2",
-               "--batch-size", "8", "--seq-len", "32", "--run-dir", str(run), "--no-progress", "--format", "json")
+               "--batch-size", "8", "--seq-len", "32", "--run-dir", str(run), "--output", str(tmp_path / "ckpt"),
+               "--no-progress", "--format", "json")
     summary = json.loads(out)
     assert summary["step0_val_loss"] == pytest.approx(math.log(VOCAB), rel=0.05)  # a fresh model is uniform
     assert summary["final_val_loss"] < summary["step0_val_loss"]
@@ -84,9 +85,11 @@ def test_shiptwo_train_lowers_val_loss(shards: Path, tmp_path: Path, capsys: pyt
     assert last["tokens_seen"] == summary["steps"] * 8 * 32
 
     # `shiptwo eval` on the saved checkpoint reproduces the trainer's final val_loss.
-    scored = json.loads(_cli(capsys, "eval", "--model", str(run / "epoch-001.apr"), "--shards", str(shards / "val"),
+    last_apr = tmp_path / "ckpt" / "epoch-001.apr"
+    assert json.loads((tmp_path / "ckpt" / "epoch-001.metadata.json").read_text()) == last
+    scored = json.loads(_cli(capsys, "eval", "--model", str(last_apr), "--shards", str(shards / "val"),
                              "--batch-size", "8", "--seq-len", "32", "--format", "json"))
     assert scored["val_loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)
     assert scored["ln_vocab"] == pytest.approx(math.log(VOCAB))
-    assert from_pretrained(run / "epoch-001.apr").config.vocab_size == VOCAB
+    assert from_pretrained(last_apr).config.vocab_size == VOCAB
     record_measurement("val_loss_drop_fraction", summary["val_loss_drop_fraction"])

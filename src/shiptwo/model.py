@@ -13,7 +13,7 @@ or missing tensor can never be silently skipped. Loading: `shiptwo.checkpoint.fr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -70,7 +70,7 @@ class Qwen2Config:
             raise ModelError(f"{source}: rope scaling {rope!r} is not supported (only default RoPE)")
         theta = cfg.get("rope_theta") or rope.get("rope_theta") or 10_000.0
         heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
-        return cls(
+        return _named(source, lambda: cls(
             vocab_size=int(cfg["vocab_size"]),
             hidden_size=hidden,
             num_layers=int(cfg["num_hidden_layers"]),
@@ -82,7 +82,7 @@ class Qwen2Config:
             rope_theta=float(theta),
             rms_norm_eps=float(cfg.get("rms_norm_eps") or 1e-6),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        )
+        ))
 
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict for this architecture."""
@@ -109,7 +109,7 @@ class Qwen2Config:
         if rope_type is not None and int(rope_type) != ROPE_TYPE_NEOX:
             raise ModelError(f"{source}: metadata rope_type={rope_type}; Qwen2 needs 2 (NEOX halves)")
         heads, hidden = int(md["num_heads"]), int(md["hidden_size"])
-        return cls(
+        return _named(source, lambda: cls(
             vocab_size=int(md["vocab_size"]), hidden_size=hidden, num_layers=int(md["num_layers"]),
             num_heads=heads, num_kv_heads=int(md.get("num_kv_heads") or heads),
             head_dim=int(md.get("head_dim") or hidden // heads),
@@ -118,7 +118,7 @@ class Qwen2Config:
             rope_theta=float(md.get("rope_theta") or 10_000.0),
             rms_norm_eps=float(md.get("rms_norm_eps") or 1e-6),
             tied_embeddings=bool(md.get("tied_embeddings", False)),
-        )
+        ))
 
     def to_apr_metadata(self) -> dict[str, Any]:
         """The APR metadata keys aprender reads for a Qwen2 model."""
@@ -131,6 +131,14 @@ class Qwen2Config:
             "rope_type": ROPE_TYPE_NEOX, "rms_norm_eps": self.rms_norm_eps,
             "head_dim": self.head_dim, "tied_embeddings": self.tied_embeddings,
         }
+
+
+def _named(source: str, build: Callable[[], Qwen2Config]) -> Qwen2Config:
+    """Build a config, prefixing any error with the file it came from."""
+    try:
+        return build()
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
 
 
 class RMSNorm(nn.Module):

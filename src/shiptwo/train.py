@@ -298,11 +298,15 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
         train_loss = float(sum(losses) / len(losses))
         result.val_losses.append(val)
         result.train_losses.append(train_loss)
-        if ctx.is_main and output_dir is not None:
+        if ctx.is_main and (output_dir is not None or run_dir is not None):
             meta = dict(zip(EPOCH_METADATA_KEYS, (
                 epoch, train_loss, val, _ppl(train_loss), _ppl(val), optimizer_state_sha(trainer.optimizer),
                 round(time.monotonic() - epoch_start, 3), result.tokens_seen, grad_max), strict=True))
-            result.epoch_files += write_epoch(model, meta, output_dir)
+            if output_dir is not None:
+                result.epoch_files += write_epoch(model, meta, output_dir)
+            if run_dir is not None and run_dir != output_dir:
+                # The small evidence file also lives in the run dir; the checkpoint does not.
+                (run_dir / f"epoch-{epoch:03d}.metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     bar.close()
     result.steps = trainer.step
     if ctx.is_main and run_dir is not None:

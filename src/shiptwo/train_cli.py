@@ -18,6 +18,8 @@ from typing import Any
 from shiptwo.errors import UsageError
 
 DEFAULT_RUNS = Path("evidence") / "train"
+# Checkpoints are big and not evidence: by default they go where git ignores them.
+DEFAULT_CHECKPOINTS = Path("evidence") / "scratch" / "train"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     t.add_argument("--eval-batches", type=int, help="validation batches per evaluation (default all)")
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="bf16 = bf16 autocast over fp32 weights; auto = bf16 on cuda, fp32 on cpu")
-    t.add_argument("--output", type=Path, help="checkpoint dir (default: the run dir)")
+    t.add_argument("--output", type=Path,
+                   help=f"dir for epoch-NNN.apr + epoch-NNN.metadata.json (default {DEFAULT_CHECKPOINTS}/<UTC time>)")
     t.add_argument("--run-dir", type=Path, help=f"evidence dir for this run (default {DEFAULT_RUNS}/<UTC time>)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
@@ -130,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
                              autocast_bf16=bf16)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = args.run_dir or DEFAULT_RUNS / stamp
-        output = args.output or run_dir
+        output = args.output or DEFAULT_CHECKPOINTS / stamp
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_json(run_dir / "command.json", {"argv": ["shiptwo", *sys.argv[1:]], "cwd": str(Path.cwd()),

@@ -24,7 +24,8 @@ CFG = Qwen2Config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_
 
 def _run(launcher: list[str], args: list[str], run_dir: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*launcher, "-m", "shiptwo", "train", *args, "--run-dir", str(run_dir)],
+    proc = subprocess.run([*launcher, "-m", "shiptwo", "train", *args, "--run-dir", str(run_dir),
+                           "--output", str(run_dir / "ckpt")],
                           check=False, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]

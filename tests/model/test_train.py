@@ -110,12 +110,15 @@ def test_train_cli_writes_epochs_and_run_dir(init_apr: Path, shard_dirs: tuple[P
     assert config["train"]["epochs"] == 2 and config["model"]["vocab_size"] == 64
     assert json.loads((tmp_path / "run" / "command.json").read_text())["argv"][0] == "shiptwo"
     assert json.loads((tmp_path / "run" / "host.json").read_text())["world_size"] == 1
+    assert sorted(p.name for p in (tmp_path / "run").glob("epoch-*")) == [
+        "epoch-000.metadata.json", "epoch-001.metadata.json"]  # evidence copies, no checkpoints
 
 
 def test_train_cli_holds_out_validation_without_val_shards(init_apr: Path, shard_dirs: tuple[Path, Path],
                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--steps", "2",
-                 "--batch-size", "4", "--seq-len", "16", "--run-dir", str(tmp_path / "run"), "--format", "json"])
+                 "--batch-size", "4", "--seq-len", "16", "--run-dir", str(tmp_path / "run"),
+                 "--output", str(tmp_path / "ckpt"), "--format", "json"])
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert code == 0 and summary["steps"] == 2
@@ -130,7 +133,7 @@ def test_train_cli_holds_out_validation_without_val_shards(init_apr: Path, shard
 def test_train_cli_bad_options(extra: list[str], needle: str, init_apr: Path, shard_dirs: tuple[Path, Path],
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--batch-size", "4",
-                 "--run-dir", str(tmp_path / "run"), *extra])
+                 "--run-dir", str(tmp_path / "run"), "--output", str(tmp_path / "ckpt"), *extra])
     assert code == 2 and needle in capsys.readouterr().err
 
 
