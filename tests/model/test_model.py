@@ -108,8 +108,8 @@ def test_apr_metadata_round_trip() -> None:
     ({**TINY.to_hf(), "hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({**TINY.to_hf(), "use_sliding_window": True}, "use_sliding_window=true is not supported"),
     ({**TINY.to_hf(), "rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope scaling"),
-    ({**TINY.to_hf(), "num_key_value_heads": 3}, "config.json: Qwen2 config: num_heads=4 is not a multiple of "
-                                                "num_kv_heads=3"),
+    ({**TINY.to_hf(), "num_key_value_heads": 3}, ("config.json: Qwen2 config: num_heads=4 is not a "
+                                                 "multiple of num_kv_heads=3")),
 ])
 def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
     with pytest.raises(ModelError) as err:
