@@ -288,6 +288,106 @@ def _tokenizer_identity(report: Any) -> tuple[str, list[dict[str, str]]]:
     return combined.hexdigest(), files
 
 
+def _place_eos(
+    flat: np.ndarray, lengths: np.ndarray, eos: EosPolicy, eos_id: int, *, first_document: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Insert EOS ids into one batch's concatenated documents; returns the new ids and lengths."""
+    if eos is EosPolicy.NONE or not lengths.size:
+        return flat, lengths
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    if eos is EosPolicy.AFTER:
+        return np.insert(flat, starts + lengths, eos_id), lengths + 1
+    # `between`: before every document except the first of the whole corpus.
+    skip = 1 if first_document else 0
+    lengths = lengths + 1
+    if skip:
+        lengths[0] -= 1
+    return np.insert(flat, starts[skip:], eos_id), lengths
+
+
+class _ShardWriter:
+    """Collects whole documents into shards; closes a shard after the document that fills it.
+
+    State between shards is only what `progress.json` records, so a run resumed from it writes
+    the same bytes as one that never stopped.
+    """
+
+    def __init__(self, out: Path, settings: dict[str, Any], state: _State, histogram: np.ndarray, *,
+                 vocab_size: int, shard_tokens: int, source: Path):
+        self.out = out
+        self.source = source
+        self.settings = settings
+        self.state = state
+        self.histogram = histogram
+        self.vocab_size = vocab_size
+        self.shard_tokens = shard_tokens
+        self.documents_seen = state.documents
+        self._parts: list[np.ndarray] = []
+        self._tokens = 0
+        self._docs: Counter[int] = Counter()  # file index -> documents in the open shard
+        self._bad: list[BadLine] = []
+        self._bad_count = 0
+        self._position = state.position
+
+    def add_batch(self, batch: list[_Doc | _Bad], flat: np.ndarray, lengths: np.ndarray) -> None:
+        """Take one encoded batch (EOS placed), in reading order; may close shards."""
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        cut = 0  # start in `flat` of the documents not yet in `_parts`
+        k = 0
+        for item in batch:
+            self._position = (item.file_index, item.offset, item.line)
+            if isinstance(item, _Bad):
+                self._bad_count += 1
+                if len(self.state.bad_lines) + len(self._bad) < MAX_BAD_LINES_LISTED:
+                    self._bad.append(item.bad)
+                continue
+            self._tokens += int(lengths[k])
+            k += 1
+            self.documents_seen += 1
+            self._docs[item.file_index] += 1
+            if self._tokens >= self.shard_tokens:
+                self._parts.append(flat[cut : offsets[k]])
+                cut = int(offsets[k])
+                self._close_shard()
+        if cut < flat.size:
+            self._parts.append(flat[cut:])
+
+    def finish(self) -> None:
+        """Close the last shard (if it holds tokens) and record the end of the input."""
+        if self._tokens > 0:
+            self._close_shard()
+        elif self._docs or self._bad_count:
+            self._commit()  # trailing empty documents or bad lines: counted, no shard
+
+    def _close_shard(self) -> None:
+        ids = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.uint32)
+        if ids.size and int(ids.max()) >= self.vocab_size:
+            raise FormatError(
+                f"{self.source}: the tokenizer produced id {int(ids.max())} >= its vocab_size {self.vocab_size}; "
+                "its vocab and added tokens disagree"
+            )
+        name = shard_name(len(self.state.shards))
+        sha = _write_shard(self.out / name, ids)
+        self.histogram += np.bincount(ids, minlength=self.vocab_size)
+        self.state.shards.append(
+            {"file": name, "tokens": int(ids.size), "documents": sum(self._docs.values()), "sha256": sha}
+        )
+        self.state.tokens += int(ids.size)
+        self._commit()
+
+    def _commit(self) -> None:
+        state = self.state
+        state.documents += sum(self._docs.values())
+        for fi, n in self._docs.items():
+            state.file_documents[fi] += n
+        state.bad_line_count += self._bad_count
+        state.bad_lines.extend(self._bad[: max(0, MAX_BAD_LINES_LISTED - len(state.bad_lines))])
+        state.position = self._position
+        _save_progress(self.out, self.settings, state)
+        self._parts, self._tokens = [], 0
+        self._docs, self._bad, self._bad_count = Counter(), [], 0
+
+
 def encode_corpus(
     tokenizer_path: str | Path,
     corpus: Sequence[str | Path],
@@ -348,92 +448,23 @@ def encode_corpus(
     bar = tqdm(total=total_bytes, initial=done_bytes, unit="B", unit_scale=True, file=sys.stderr,
                disable=None if progress else True, desc="encode-corpus")
     encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
-    vocab_size = tokenizer.vocab_size
+    writer = _ShardWriter(out, settings, state, histogram, vocab_size=tokenizer.vocab_size,
+                          shard_tokens=shard_tokens, source=Path(tokenizer_path))
     eos_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0  # unused under --eos-policy none
-    parts: list[np.ndarray] = []
-    shard_tokens_now = 0
-    pending_docs: Counter[int] = Counter()
-    pending_bad: list[BadLine] = []
-    pending_bad_count = 0
-    pending_position = state.position
-    docs_seen = state.documents
     tokens_this_run = 0
     run_start = time.perf_counter()
-
-    def close_shard() -> None:
-        nonlocal parts, shard_tokens_now, pending_docs, pending_bad, pending_bad_count
-        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
-        if ids.size and int(ids.max()) >= vocab_size:
-            raise FormatError(f"{tokenizer_path}: the tokenizer produced id {int(ids.max())} >= vocab_size {vocab_size}")
-        index = len(state.shards)
-        sha = _write_shard(out / shard_name(index), ids)
-        histogram[:] += np.bincount(ids, minlength=vocab_size)
-        state.shards.append({"file": shard_name(index), "tokens": int(ids.size),
-                             "documents": sum(pending_docs.values()), "sha256": sha})
-        state.tokens += int(ids.size)
-        state.documents += sum(pending_docs.values())
-        for fi, n in pending_docs.items():
-            state.file_documents[fi] += n
-        state.bad_line_count += pending_bad_count
-        state.bad_lines.extend(pending_bad[: max(0, MAX_BAD_LINES_LISTED - len(state.bad_lines))])
-        state.position = pending_position
-        _save_progress(out, settings, state)
-        parts, shard_tokens_now = [], 0
-        pending_docs, pending_bad, pending_bad_count = Counter(), [], 0
-
     try:
         items = _read(files, content_field, state.position)
         for batch, flat, lengths in encoder.map(_batches(items, batch_chars, bad_mode)):
-            if eos is not EosPolicy.NONE and lengths.size:
-                starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-                if eos is EosPolicy.AFTER:
-                    flat = np.insert(flat, starts + lengths, eos_id)
-                    lengths = lengths + 1
-                else:
-                    first = 1 if docs_seen == 0 else 0
-                    flat = np.insert(flat, starts[first:], eos_id)
-                    lengths = lengths + 1
-                    if first:
-                        lengths[0] -= 1
-            offsets = np.concatenate(([0], np.cumsum(lengths)))
-            cut = 0  # start in `flat` of the docs not yet in `parts`
-            k = 0
-            for item in batch:
-                if isinstance(item, _Bad):
-                    pending_bad_count += 1
-                    if len(state.bad_lines) + len(pending_bad) < MAX_BAD_LINES_LISTED:
-                        pending_bad.append(item.bad)
-                    pending_position = (item.file_index, item.offset, item.line)
-                    continue
-                n = int(lengths[k])
-                k += 1
-                docs_seen += 1
-                shard_tokens_now += n
-                pending_docs[item.file_index] += 1
-                pending_position = (item.file_index, item.offset, item.line)
-                if shard_tokens_now >= shard_tokens:
-                    parts.append(flat[cut : offsets[k]])
-                    cut = int(offsets[k])
-                    close_shard()
-            if cut < flat.size:
-                parts.append(flat[cut:])
+            flat, lengths = _place_eos(flat, lengths, eos, eos_id, first_document=writer.documents_seen == 0)
+            writer.add_batch(batch, flat, lengths)
             tokens_this_run += int(flat.size)
             if batch:
                 last = batch[-1]
                 bar.update(sum(r["bytes"] for r in inputs[: last.file_index]) + last.offset - bar.n)
                 rate = tokens_this_run / max(time.perf_counter() - run_start, 1e-9)
                 bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-        if shard_tokens_now > 0 or pending_docs or pending_bad_count:
-            if shard_tokens_now > 0:
-                close_shard()
-            else:
-                state.documents += sum(pending_docs.values())
-                for fi, n in pending_docs.items():
-                    state.file_documents[fi] += n
-                state.bad_line_count += pending_bad_count
-                state.bad_lines.extend(pending_bad[: max(0, MAX_BAD_LINES_LISTED - len(state.bad_lines))])
-                state.position = pending_position
-                _save_progress(out, settings, state)
+        writer.finish()
     finally:
         encoder.close()
         bar.close()
@@ -453,7 +484,7 @@ def encode_corpus(
         "tokenizer_layout": getattr(tokenizer, "layout", str(report.layout)) or str(report.layout),
         "tokenizer_sha256": tokenizer_sha,
         "tokenizer_files": tokenizer_files,
-        "vocab_size": vocab_size,
+        "vocab_size": tokenizer.vocab_size,
         "eos_policy": str(eos),
         "eos_token_id": tokenizer.eos_id if eos is not EosPolicy.NONE else None,
         "content_field": content_field,
