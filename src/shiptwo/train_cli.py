@@ -113,6 +113,9 @@ def run_train(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = from_pretrained(args.init, device=ctx.device, dtype=torch.float32)
         vocab = model.config.vocab_size
+        if args.seq_len > model.config.max_position_embeddings:
+            raise UsageError(f"--seq-len {args.seq_len} exceeds {args.init}'s max_position_embeddings "
+                             f"{model.config.max_position_embeddings}; use a shorter --seq-len")
         train_reader = _reader(args.shards, args.seq_len, model_vocab=vocab, what="--shards")
         if args.val_shards is not None:
             val_reader = _reader(args.val_shards, args.seq_len, model_vocab=vocab, what="--val-shards")

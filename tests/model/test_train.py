@@ -128,7 +128,8 @@ def test_train_cli_holds_out_validation_without_val_shards(init_apr: Path, shard
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--val-fraction", "1.5"], "--val-fraction 1.5: must lie strictly between 0 and 1"),
     (["--lr", "0"], "--lr 0.0: must be positive"),
-    (["--seq-len", "4000", "--val-fraction", "0.5"], "cannot give 4-sequence train and val batches"),
+    (["--seq-len", "120", "--val-fraction", "0.9"], "cannot give 4-sequence train and val batches"),
+    (["--seq-len", "4000"], "--seq-len 4000 exceeds"),
 ])
 def test_train_cli_bad_options(extra: list[str], needle: str, init_apr: Path, shard_dirs: tuple[Path, Path],
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,3 +158,13 @@ def test_eval_cli_prints_loss_perplexity_and_ln_vocab(init_apr: Path, shard_dirs
     assert doc["batches"] == 2 and doc["tokens"] == 2 * 4 * 16
     assert doc["perplexity"] == pytest.approx(math.exp(doc["val_loss"]))
     assert abs(doc["val_loss"] - doc["ln_vocab"]) < 0.1  # a fresh model is near uniform
+
+
+def test_cli_module_imports_no_torch() -> None:
+    """`shiptwo pv validate` must not pay for torch because train/eval are registered."""
+    import subprocess
+    import sys
+
+    code = "import sys, shiptwo.train_cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
