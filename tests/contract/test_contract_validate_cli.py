@@ -250,3 +250,13 @@ def test_github_format_escapes_separators_in_file_names(project: Project, capsys
 
     assert code == 1
     assert out.startswith("::error file=contracts/a%2Cb/demo-v1.yaml,line=31,col=1,title=PV103 bad-value::")
+
+
+def test_a_file_named_twice_is_validated_once(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = project.contract(GOOD)
+    monkeypatch.chdir(project.root)
+
+    result = validate_paths([Path("contracts"), path, Path("./contracts/demo-v1.yaml")])
+
+    assert result.findings == []
+    assert [c.id for c in result.contracts] == ["demo-v1"]

@@ -241,3 +241,10 @@ def test_parse_yaml_never_raises(raw: bytes) -> None:
     for problem in parsed.problems:
         assert problem.line >= 1 and problem.column >= 1
         assert "\n" not in problem.message
+
+
+def test_keys_read_as_written() -> None:
+    # `on` is a YAML 1.1 boolean and 1.0 a float; as keys they are names.
+    parsed = parse_yaml(b"on: 1\n1.0: 2\n~: 3\n")
+
+    assert parsed.data == {"on": 1, "1.0": 2, "~": 3}

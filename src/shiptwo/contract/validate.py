@@ -231,7 +231,12 @@ def collect_files(paths: Sequence[Path]) -> list[Path]:
             files.append(path)
         else:
             raise UsageError(f"{path}: no such file or directory")
-    return sorted(set(files))
+    # One file named twice (`contracts` and `/abs/.../contracts/x.yaml`) is validated once,
+    # or it would collide with itself as a duplicate contract.
+    unique: dict[str, Path] = {}
+    for path in files:
+        unique.setdefault(os.path.abspath(path), path)
+    return sorted(unique.values())
 
 
 def validate_paths(
@@ -298,9 +303,10 @@ _STRUCTURAL = frozenset({"unknown-key", "missing-key", "bad-value", "yaml-duplic
 
 def _display(path: Path, root: Path) -> str:
     """`path` relative to `root` where it lies under it (also through symlinks), else as given."""
-    absolute = Path(os.path.abspath(path))  # no syscalls: most paths are plainly under root
-    if absolute.is_relative_to(root):
-        return str(absolute.relative_to(root))
+    # String work and no syscalls first: most paths lie plainly under the root.
+    absolute, prefix = os.path.abspath(path), os.path.join(root, "")
+    if absolute.startswith(prefix):
+        return absolute[len(prefix) :]
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop; RuntimeError before Python 3.13

@@ -132,7 +132,8 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 self._problem("key-type", "a mapping key must be a plain string", key_node)
                 continue
-            key = key_node.value if key_node.tag == _STR else str(self._construct(key_node))
+            # The text as written: contract keys are names, and `on:` or `1.0:` should read as such.
+            key = key_node.value
             if key in seen:
                 self._problem(
                     "duplicate-key",
