@@ -81,20 +81,7 @@ def _validate(args: argparse.Namespace) -> int:
     elif args.write:
         print("error: not writing statuses into contracts that have error findings", file=sys.stderr)
     if args.check:
-        for c in ev.contracts:
-            rel = report._rel(ev, c.contract.path)
-            if c.contract.status != c.status.value:
-                ev.evidence_findings.append(
-                    finding("status-out-of-date", rel, 1, 1, f"status: YAML says {c.contract.status}, evidence says {c.status.value}; run `shiptwo pv validate --write`")
-                )
-            for f in c.falsifiers:
-                if f.falsifier.status != f.verdict.status.value:
-                    ev.evidence_findings.append(
-                        finding(
-                            "status-out-of-date", rel, 1, 1,
-                            f"{f.falsifier.id}: YAML says {f.falsifier.status}, evidence says {f.verdict.status.value}; run `shiptwo pv validate --write`",
-                        )
-                    )
+        ev.evidence_findings.extend(_check_findings(ev))
     if args.format == "json":
         print(report.render_json(ev))
     elif args.format == "github":
@@ -104,6 +91,34 @@ def _validate(args: argparse.Namespace) -> int:
     falsified = any(f.verdict.status is Status.FALSIFIED for c in ev.contracts for f in c.falsifiers)
     failed_write = args.write and has_errors(ev.validation.findings)
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
+
+
+def _check_findings(ev):  # type: ignore[no-untyped-def]
+    """PV602 for every status written in the YAML that the evidence does not support."""
+    from shiptwo.contract import report
+    from shiptwo.contract.findings import finding
+    from shiptwo.contract.yamlsafe import parse_yaml
+
+    out = []
+    fix = "run `shiptwo pv validate --write`"
+    for c in ev.contracts:
+        rel = report._rel(ev, c.contract.path)
+        parsed = parse_yaml(c.contract.path.read_bytes())
+        if c.contract.status != c.status.value:
+            line, col = parsed.position(("status",))
+            out.append(
+                finding("status-out-of-date", rel, line, col, f"status: YAML says {c.contract.status}, evidence says {c.status.value}; {fix}")
+            )
+        for i, f in enumerate(c.falsifiers):
+            if f.falsifier.status != f.verdict.status.value:
+                line, col = parsed.position(("falsifiers", i, "status"))
+                out.append(
+                    finding(
+                        "status-out-of-date", rel, line, col,
+                        f"{f.falsifier.id}: YAML says {f.falsifier.status}, evidence says {f.verdict.status.value}; {fix}",
+                    )
+                )
+    return out
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -25,8 +25,12 @@ def summary_line(ev: Evaluation) -> str:
     skip = f"; {skipped} non-contract YAML skipped" if skipped else ""
     return (
         f"{len(ev.contracts)} contracts, {falsifiers} falsifiers ({tally}) from {ev.runs} run records; "
-        f"{errors} errors, {warnings} warnings{skip}"
+        f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{skip}"
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def render_text(ev: Evaluation, *, verbose: bool = True) -> str:
