@@ -193,6 +193,10 @@ class Trainer:
         return lr_at(self.step, base_lr=c.lr, warmup=self.warmup, total=self.total_steps,
                      min_ratio=c.min_lr_ratio)
 
+    def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        """The module-level `eval_batch` on this trainer's model: it never sees the optimizer."""
+        return eval_batch(self.model, inputs, targets, autocast_bf16=self.config.autocast_bf16)
+
     def train_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> StepStats:
         """One optimizer step on a global batch (B, T); each rank trains on its own rows.
 

@@ -136,3 +136,22 @@ def test_bad_paths_are_refused_by_name(setup, needle: str, tmp_path: Path) -> No
     with pytest.raises((ModelError, FormatError)) as err:
         from_pretrained(path)
     assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def test_aprender_bf16_file_with_zero_byte_head_placeholder_loads_tied(tmp_path: Path) -> None:
+    """aprender's defect: BF16 weights beside a 0-byte F32 `lm_head.weight` of full shape."""
+    import json
+
+    testing = pytest.importorskip("shiptwo.apr.testing")
+    from shiptwo.checkpoint import state_for_checkpoint
+
+    src = model(TIED).to(torch.bfloat16)
+    entries = [(k, 30, list(v.shape), v.contiguous().view(torch.uint8).numpy().tobytes())  # 30 = BF16
+               for k, v in state_for_checkpoint(src).items()]
+    entries.append(("lm_head.weight", 0, [TIED.vocab_size, TIED.hidden_size], b""))  # 0 = F32, no data
+    entries.sort(key=lambda e: e[0].encode())
+    meta = json.dumps({**TIED.to_apr_metadata(), "tied_embeddings": True}).encode()
+    (tmp_path / "aprender.apr").write_bytes(testing.spec_file(entries, meta))
+    loaded = from_pretrained(tmp_path / "aprender.apr", dtype=torch.bfloat16)
+    assert loaded.lm_head.weight is loaded.tok_embeddings.weight
+    assert same(src, loaded)

@@ -52,6 +52,7 @@ def test_train_batch_steps_and_changes_optimizer_state() -> None:
     assert first.step == 0 and trainer.step == 1 and sha != empty
     losses = [trainer.train_batch(*batch(1)).loss for _ in range(3)]
     assert losses[-1] < first.loss  # the same batch again: it must be learned
+    assert trainer.eval_batch(*batch(1)) < first.loss and model.training
 
 
 def test_bf16_autocast_step_runs_on_cpu() -> None:
