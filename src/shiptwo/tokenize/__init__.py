@@ -29,7 +29,11 @@ def load_tokenizer(path: str | Path, *, pretokenizer: str | None = None) -> Toke
     merges.txt pair or tiktoken file when no tokenizer_config.json says it. Raises FormatError
     for a vocab of unknown format; never guesses.
     """
-    report = detect_format(path)
+    return load_detected(detect_format(path), pretokenizer=pretokenizer)
+
+
+def load_detected(report: FormatReport, *, pretokenizer: str | None = None) -> Tokenizer:
+    """Load the vocab a `detect_format` verdict describes, with the loader of its format only."""
     if report.format is VocabFormat.HEX_BYTE:
         from shiptwo.tokenize.hexbpe import HexByteTokenizer
 
@@ -43,4 +47,4 @@ def load_tokenizer(path: str | Path, *, pretokenizer: str | None = None) -> Toke
     return bytelevel.load_tiktoken(report.path, pretokenizer=pretokenizer)
 
 
-__all__ = ["FormatReport", "VocabFormat", "VocabLayout", "detect_format", "load_tokenizer"]
+__all__ = ["FormatReport", "VocabFormat", "VocabLayout", "detect_format", "load_detected", "load_tokenizer"]

@@ -411,7 +411,7 @@ def encode_corpus(
     `on_bad_line="error"`; UsageError for bad options or an output dir holding another run.
     """
     from shiptwo import __version__
-    from shiptwo.tokenize import detect_format, load_tokenizer
+    from shiptwo.tokenize import detect_format, load_detected
 
     started = time.perf_counter()
     try:
@@ -428,7 +428,7 @@ def encode_corpus(
     out = Path(output)
     files = list_inputs(corpus)
     report = detect_format(tokenizer_path)
-    tokenizer = load_tokenizer(tokenizer_path, pretokenizer=pretokenizer)
+    tokenizer = load_detected(report, pretokenizer=pretokenizer)
     if eos is not EosPolicy.NONE and tokenizer.eos_id is None:
         raise UsageError(f"{tokenizer_path}: no EOS token (</s>, <|endoftext|>, <eos>, <|eos|>); use --eos-policy none")
     tokenizer_sha, tokenizer_files = _tokenizer_identity(report)
