@@ -19,7 +19,32 @@ from shiptwo.errors import (
     UsageError,
 )
 
+# The subjects under test import torch; they load on first use so that the harness core
+# (`shiptwo pv validate`, the pytest plugin) stays light.
+_LAZY = {
+    "Qwen2": "shiptwo.model",
+    "Qwen2Config": "shiptwo.model",
+    "from_pretrained": "shiptwo.checkpoint",
+    "detect_format": "shiptwo.tokenize",
+    "load_tokenizer": "shiptwo.tokenize",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shiptwo' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "Qwen2",
+    "Qwen2Config",
+    "detect_format",
+    "from_pretrained",
+    "load_tokenizer",
     "ContractError",
     "EvidenceError",
     "FormatError",
