@@ -14,6 +14,7 @@ manifest, when the unk ratio exceeds the threshold.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -177,7 +178,7 @@ def _worker_init(tokenizer_path: str, pretokenizer: str | None) -> None:
 def _encode_flat(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     encoded = tokenizer.encode_batch(texts)
     lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.fromiter((i for e in encoded for i in e), dtype=np.uint32, count=int(lengths.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint32, count=int(lengths.sum()))
     return flat, lengths
 
 
