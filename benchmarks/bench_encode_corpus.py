@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, default=None)
-    parser.add_argument("--max-files", type=int, default=1500)
+    parser.add_argument("--max-files", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-chars", type=int, default=1 << 20, help="encode-corpus batch size in characters")
     args = parser.parse_args(argv)
