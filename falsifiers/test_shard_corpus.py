@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -84,8 +85,16 @@ def test_shards_hold_documents_whole_with_eos_by_policy(
     assert k == len(texts) == manifest["total_documents"]
     assert sum(r["tokens"] for r in manifest["shards"]) == manifest["total_tokens"] == sum(map(len, docs))
     assert [f["documents"] for f in manifest["input_files"]] == [20, len(texts) - 20]
-    for key in ("tokenizer_sha256", "corpus_sha256", "producer", "vocab_size", "content_field", "elapsed_seconds"):
+    for key in ("tokenizer_sha256", "producer", "vocab_size", "content_field", "elapsed_seconds", "eos_policy"):
         assert key in manifest
+    # Every input named with its own sha256; the corpus sum covers all input bytes in order.
+    assert [(f["path"], f["sha256"]) for f in manifest["input_files"]] == [
+        (str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in corpus_files
+    ]
+    assert manifest["corpus_sha256"] == hashlib.sha256(b"".join(p.read_bytes() for p in corpus_files)).hexdigest()
+    assert manifest["tokenizer_sha256"] == hashlib.sha256(
+        (hex_dir / "vocab.json").read_bytes() + (hex_dir / "merges.txt").read_bytes()
+    ).hexdigest()
     # The reader agrees: windows of seq_len + 1 over each shard, tails dropped.
     reader = ShardReader(out, seq_len=63)
     assert len(reader) == sum(r["tokens"] // 64 for r in manifest["shards"])
