@@ -48,6 +48,7 @@ class TestResult:
     skip_reason: str | None = None
     gate: str | None = None  # the host gate that skipped it, if any
     failure: str | None = None
+    dirty: bool | None = None  # the work tree differed from `commit` when the run started
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RunRecord:
                 skip_reason=t.get("skip_reason"),
                 gate=t.get("gate"),
                 failure=t.get("failure"),
+                dirty=git.get("dirty"),
             )
 
 

@@ -61,6 +61,7 @@ class _State:
     run_id: str = field(default_factory=new_run_id)
     record_path: Path | None = None
     record_error: str | None = None
+    git: dict[str, Any] | None = None
     contracts: list[Contract] = field(default_factory=list)
 
 
@@ -293,6 +294,8 @@ class _Recorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.state.started = utc_now()
+        # The code that runs is the code at session start; edits during the run do not count.
+        self.state.git = git_state(self.state.root)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         _record_report(self.state, report)
@@ -399,7 +402,7 @@ def build_record(state: _State, exitstatus: int) -> dict[str, Any]:
         "started_at": state.started,
         "finished_at": utc_now(),
         "exit_status": int(exitstatus),
-        "git": git_state(state.root),
+        "git": state.git if state.git is not None else git_state(state.root),
         "host": host_facts(),
         "gates": gates,
         "artifacts": _fingerprints(state),

@@ -186,6 +186,8 @@ def write_statuses(evaluation: Evaluation) -> list[str]:
             evidence: dict[str, Any] | None = None
             if v.decided_by is not None:
                 evidence = {"run": v.decided_by.run_id, "commit": v.decided_by.commit, "at": v.decided_by.finished_at}
+                if v.decided_by.dirty:
+                    evidence["dirty"] = True  # the commit alone does not reproduce this result
                 if v.status.value == "HOST-GATED":
                     evidence["reason"] = v.reason
                 elif v.measured:
