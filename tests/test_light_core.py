@@ -24,3 +24,23 @@ def test_lazy_public_names_resolve() -> None:
 
     assert shiptwo.Qwen2.__name__ == "Qwen2"
     assert callable(shiptwo.load_tokenizer)
+
+
+def test_os_errors_become_one_line(tmp_path: object, capsys: object) -> None:
+    import argparse
+
+    from shiptwo import cli
+
+    def boom(args: argparse.Namespace) -> int:
+        raise IsADirectoryError(21, "Is a directory", "/tmp")
+
+    parser = cli.build_parser()
+    original = cli.build_parser
+    parser.set_defaults(func=boom)
+    cli.build_parser = lambda: parser  # type: ignore[assignment]
+    try:
+        assert cli.main([]) == 1
+    finally:
+        cli.build_parser = original  # type: ignore[assignment]
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err == "error: /tmp: Is a directory\n"

@@ -48,8 +48,11 @@ def result(outcome: str, at: str, *, node: str = NODE, loss: float | None = 2.0,
     )
 
 
+OTHER = "falsifiers/test_x.py::test_y"
+
+
 def status(*results: TestResult, bound: list[str] | None = None) -> Status:
-    return falsifier_status(F, bound_tests=[NODE, "falsifiers/test_x.py::test_y"] if bound is None else bound, results=results).status
+    return falsifier_status(F, bound_tests=[NODE] if bound is None else bound, results=results).status
 
 
 def test_unbound_when_no_marker() -> None:
@@ -96,10 +99,28 @@ def test_newest_decisive_result_wins() -> None:
 
 
 def test_worst_outcome_among_tests_wins() -> None:
-    other = "falsifiers/test_x.py::test_y"
-    assert status(result("passed", "2"), result("failed", "1", node=other)) is Status.FALSIFIED
-    assert status(result("passed", "2"), result("error", "1", node=other)) is Status.ERROR
-    assert status(result("passed", "2"), result("passed", "1", node=other, loss=0.001)) is Status.SUSPECT
+    both = [NODE, OTHER]
+    assert status(result("passed", "2"), result("failed", "1", node=OTHER), bound=both) is Status.FALSIFIED
+    assert status(result("passed", "2"), result("error", "1", node=OTHER), bound=both) is Status.ERROR
+    assert status(result("passed", "2"), result("passed", "1", node=OTHER, loss=0.001), bound=both) is Status.SUSPECT
+    assert status(result("passed", "2"), result("passed", "1", node=OTHER), bound=both) is Status.DISCHARGED
+
+
+def test_a_bound_test_that_never_decided_blocks_discharge() -> None:
+    both = [NODE, OTHER]
+    # An importorskip (or -k) kept test_y from ever running: test_x's pass alone proves too little.
+    verdict = falsifier_status(F, bound_tests=both, results=[result("passed", "2"), result("skipped", "2", node=OTHER)])
+    assert verdict.status is Status.NOT_RUN and OTHER in verdict.reason
+    assert status(result("passed", "2"), bound=both) is Status.NOT_RUN
+    assert status(result("passed", "2"), result("skipped", "2", node=OTHER, gate="cuda"), bound=both) is Status.HOST_GATED
+    # It cannot hide a refutation either.
+    assert status(result("failed", "2"), bound=both) is Status.FALSIFIED
+
+
+def test_non_finite_measurements_refute() -> None:
+    assert status(result("passed", "1", loss=float("nan"))) is Status.FALSIFIED
+    r = result("passed", "1")
+    assert status(TestResult(**{**r.__dict__, "measurements": {"val_loss": [None]}})) is Status.FALSIFIED
 
 
 def test_results_of_tests_that_no_longer_claim_it_are_ignored() -> None:

@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShiptwoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A backstop: commands turn the errors they expect into ShiptwoErrors with a fix;
+        # anything the OS still refuses is reported in one line, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

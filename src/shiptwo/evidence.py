@@ -43,7 +43,7 @@ class TestResult:
     nodeid: str
     falsifiers: tuple[str, ...]
     outcome: str  # passed | failed | error | skipped
-    measurements: dict[str, list[float]] = field(hash=False)
+    measurements: dict[str, list[float | None]] = field(hash=False)  # None: NaN or infinity
     fingerprints: dict[str, str] = field(hash=False)
     skip_reason: str | None = None
     gate: str | None = None  # the host gate that skipped it, if any
@@ -184,10 +184,44 @@ def read_run_record(path: Path) -> RunRecord:
     for key in ("run_id", "finished_at", "tests"):
         if key not in data:
             raise EvidenceError(f"{path}: run record lacks {key!r}")
-    for i, t in enumerate(data["tests"]):
-        if not isinstance(t, dict) or "nodeid" not in t or t.get("outcome") not in OUTCOMES:
-            raise EvidenceError(f"{path}: tests[{i}] is not a test result (nodeid and outcome {'|'.join(OUTCOMES)})")
+    _check_shape(path, data)
     return RunRecord(path, data)
+
+
+def _check_shape(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a record whose fields have the wrong types before anything computes with them."""
+
+    def bad(where: str, want: str) -> EvidenceError:
+        return EvidenceError(f"{path}: {where} is not {want}; delete the record or re-run pytest")
+
+    if not isinstance(data["run_id"], str):
+        raise bad("run_id", "a string")
+    if not isinstance(data["finished_at"], str):
+        raise bad("finished_at", "a UTC time string")
+    for key in ("git", "host"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "an object")
+    if not isinstance(data["tests"], list):
+        raise bad("tests", "a list")
+    for i, t in enumerate(data["tests"]):
+        if not isinstance(t, dict) or not isinstance(t.get("nodeid"), str) or t.get("outcome") not in OUTCOMES:
+            raise EvidenceError(f"{path}: tests[{i}] is not a test result (nodeid and outcome {'|'.join(OUTCOMES)})")
+        if not isinstance(t.get("falsifiers", []), list) or not all(isinstance(f, str) for f in t.get("falsifiers", [])):
+            raise bad(f"tests[{i}].falsifiers", "a list of falsifier ids")
+        measurements = t.get("measurements", {})
+        if not isinstance(measurements, dict):
+            raise bad(f"tests[{i}].measurements", "an object")
+        for name, values in measurements.items():
+            numbers = isinstance(values, list) and all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+            )
+            if not numbers:
+                raise bad(f"tests[{i}].measurements.{name}", "a list of numbers")
+        if not isinstance(t.get("fingerprints", {}), dict):
+            raise bad(f"tests[{i}].fingerprints", "an object")
+        for key in ("skip_reason", "gate", "failure"):
+            if t.get(key) is not None and not isinstance(t[key], str):
+                raise bad(f"tests[{i}].{key}", "a string")
 
 
 def read_run_records(directory: Path) -> tuple[list[RunRecord], list[EvidenceError]]:

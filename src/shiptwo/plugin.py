@@ -240,6 +240,10 @@ def record_measurement(request: pytest.FixtureRequest) -> Callable[[str, float],
             message = f"measurement {name!r}: {value!r} is not a number"
             item.user_properties.append((f"{_PROP}.harness_error", message))
             raise MeasurementError(message) from exc
+        if not math.isfinite(number):
+            # NaN or infinity is never a measurement of a working system, whatever the range says.
+            item.user_properties.append((f"{_PROP}.measurement", (name, number)))
+            pytest.fail(f"{', '.join(f.id for f in declaring)}: {name} = {number} is not a finite number", pytrace=False)
         item.user_properties.append((f"{_PROP}.measurement", (name, number)))
         for f in declaring:
             spec = f.measurements[name]

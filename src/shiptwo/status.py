@@ -13,6 +13,7 @@ call it), so the two can never disagree. The rules (shared/specs/contract-format
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -50,12 +51,12 @@ class Verdict:
     status: Status
     reason: str = ""
     decided_by: TestResult | None = None
-    measured: dict[str, float] = field(default_factory=dict, hash=False)
+    measured: dict[str, float | None] = field(default_factory=dict, hash=False)
     suspects: tuple[str, ...] = ()  # "name=value outside plausible [lo, hi]"
 
 
 def judge_measurements(
-    declared: Mapping[str, Measurement], recorded: Mapping[str, list[float]]
+    declared: Mapping[str, Measurement], recorded: Mapping[str, list[float | None]]
 ) -> tuple[list[str], list[str]]:
     """(failures outside `pass`, suspects outside `plausible`) for recorded values, as text."""
     failures: list[str] = []
@@ -65,25 +66,30 @@ def judge_measurements(
         if spec is None:
             continue
         for value in values:
-            if spec.passing is not None and not spec.passing.contains(value):
+            if value is None or not math.isfinite(value):  # JSON keeps NaN/inf as null
+                failures.append(f"{name}={value} is not a finite number")
+            elif spec.passing is not None and not spec.passing.contains(value):
                 failures.append(f"{name}={value:g} {spec.unit} outside pass {spec.passing}")
             elif spec.plausible is not None and not spec.plausible.contains(value):
                 suspects.append(f"{name}={value:g} {spec.unit} outside plausible {spec.plausible}")
     return failures, suspects
 
 
-def worst_value(values: list[float], spec: Measurement | None) -> float:
+def worst_value(values: list[float | None], spec: Measurement | None) -> float | None:
     """The value of a repeated measurement that is nearest to (or furthest past) its bounds."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < len(values):
+        return next(v for v in values if v is None or not math.isfinite(v))
     ranges = [r for r in (spec.plausible, spec.passing) if r is not None] if spec else []
-    if not ranges or len(values) == 1:
-        return values[-1]
+    if not ranges or len(finite) == 1:
+        return finite[-1]
 
     def margin(v: float) -> float:
         r: Range = ranges[0]
         sides = [v - r.min if r.min is not None else float("inf"), r.max - v if r.max is not None else float("inf")]
         return min(sides)
 
-    return min(values, key=margin)
+    return min(finite, key=margin)
 
 
 def _decisive_status(result: TestResult, falsifier: Falsifier) -> tuple[Status, list[str]]:
@@ -128,10 +134,20 @@ def falsifier_status(
             return Verdict(Status.HOST_GATED, last.skip_reason or f"host gate '{last.gate}' closed", last)
         return Verdict(Status.NOT_RUN, f"every run skipped it: {newest.skip_reason or 'no reason given'}", newest)
     judged = [(r, *_decisive_status(r, falsifier)) for r in newest_decisive.values()]
+    # A bound test that never produced a decisive result leaves the claim partly untested:
+    # the other tests' passes cannot discharge it (an importorskip must not hide a failure).
+    undecided = sorted({n for n in bound or ()} - {r.nodeid.split("[", 1)[0] for r in newest_decisive.values()})
     # Worst outcome first; among equals, the newest result speaks (both sorts are stable).
     judged.sort(key=lambda t: (t[0].finished_at, t[0].run_id), reverse=True)
     judged.sort(key=lambda t: _SEVERITY[t[1]])
     result, status, notes = judged[0]
+    if status is Status.DISCHARGED and undecided:
+        skipped = [r for r in mine if r.nodeid.split("[", 1)[0] in undecided]
+        gated = [r for r in skipped if r.gate]
+        if gated:
+            return Verdict(Status.HOST_GATED, gated[-1].skip_reason or f"host gate '{gated[-1].gate}' closed", gated[-1])
+        why = skipped[-1].skip_reason if skipped else "never ran"
+        return Verdict(Status.NOT_RUN, f"{undecided[0]} has no decisive result ({why}); the other tests alone cannot discharge it")
     measured = {
         name: worst_value(values, falsifier.measurements.get(name))
         for name, values in sorted(result.measurements.items())

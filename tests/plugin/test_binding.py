@@ -133,3 +133,17 @@ def test_options_and_ini_share_help(demo: pytest.Pytester) -> None:
             "*shiptwo_contracts (string):*",
         ]
     )
+
+
+@pytest.mark.parametrize("value", ["float('inf')", "float('-inf')"])
+def test_non_finite_measurement_refutes_even_inside_an_open_range(demo: pytest.Pytester, pv_json: Any, value: str) -> None:
+    path = demo.path / "contracts" / "demo-v1.yaml"
+    path.write_text(path.read_text().replace("pass: {max: 9.38}\n        plausible: {min: 1.5, max: 2.5}\n  - id: FALSIFY-DEMO-FAIL", "plausible: {min: 1.5}\n  - id: FALSIFY-DEMO-FAIL", 1))
+    add_test(
+        demo,
+        f'@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_inf(record_measurement):\n    record_measurement("loss", {value})\n',
+    )
+    result = demo.runpytest("-k", "test_inf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*FALSIFY-DEMO-PASS-001: loss = *inf is not a finite number*"])
+    assert status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")["status"] == "FALSIFIED"

@@ -164,6 +164,6 @@ def test_write_refuses_when_contracts_have_errors(ran: pytest.Pytester, capsys: 
     before = path.read_bytes()
     assert pv(ran.path, "--write") == 1
     assert path.read_bytes() == before
-    assert "not writing statuses into contracts that have error findings" in capsys.readouterr().err
+    assert "not writing statuses while there are error findings" in capsys.readouterr().err
 
 

@@ -63,23 +63,27 @@ def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     result = validate_paths(paths, root=args.root, test_dirs=args.tests_dir)
     if not result.contracts and not result.findings:
         raise UsageError(f"nothing to check: no shiptwo.contract/v1 YAML under {', '.join(map(str, paths))}")
+    if args.evidence is not None and not args.evidence.is_dir():
+        raise UsageError(f"--evidence {args.evidence}: not a directory of run records")
     evidence = args.evidence or result.root / "evidence" / "runs"
     return evaluate(result, evidence)
 
 
 def _validate(args: argparse.Namespace) -> int:
     from shiptwo.contract import report
-    from shiptwo.contract.findings import finding, has_errors
+    from shiptwo.contract.findings import has_errors
     from shiptwo.contract.writeback import write_statuses
     from shiptwo.status import Status
 
     ev = _evaluate(args)
-    if args.write and not has_errors(ev.validation.findings):
+    # An unreadable run record might be the newest word on some falsifier: never write around it.
+    blocked = has_errors(ev.findings)
+    if args.write and not blocked:
         changed = write_statuses(ev)
         for path in changed:
             print(f"wrote {path}", file=sys.stderr)
     elif args.write:
-        print("error: not writing statuses into contracts that have error findings", file=sys.stderr)
+        print("error: not writing statuses while there are error findings (contracts or run records)", file=sys.stderr)
     if args.check:
         ev.evidence_findings.extend(_check_findings(ev))
     if args.format == "json":
@@ -89,7 +93,7 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         print(report.render_text(ev, verbose=not args.quiet))
     falsified = any(f.verdict.status is Status.FALSIFIED for c in ev.contracts for f in c.falsifiers)
-    failed_write = args.write and has_errors(ev.validation.findings)
+    failed_write = args.write and blocked
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
 
 
@@ -107,7 +111,7 @@ def _check_findings(ev):  # type: ignore[no-untyped-def]
         if c.contract.status != c.status.value:
             line, col = parsed.position(("status",))
             out.append(
-                finding("status-out-of-date", rel, line, col, f"status: YAML says {c.contract.status}, evidence says {c.status.value}; {fix}")
+                finding("status-out-of-date", rel, line, col, f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; {fix}")
             )
         for i, f in enumerate(c.falsifiers):
             if f.falsifier.status != f.verdict.status.value:
@@ -115,7 +119,7 @@ def _check_findings(ev):  # type: ignore[no-untyped-def]
                 out.append(
                     finding(
                         "status-out-of-date", rel, line, col,
-                        f"{f.falsifier.id}: YAML says {f.falsifier.status}, evidence says {f.verdict.status.value}; {fix}",
+                        f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says {f.verdict.status.value}; {fix}",
                     )
                 )
     return out
