@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +153,22 @@ def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(tmp_path: Path,
     assert audit["entropy_bits"] == pytest.approx(entropy, abs=1e-5)
     assert audit["distinct_tokens"] == int((counts > 0).sum())
     assert audit["max_entropy_bits"] == pytest.approx(math.log2(151_665), abs=1e-5)
-    assert audit["unk_ratio"] == 0.0
     tok = load_tokenizer(qwen)
     assert int(ids.max()) < tok.vocab_size
-    record_measurement("unk_ratio", audit["unk_ratio"])
+    # Qwen2 has no unk id: the audit must say so instead of passing off a 0 that cannot be anything
+    # else. The check that can fail: split the shards back into documents at EOS and decode each.
+    assert audit["unk_token_id"] is None and audit["unk_ratio"] == 0.0
+    assert audit["byte_tokens"] == 256 and audit["unk_note"].startswith("no unk token")
+    eos = manifest["eos_token_id"]
+    assert manifest["eos_policy"] == "between" and eos == tok.eos_id
+    cuts = np.flatnonzero(ids == eos)
+    documents = np.split(ids, cuts)
+    assert len(documents) == len(sources)
+    mismatched = sum(
+        tok.decode(doc[1:] if k else doc) != unicodedata.normalize("NFC", text)
+        for k, (doc, text) in enumerate(zip(documents, sources))
+    )
+    record_measurement("roundtrip_mismatched_documents", mismatched)
     record_measurement("entropy_bits", entropy)
 
 

@@ -136,4 +136,4 @@ def test_cli_train_writes_aprender_files(tmp_path: Path, capsys: pytest.CaptureF
     assert HexByteTokenizer.load(tmp_path / "v").decode(HexByteTokenizer.load(tmp_path / "v").encode("def f()")) == "def f()"
     corpus.write_text('{"text": "x"}\n')
     code = shiptwo_main(["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "w")])
-    assert code == 2 and "c.jsonl:1: no string field 'content'" in capsys.readouterr().err
+    assert code == 1 and "c.jsonl:1: field 'content' is missing; fix the line or pass --on-bad-line skip" in capsys.readouterr().err

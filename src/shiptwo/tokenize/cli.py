@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shiptwo.errors import UsageError
+from shiptwo.errors import FormatError, UsageError
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -32,9 +32,13 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("train", help="train a hex-byte BPE (aprender's `apr tokenize train` layout)")
     p.add_argument("--corpus", nargs="+", required=True, type=Path, help="JSONL files or dirs")
     p.add_argument("--vocab-size", type=int, required=True, help="total ids, specials and 256 bytes included")
-    p.add_argument("--output", type=Path, required=True, help="dir for vocab.json + merges.txt")
-    p.add_argument("--content-field", default="content")
-    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--output", type=Path, required=True,
+                   help="dir for vocab.json + merges.txt (created if missing; files of those names are replaced)")
+    p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
+    p.add_argument("--min-frequency", type=int, default=2, help="merge only pairs seen at least this often (>= 1, default 2)")
+    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
+                   help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
+                        "stop (error, default) or count and skip")
     p.set_defaults(func=_run_train)
 
     p = sub.add_parser("fetch-qwen2", help="build the real Qwen2 tokenizer from the pinned dashscope wheel")
@@ -47,7 +51,9 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("encode-corpus", help="encode JSONL into pretokenize-bin-v1 shards with an audit")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer dir or file (format detected)")
     p.add_argument("--corpus", nargs="+", required=True, type=Path, help="JSONL files or dirs of *.jsonl")
-    p.add_argument("--output", required=True, type=Path, help="shard dir (empty, or an interrupted run with --resume)")
+    p.add_argument("--output", required=True, type=Path,
+                   help="shard dir: new or empty, or an interrupted run (progress.json) continued with --resume; "
+                        "a dir holding other files is refused unless --force")
     p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
     p.add_argument("--eos-policy", choices=("between", "after", "none"), default="between",
                    help="EOS before every document but the first (between, default), after each, or none")
@@ -59,7 +65,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--allow-unk", action="store_true", help="accept any unk ratio (still audited)")
     p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
                    help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --output (same tokenizer, corpus and options); "
+                        "on a finished run with the same settings, do nothing")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty --output dir that holds no run; its files are left alone "
+                        "(only encode-corpus's own .shard-*.bin.tmp / .*.json.*.tmp temp files are ever deleted)")
     p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None,
                    help="pre-tokenizer of a byte-level vocab.json+merges.txt without tokenizer_config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -69,14 +80,15 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("encode", help="encode text (argument or stdin) and print the ids")
     p.add_argument("--tokenizer", required=True, type=Path)
     p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None)
-    p.add_argument("text", nargs="?", default=None)
+    p.add_argument("text", nargs="?", default=None, help="UTF-8 text (default: read stdin)")
     _add_format(p)
     p.set_defaults(func=_run_encode)
 
     p = sub.add_parser("decode", help="decode ids (arguments or stdin) and print the text")
     p.add_argument("--tokenizer", required=True, type=Path)
     p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None)
-    p.add_argument("ids", nargs="*", type=int)
+    p.add_argument("ids", nargs="*", type=int,
+                   help="token ids (default: read stdin: whitespace-separated ids or a JSON list)")
     p.set_defaults(func=_run_decode)
 
 
@@ -92,25 +104,39 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from shiptwo.tokenize.corpus import list_inputs
+    from shiptwo.tokenize.corpus import BadLine, list_inputs, read_documents
     from shiptwo.tokenize.hexbpe import train_hex_bpe
 
+    # Everything checkable before reading the corpus is checked first: training can take minutes.
+    if args.min_frequency < 1:
+        raise UsageError(f"--min-frequency must be >= 1 (a pair must occur at least once to merge), got {args.min_frequency}")
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"--output {args.output}: exists and is not a directory; choose a directory for vocab.json + merges.txt")
+    files = list_inputs(args.corpus)
     texts: list[str] = []
-    for f in list_inputs(args.corpus):
-        with open(f, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)[args.content_field]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise UsageError(f"{f}:{lineno}: no string field {args.content_field!r}: {exc}") from exc
-                if not isinstance(text, str):
-                    raise UsageError(f"{f}:{lineno}: field {args.content_field!r} is not a string")
-                texts.append(text)
+    bad = 0
+    first_bad = ""
+    # The same reader as encode-corpus: the same lines count as bad, reported as file:line.
+    for item in read_documents(files, content_field=args.content_field):
+        if isinstance(item, BadLine):
+            if args.on_bad_line == "error":
+                raise FormatError(f"{item}; fix the line or pass --on-bad-line skip")
+            bad += 1
+            first_bad = first_bad or str(item)
+            continue
+        texts.append(item)
+    if not any(texts):
+        names = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+        what = f"{len(texts)} documents, all empty" if texts else "no documents"
+        skipped = f" ({bad} bad lines skipped, first: {first_bad})" if bad else ""
+        raise UsageError(
+            f"--corpus {names}: {what}{skipped}; there is nothing to train on: "
+            f"check the files and --content-field {args.content_field!r}"
+        )
     tok = train_hex_bpe(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     tok.save(args.output)
-    print(f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges from {len(texts)} documents")
+    skipped = f", {bad} bad lines skipped" if bad else ""
+    print(f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges from {len(texts)} documents{skipped}")
     return 0
 
 
@@ -140,6 +166,7 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
         max_unk_ratio=None if args.allow_unk else args.max_unk_ratio,
         on_bad_line=args.on_bad_line,
         resume=args.resume,
+        force=args.force,
         pretokenizer=args.pretokenizer,
         progress=not args.no_progress,
     )
@@ -153,8 +180,9 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
         f"{manifest['total_documents']:,} documents, {manifest['bad_lines']['count']} bad lines, "
         f"{manifest['elapsed_seconds']:.1f} s ({rate:,.0f} tok/s)"
     )
+    unk = f"unk {audit['unk_ratio']:.4%}" if audit["unk_token_id"] is not None else audit["unk_note"]
     print(
-        f"audit: unk {audit['unk_ratio']:.4%}, {audit['distinct_tokens']:,} distinct tokens, entropy "
+        f"audit: {unk}, {audit['distinct_tokens']:,} distinct tokens, entropy "
         f"{audit['entropy_bits']:.3f} bits of log2(vocab) {audit['max_entropy_bits']:.2f}"
     )
     return 0
@@ -162,16 +190,56 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
 
 def _run_encode(args: argparse.Namespace) -> int:
     from shiptwo.tokenize import load_tokenizer
+    from shiptwo.tokenize.corpus import unicode_problem
 
-    text = args.text if args.text is not None else sys.stdin.read()
+    if args.text is not None:
+        text = args.text
+        # Linux hands Python argv bytes that are not UTF-8 as lone surrogates (surrogateescape).
+        problem = unicode_problem(text)
+        if problem is not None:
+            raise UsageError(f"text argument: {problem} (its bytes are not UTF-8?); pass UTF-8 text")
+    else:
+        data = sys.stdin.buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"stdin: not UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start}); pass UTF-8 text"
+            ) from exc
     ids = load_tokenizer(args.tokenizer, pretokenizer=args.pretokenizer).encode(text)
     print(json.dumps(ids) if args.format == "json" else " ".join(map(str, ids)))
     return 0
 
 
+def _read_ids(text: str) -> list[int]:
+    """Ids from stdin: whitespace-separated integers, or the JSON list `encode --format json` prints."""
+    if text.lstrip().startswith("["):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"stdin: not a JSON list of ids ({exc}); pass [1, 2, ...] or whitespace-separated ids") from exc
+        if not isinstance(doc, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in doc):
+            raise UsageError("stdin: the JSON list holds something other than integer ids; pass [1, 2, ...]")
+        return doc
+    ids = []
+    for n, word in enumerate(text.split(), 1):
+        try:
+            ids.append(int(word))
+        except ValueError as exc:
+            raise UsageError(
+                f"stdin: token {n} is {word[:40]!r}, not an integer id; pass whitespace-separated ids"
+            ) from exc
+    return ids
+
+
 def _run_decode(args: argparse.Namespace) -> int:
     from shiptwo.tokenize import load_tokenizer
 
-    ids = args.ids or [int(x) for x in sys.stdin.read().split()]
-    sys.stdout.write(load_tokenizer(args.tokenizer, pretokenizer=args.pretokenizer).decode(ids))
+    # Ids are ASCII; any other byte is shown in the error, so decoding stdin never fails here.
+    ids = args.ids or _read_ids(sys.stdin.buffer.read().decode("utf-8", errors="replace"))
+    tok = load_tokenizer(args.tokenizer, pretokenizer=args.pretokenizer)
+    for n, i in enumerate(ids, 1):
+        if not 0 <= i < tok.vocab_size:
+            raise UsageError(f"id {i} (token {n}) is outside the vocab of {args.tokenizer} (0..{tok.vocab_size - 1})")
+    sys.stdout.write(tok.decode(ids))
     return 0

@@ -8,7 +8,9 @@ A shard appears under its final name only when complete (written to a temp file,
 renamed); `progress.json` records, after every shard, where in the input the next shard starts,
 so `resume=True` continues without duplicated or missing documents. The run ends with the
 audit (unk ratio, distinct tokens, entropy in bits beside log2(vocab)) and refuses, writing no
-manifest, when the unk ratio exceeds the threshold.
+manifest, when the unk ratio exceeds the threshold. A vocab with no unk id (byte-level) has an unk
+ratio of 0 by construction; its audit says so in `unk_note` and counts in `byte_tokens` how many
+of the 256 bytes have a token of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter, deque
@@ -39,6 +42,9 @@ DEFAULT_SHARD_TOKENS = 10_000_000
 DEFAULT_MAX_UNK_RATIO = 0.01
 TOP_TOKENS = 20
 MAX_BAD_LINES_LISTED = 100
+# The only temp names this module creates (`_write_shard`, `atomic_write_json`); nothing else in
+# an output dir is ever deleted.
+_OWN_TEMP = re.compile(r"\.shard-\d{5,}\.bin\.tmp|\.(?:manifest|progress)\.json\.[A-Za-z0-9_]+\.tmp")
 
 
 class EosPolicy(StrEnum):
@@ -109,22 +115,44 @@ def _hash_inputs(files: Sequence[Path]) -> tuple[list[dict[str, Any]], str]:
     for f in files:
         h = hashlib.sha256()
         size = 0
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-                corpus.update(block)
-                size += len(block)
+        try:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+                    corpus.update(block)
+                    size += len(block)
+        except OSError as exc:
+            raise FormatError(f"{f}: corpus file cannot be read ({exc.strerror or exc}); check its permissions") from exc
         records.append({"path": str(f), "bytes": size, "sha256": h.hexdigest()})
     return records, corpus.hexdigest()
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not valid Unicode text (a lone surrogate, e.g. JSON's legal "\\ud800"), or None.
+
+    Such a string cannot be encoded as UTF-8, so no tokenizer can encode it.
+    """
+    if text.isascii():
+        return None  # the common case, checked at memory speed
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"character {exc.start} is a lone surrogate {text[exc.start]!r}, not valid Unicode text"
+    return None
+
+
 def _read(files: Sequence[Path], content_field: str, start: tuple[int, int, int]) -> Iterator[_Doc | _Bad]:
+    """The documents and bad lines of the input files, in order, from a (file, offset, line) position."""
     file_index0, offset0, line0 = start
     for fi in range(file_index0, len(files)):
         path = files[fi]
         offset = offset0 if fi == file_index0 else 0
         lineno = line0 if fi == file_index0 else 0
-        with open(path, "rb") as fh:
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise FormatError(f"{path}: corpus file cannot be read ({exc.strerror or exc}); check its permissions") from exc
+        with fh:
             fh.seek(offset)
             for raw in fh:
                 lineno += 1
@@ -132,8 +160,15 @@ def _read(files: Sequence[Path], content_field: str, start: tuple[int, int, int]
                 if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    # JSONL is UTF-8; a byte-order mark is tolerated at the start of a file only.
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    why = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start}); re-encode the file as UTF-8"
+                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, why))
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
                     yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"invalid JSON ({exc})"))
                     continue
                 if not isinstance(obj, dict):
@@ -144,7 +179,21 @@ def _read(files: Sequence[Path], content_field: str, start: tuple[int, int, int]
                     why = "missing" if content_field not in obj else f"a {type(text).__name__}, not a string"
                     yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r} is {why}"))
                     continue
+                problem = unicode_problem(text)
+                if problem is not None:
+                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r}: {problem}"))
+                    continue
                 yield _Doc(fi, lineno, offset, text)
+
+
+def read_documents(files: Sequence[Path], *, content_field: str = "content") -> Iterator[str | BadLine]:
+    """Each JSONL line's text, or a BadLine (file:line and why) for a line that gives no document.
+
+    Blank lines are skipped. Bad: not UTF-8, invalid JSON, not an object, the field missing or not
+    a string, or a string that is not valid Unicode (a lone surrogate such as JSON's "\\ud800").
+    """
+    for item in _read(files, content_field, (0, 0, 0)):
+        yield item.bad if isinstance(item, _Bad) else item.text
 
 
 def _batches(items: Iterator[_Doc | _Bad], batch_chars: int, on_bad_line: OnBadLine) -> Iterator[list[_Doc | _Bad]]:
@@ -401,6 +450,7 @@ def encode_corpus(
     max_unk_ratio: float | None = DEFAULT_MAX_UNK_RATIO,
     on_bad_line: str = "error",
     resume: bool = False,
+    force: bool = False,
     pretokenizer: str | None = None,
     batch_chars: int = 1 << 20,
     progress: bool = True,
@@ -410,6 +460,12 @@ def encode_corpus(
     `max_unk_ratio=None` accepts any unk ratio (the audit still reports it). Raises FormatError
     (no manifest written) when the unk ratio exceeds the threshold or a bad line meets
     `on_bad_line="error"`; UsageError for bad options or an output dir holding another run.
+
+    The output dir must be new or empty, an interrupted run (`progress.json`, continued only with
+    `resume=True`) or a finished one (`manifest.json`, returned as is with `resume=True` and the same
+    settings). A dir holding other files is refused unless `force=True`, which writes the shards
+    beside them and leaves them alone. Only this module's own temp files (`.shard-*.bin.tmp`,
+    `.manifest.json.*.tmp`, `.progress.json.*.tmp`) are ever deleted.
     """
     from shiptwo import __version__
     from shiptwo.tokenize import detect_format, load_detected
@@ -438,7 +494,7 @@ def encode_corpus(
 
     state = _State(file_documents=[0] * len(files))
     histogram = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-    state, histogram = _prepare_output(out, settings, resume, state, histogram)
+    state, histogram = _prepare_output(out, settings, resume, state, histogram, force=force)
     if (out / MANIFEST).is_file():
         return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
 
@@ -522,16 +578,38 @@ def _audit(tokenizer: Any, histogram: np.ndarray, total: int, max_unk_ratio: flo
         for i in order
         if histogram[i] > 0
     ]
+    byte_tokens = _byte_tokens(tokenizer)
+    if unk_id is not None:
+        unk_note = f"ids equal to unk_token_id {unk_id} (bytes or text the vocab cannot spell)"
+    else:
+        # With no unk id the ratio cannot be anything but 0: say so, and say whether every byte has
+        # a token of its own (if not, such bytes would be dropped, not counted).
+        unk_note = (
+            f"no unk token: always 0; {byte_tokens} of 256 bytes have a token of their own"
+            + ("" if byte_tokens == 256 else ", bytes without one are not counted here")
+        )
     return {
         "unk_token_id": unk_id,
         "unk_count": unk_count,
         "unk_ratio": unk_count / total if total else 0.0,
+        "unk_note": unk_note,
+        "byte_tokens": byte_tokens,
         "max_unk_ratio": max_unk_ratio,
         "distinct_tokens": int(nonzero.size),
         "entropy_bits": round(entropy, 6),
         "max_entropy_bits": round(math.log2(tokenizer.vocab_size), 6),
         "top_tokens": top,
     }
+
+
+def _byte_tokens(tokenizer: Any) -> int:
+    """How many of the 256 bytes have a single-byte token in the vocab (either format)."""
+    from shiptwo.tokenize._common import HEX_BYTE_KEYS, bytes_to_unicode
+
+    if str(tokenizer.format) == "hex-byte":
+        return sum(key in tokenizer.vocab for key in HEX_BYTE_KEYS)
+    vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=False)
+    return sum(char in vocab for char in bytes_to_unicode().values())
 
 
 def _save_progress(out: Path, settings: dict[str, Any], state: _State) -> None:
@@ -549,11 +627,17 @@ def _save_progress(out: Path, settings: dict[str, Any], state: _State) -> None:
 
 
 def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _State,
-                    histogram: np.ndarray) -> tuple[_State, np.ndarray]:
+                    histogram: np.ndarray, *, force: bool = False) -> tuple[_State, np.ndarray]:
     """Check the output dir; on resume, reload the progress and the histogram of finished shards."""
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink()  # a shard or manifest half-written when a run died; never under a final name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {out}: exists and is not a directory; choose a new or empty directory for the shards")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output {out}: cannot create the directory ({exc.strerror or exc}); choose another path") from exc
+    for tmp in out.iterdir():
+        if _OWN_TEMP.fullmatch(tmp.name) and tmp.is_file():
+            tmp.unlink()  # a shard or manifest half-written when a run died; never under a final name
     manifest, progress = out / MANIFEST, out / PROGRESS
     if manifest.is_file():
         if resume:
@@ -578,6 +662,13 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
         stray = sorted(out.glob("shard-*.bin"))
         if stray:
             raise UsageError(f"{out}: holds {len(stray)} shards but no {PROGRESS} to resume from; choose an empty dir")
+        others = sorted(p.name for p in out.iterdir())
+        if others and not force:
+            raise UsageError(
+                f"--output {out}: not empty ({len(others)} entries, e.g. {others[0]!r}) and holds no encode-corpus "
+                f"run ({PROGRESS} or {MANIFEST}); choose a new or empty directory, or pass --force to write the "
+                "shards beside those files"
+            )
         return state, histogram
     if not resume:
         raise UsageError(f"{out}: holds an interrupted run ({PROGRESS}); pass --resume to continue it")

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shiptwo.errors import FormatError
+from shiptwo.errors import FormatError, UsageError
 from shiptwo.tokenize._common import (
     EOS_CANDIDATES,
     HEX_BYTE_KEYS,
@@ -147,8 +147,20 @@ class HexByteTokenizer:
         return cls(vocab, merges, source=vocab_path)
 
     def save(self, directory: str | Path) -> None:
-        """Write vocab.json (token -> id, in id order) and merges.txt (`#version: 0.2` first)."""
+        """Write vocab.json (token -> id, in id order) and merges.txt (`#version: 0.2` first).
+
+        `directory` is created if missing; UsageError when it is a file or cannot be created.
+        """
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise UsageError(
+                f"{directory}: exists and is not a directory; the tokenizer is saved as a directory of "
+                "vocab.json + merges.txt: choose a new or existing directory"
+            )
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{directory}: cannot create the directory ({exc.strerror or exc}); choose another path") from exc
         ordered = dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))
         atomic_write_bytes(directory / "vocab.json", (json.dumps(ordered, indent=2) + "\n").encode())
         lines = [MERGES_HEADER, *(f"{a} {b}" for a, b in self.merges)]
@@ -272,8 +284,10 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
 
     Repeatedly merges the most frequent adjacent pair (counted over all positions), ties broken
     by the smallest (left_id, right_id), until `vocab_size` ids exist or no pair occurs
-    `min_frequency` times.
+    `min_frequency` times. UsageError when `min_frequency` < 1.
     """
+    if min_frequency < 1:
+        raise UsageError(f"min_frequency must be >= 1 (a pair must occur at least once to merge), got {min_frequency}")
     base = len(SPECIAL_TOKENS) + 256
     if vocab_size < base:
         raise FormatError(f"vocab_size {vocab_size} is below the {base} ids of specials and bytes")

@@ -36,9 +36,21 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
+        if directory.exists() and not directory.is_dir():
+            raise FormatError(
+                f"{directory}: not a directory; pass the shard dir holding manifest.json "
+                "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
+            ) from exc
         raise FormatError(
             f"{path}: not found; a shard dir without a manifest is unfinished or was refused by its audit"
         ) from exc
+    except NotADirectoryError as exc:
+        raise FormatError(
+            f"{directory}: not a directory; pass the shard dir holding manifest.json "
+            "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
+        ) from exc
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -78,7 +90,15 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
         findings.append(f"shard_count {doc['shard_count']} but {len(shards)} shards listed")
     total = 0
     for i, shard in enumerate(shards):
-        file = directory / shard["file"]
+        name = shard["file"]
+        if not _plain_file_name(name):
+            # A manifest is data from outside: it must not make a reader open files beyond its dir.
+            findings.append(
+                f"shards[{i}].file {name!r} is not a plain file name inside the shard dir "
+                "(no directories, '..' or absolute paths); name the shard file itself, e.g. 'shard-00000.bin'"
+            )
+            continue
+        file = directory / name
         if not file.is_file():
             findings.append(f"shards[{i}] {shard['file']} does not exist")
             continue
@@ -88,9 +108,14 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
         elif "tokens" in shard and shard["tokens"] * 4 != size:
             findings.append(f"{shard['file']}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
         total += size // 4
-    if total != doc["total_tokens"] and not any("does not exist" in f for f in findings):
+    if total != doc["total_tokens"] and not any("does not exist" in f or "plain file name" in f for f in findings):
         findings.append(f"total_tokens {doc['total_tokens']} but the shards hold {total}")
     return findings
+
+
+def _plain_file_name(name: str) -> bool:
+    """True for a bare file name: no separator of either OS, not '.', '..' or empty, no drive."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\:\0")
 
 
 @dataclass(frozen=True)
