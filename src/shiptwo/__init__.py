@@ -40,17 +40,17 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "Qwen2",
-    "Qwen2Config",
-    "detect_format",
-    "from_pretrained",
-    "load_tokenizer",
     "ContractError",
     "EvidenceError",
     "FormatError",
     "GateError",
     "ModelError",
+    "Qwen2",
+    "Qwen2Config",
     "ShiptwoError",
     "UsageError",
     "__version__",
+    "detect_format",
+    "from_pretrained",
+    "load_tokenizer",
 ]
