@@ -182,3 +182,68 @@ def test_numpy_array_round_trip_without_torch(tmp_path: Path) -> None:
     apr.save_file(arrays, tmp_path / "n.apr")
     back = apr.load_arrays(tmp_path / "n.apr")
     assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in arrays.items())
+
+
+def test_output_that_is_a_directory_or_under_a_file_is_one_line_exit_2(
+        imported: Path, hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["apr", "import", str(hf_dir), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path}: is a directory; give the output file's path, e.g. "
+                   f"{tmp_path / 'model.apr'}\n")
+    assert main(["apr", "export", str(imported), "-o", str(tmp_path)]) == 2
+    assert f"error: {tmp_path}: is a directory" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["apr", "import", str(hf_dir), "-o", str(blocker / "m.apr")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker / 'm.apr'}: its parent {blocker} is a file, not a directory" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temp file left behind
+
+
+def test_export_uses_a_unique_temp_file_and_removes_it_on_failure(
+        imported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    stale = tmp_path / ".out.safetensors.tmp"  # the old fixed temp name: must be neither used nor removed
+    stale.write_text("someone else's")
+
+    def half_write(_tensors: object, filename: str, metadata: object = None) -> None:
+        Path(filename).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    with pytest.raises(OSError, match="No space left"):
+        apr_convert_export(imported, tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.safetensors.tmp"]
+    assert stale.read_text() == "someone else's"
+    monkeypatch.undo()
+    assert apr_convert_export(imported, tmp_path / "out.safetensors") > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.safetensors.tmp", "out.safetensors"]
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def apr_convert_export(src: Path, out: Path) -> int:
+    from shiptwo.apr.convert import export_model
+
+    return export_model(src, out)
+
+
+def test_inspect_notes_the_aprender_lz4_quirk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shiptwo.apr.testing import spec_file
+
+    path = tmp_path / "quirk.apr"
+    path.write_bytes(spec_file([("w", 0, [2], struct.pack("<2f", 1.0, 2.0))], b"{}", flags=0x0401))
+    assert main(["apr", "inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "flags           0x0401 (LZ4" in text
+    assert "note            LZ4 flag set but payload uncompressed (aprender writer quirk)" in text
+    assert main(["apr", "inspect", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == [
+        "LZ4 flag set but payload uncompressed (aprender writer quirk)"]
+
+
+def test_qwen2_config_without_rope_theta_imports_transformers_default() -> None:
+    """An HF dir follows transformers (Qwen2Config default 10000.0); the APR file then states it."""
+    meta = metadata_from_config({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 8})
+    assert meta["rope_theta"] == 10_000.0
+    assert "rope_theta" not in metadata_from_config({"model_type": "llama", "hidden_size": 64})

@@ -176,3 +176,25 @@ def test_save_file_is_atomic_and_non_contiguous_tensors_are_written_row_major(tm
     apr.save_file({"w": w}, path)
     assert apr.load_file(path)["w"].tolist() == w.tolist()
     assert [p.name for p in tmp_path.iterdir()] == ["c.apr"]
+
+
+def test_write_is_fsynced_before_the_rename_and_gets_mode_0644(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    path = tmp_path / "d.apr"
+    apr.save_file({"w": torch.zeros(3)}, path)
+    assert events == ["fsync", "replace"]
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o600)
+    apr.save_file({"w": torch.ones(3)}, path)
+    assert path.stat().st_mode & 0o777 == 0o600  # an existing file keeps its mode
+
+
+def test_write_into_a_directory_path_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=rf"^{tmp_path}: is a directory; give the output file's path"):
+        apr.save_file({"w": torch.zeros(1)}, tmp_path)

@@ -28,6 +28,14 @@ def _expect(tmp_path: Path, image: bytes, pattern: str) -> None:
         apr.parse_bytes(bytes(image), "mem")
 
 
+def _patched(*edits: tuple[str, int, int]) -> bytearray:
+    """The valid file with several fields overwritten (CRCs not fixed: rehash does that)."""
+    buf = _valid()
+    for fmt, at, value in edits:
+        struct.pack_into(fmt, buf, at, value)
+    return buf
+
+
 def _patch(fmt: str, at: int, value: int, *, fix_crc: bool = True) -> bytearray:
     buf = _valid()
     struct.pack_into(fmt, buf, at, value)
@@ -45,7 +53,11 @@ CASES = [
     ("version", _patch("<B", 4, 3), r"version: 3.0 is not APR v2.x"),
     ("header-crc", _patch("<B", 50, 1, fix_crc=False), r"header checksum: stored 0x[0-9a-f]{8}, computed 0x"),
     ("column-major", _patch("<H", 6, 0x0C00), r"flags: 0x0c00 has LAYOUT_COLUMN_MAJOR \(0x0800\) set"),
-    ("lz4", _patch("<H", 6, 0x0401), r"flags: 0x0401 sets LZ4: such payloads are not supported"),
+    ("lz4-compressed", rehash(_patched(("<H", 6, 0x0401), ("<Q", 149, 12))),
+     r"tensor 'a': size: 12 bytes stored, shape \[2\] x F32 is 8 raw, and flags 0x0401 set LZ4: "
+     r"LZ4-compressed payload not supported \(decompress the file first\)"),
+    ("zstd-compressed", rehash(_patched(("<H", 6, 0x0402), ("<Q", 149, 4))),
+     r"tensor 'a': size: 4 bytes stored.*flags 0x0402 set ZSTD: ZSTD-compressed payload not supported"),
     ("encrypted", _patch("<H", 6, 0x0404), r"flags: 0x0404 sets ENCRYPTED: such payloads are not supported"),
     ("signed", _patch("<H", 6, 0x0408), r"flags: 0x0408 sets SIGNED: such payloads are not supported"),
     ("unknown-flag", _patch("<H", 6, 0x8400), r"flags: 0x8400 has unknown bits 0x8000"),
@@ -104,3 +116,24 @@ def test_trailing_bytes_and_zero_byte_tensor_other_than_lm_head(tmp_path: Path) 
 def test_missing_file_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"nope.apr: cannot open: No such file"):
         apr.load_file(tmp_path / "nope.apr")
+
+
+@pytest.mark.parametrize("flags", [0x0401, 0x0402, 0x0403])
+def test_compression_bit_over_a_raw_payload_loads(tmp_path: Path, flags: int) -> None:
+    """aprender's writer sets LZ4 without compressing: sizes equal to shape x dtype prove it raw."""
+    path = tmp_path / "quirk.apr"
+    path.write_bytes(rehash(_patched(("<H", 6, flags))))
+    tensors = apr.load_file(path)
+    assert tensors["a"].tolist() == [1.0, 2.0] and tensors["b"].dtype.is_floating_point
+    notes = apr.read_header(path).notes
+    names = [n for n, bit in (("LZ4", 1), ("ZSTD", 2)) if flags & bit]
+    assert notes == [f"{n} flag set but payload uncompressed (aprender writer quirk)" for n in names]
+
+
+def test_tied_placeholder_is_allowed_under_the_lz4_bit(tmp_path: Path) -> None:
+    buf = bytearray(spec_file([("lm_head.weight", 0, [2], b""), ("model.embed_tokens.weight", 0, [2], F32_2)],
+                              b"{}"))
+    struct.pack_into("<H", buf, 6, 0x0401)
+    path = tmp_path / "tied.apr"
+    path.write_bytes(rehash(buf))
+    assert list(apr.load_file(path)) == ["model.embed_tokens.weight"]

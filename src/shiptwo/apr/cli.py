@@ -114,6 +114,7 @@ def inspection(path: str, *, stats: bool = False) -> dict[str, Any]:
                        "computed": f"0x{info.footer_checksum_computed or 0:08x}",
                        "ok": info.footer_checksum == info.footer_checksum_computed},
         },
+        "notes": info.notes,
         "metadata": info.metadata,
         "lm_head_tied": info.lm_head_tied,
         "tensors": rows,
@@ -155,6 +156,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         f"  header crc      {c['header']['stored']} ok",
         f"  footer crc      {c['footer']['stored']} ok",
     ]
+    out += [f"  note            {note}" for note in data["notes"]]
     if data["lm_head_tied"]:
         out.append("  lm_head.weight  missing or 0-byte: tied to model.embed_tokens.weight")
     out.append("metadata:")

@@ -53,7 +53,11 @@ class Flag(enum.IntFlag):
 
 KNOWN_FLAGS = 0x0FFF
 # Payload transforms shiptwo does not implement: reading through them would decode garbage.
-UNSUPPORTED_FLAGS = Flag.LZ4 | Flag.ZSTD | Flag.ENCRYPTED | Flag.SIGNED
+UNSUPPORTED_FLAGS = Flag.ENCRYPTED | Flag.SIGNED
+# Compression bits. aprender's writer sets LZ4 without compressing (shared/specs/apr-v2.md), so a
+# file with one of these is read when every tensor's stored size is exactly shape x dtype size
+# (the payload is demonstrably raw) and refused as compressed otherwise.
+COMPRESSION_FLAGS = Flag.LZ4 | Flag.ZSTD
 
 
 def flag_names(bits: int) -> list[str]:

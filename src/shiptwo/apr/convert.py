@@ -19,13 +19,15 @@ from typing import Any, Self
 
 from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
 from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
-from shiptwo.apr.writer import FileRange, RawTensor, write_raw
+from shiptwo.apr.writer import FileRange, RawTensor, open_temp_beside, replace_into, write_raw
 from shiptwo.errors import FormatError, UsageError
 
 # A safetensors header larger than this is refused before it is read (the library caps at 100 MB).
 _MAX_ST_HEADER = 100 * 1024 * 1024
 # Model families whose Hugging Face weights use NEOX-style (split-halves) RoPE, aprender's rope_type 2.
 _NEOX_ROPE = {"qwen2", "qwen2_moe", "qwen3", "qwen3_moe"}
+# transformers' config-class default rope_theta, used when config.json names none (checked for 5.x).
+_HF_DEFAULT_ROPE_THETA = {"qwen2": 10_000.0, "qwen2_moe": 10_000.0, "qwen3": 10_000.0, "qwen3_moe": 10_000.0}
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,9 @@ def metadata_from_config(config: dict[str, Any]) -> dict[str, Any]:
     hidden = text.get("hidden_size")
     head_dim = text.get("head_dim") or (hidden // heads if hidden and heads else None)
     rope_theta = text.get("rope_theta", rope.get("rope_theta") if isinstance(rope, dict) else None)
+    if rope_theta is None:
+        # An HF dir that names no theta means transformers' default; APR has none, so write it out.
+        rope_theta = _HF_DEFAULT_ROPE_THETA.get(model_type)
     archs = config.get("architectures") or []
     meta: dict[str, Any] = {
         "model_type": model_type,
@@ -271,10 +276,19 @@ def export_model(apr_path: str | os.PathLike[str], out: str | os.PathLike[str], 
         if not isinstance(st_meta, dict) or not all(isinstance(v, str) for v in st_meta.values()):
             st_meta = {"format": "pt"}
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    st_save_file(tensors, str(tmp), metadata=st_meta)
-    os.replace(tmp, out_path)
+    fd, tmp = open_temp_beside(out_path)  # unique: two exports to one name cannot share a temp file
+    try:
+        os.close(fd)  # safetensors opens the path itself
+        st_save_file(tensors, tmp, metadata=st_meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        replace_into(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     return len(tensors)
 
 

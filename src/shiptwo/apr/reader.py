@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 from shiptwo.apr.constants import (
     ALIGNMENT,
     APR_Q4_BLOCK,
+    COMPRESSION_FLAGS,
     APR_Q4_BLOCK_BYTES,
     FOOTER_SIZE,
     HEADER_SIZE,
@@ -138,6 +139,12 @@ class AprInfo:
             return False
         head = self._by_name.get(LM_HEAD)
         return head is None or head.is_placeholder
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts worth telling a reader of `inspect` that are not errors (aprender quirks)."""
+        return [f"{name} flag set but payload uncompressed (aprender writer quirk)"
+                for name in flag_names(self.header.flags & COMPRESSION_FLAGS)]
 
 
 def _fail(path: str, field_name: str, message: str) -> FormatError:
@@ -319,6 +326,15 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
             numel *= d
         want = expected_nbytes(dtype, numel)
         placeholder = nbytes == 0 and name == LM_HEAD
+        if nbytes != want and not placeholder and header.flags & COMPRESSION_FLAGS:
+            names = "/".join(flag_names(header.flags & COMPRESSION_FLAGS))
+            raise _fail(
+                path,
+                f"{where}: size",
+                f"{nbytes} bytes stored, shape {list(shape)} x {dtype.name} is {want} raw, and flags "
+                f"0x{header.flags:04x} set {names}: {names}-compressed payload not supported "
+                "(decompress the file first)",
+            )
         if nbytes != want and not placeholder:
             raise _fail(
                 path,

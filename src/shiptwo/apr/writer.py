@@ -148,8 +148,7 @@ def write_raw(
     )
     struct.pack_into("<I", header, 40, zlib.crc32(bytes(header[44:]), zlib.crc32(bytes(header[:40]))))
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = open_temp_beside(target)
     sources: dict[str, Any] = {}  # source files of FileRange tensors, opened once each
     try:
         with os.fdopen(fd, "wb") as f:
@@ -170,7 +169,9 @@ def write_raw(
                 f.write(pad)
                 crc = zlib.crc32(pad, crc)
             f.write(struct.pack("<I", crc))
-        os.replace(tmp, target)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        replace_into(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -180,6 +181,37 @@ def write_raw(
     finally:
         for src in sources.values():
             src.close()
+
+
+def check_output_path(target: Path) -> None:
+    """Refuse an output path that names a directory (or sits under a file) before writing anything."""
+    if target.is_dir():
+        raise UsageError(f"{target}: is a directory; give the output file's path, e.g. {target / 'model.apr'}")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{target}: its parent {parent} is a file, not a directory; choose another "
+                                 "output path")
+            break
+
+
+def open_temp_beside(target: Path) -> tuple[int, str]:
+    """A unique temp file in `target`'s directory (created when missing): (fd, path), for `replace_into`."""
+    check_output_path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write here: {exc.strerror or exc}; choose another output path") from exc
+
+
+def replace_into(tmp: str, target: Path) -> None:
+    """Give the synced temp file the target's mode (0644 when new) and rename it into place atomically.
+
+    The same durability as `shiptwo.evidence.atomic_write_bytes`: data fsynced, then os.replace.
+    """
+    os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
+    os.replace(tmp, target)
 
 
 def _copy_range(r: FileRange, out: Any, crc: int, buffer: bytearray, sources: dict[str, Any], spath: str) -> int:
