@@ -76,6 +76,20 @@ def compare(ours: torch.nn.Module, ref: torch.nn.Module, ids: torch.Tensor) -> t
     return errs, max_rel_err(logits, ref_logits), report
 
 
+def pass_max(falsifier_id: str, measurement: str) -> float:
+    """The contract's `pass.max` for a measurement: thresholds live in contracts/, not here."""
+    from shiptwo.contract.validate import validate_paths
+
+    root = Path(__file__).resolve().parents[1]
+    result = validate_paths([root / "contracts" / "cuda-forward-parity-v1.yaml"], root=root, test_dirs=[])
+    for contract in result.contracts:
+        for f in contract.falsifiers:
+            spec = f.measurements.get(measurement) if f.id == falsifier_id else None
+            if spec is not None and spec.passing is not None and spec.passing.max is not None:
+                return float(spec.passing.max)
+    raise LookupError(f"contracts/cuda-forward-parity-v1.yaml: {falsifier_id} declares no {measurement}.pass.max")
+
+
 def first_over(errs: list[float], limit: float) -> str:
     names = stage_names(len(errs) - 2)
     bad = [n for n, e in zip(names, errs, strict=True) if e > limit]
@@ -90,8 +104,10 @@ def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record
     ours = from_pretrained(tmp_path, dtype=torch.float32)
     ids = torch.randint(0, ref.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(2))
     errs, logits_err, report = compare(ours, ref, ids)
-    first = first_over(errs, 1e-5)
-    assert first == "none", f"first diverging stage: {first} ({report}; logits {logits_err:.2e})"
+    # The judgement is record_measurement's (against the contract); the stage named here is only
+    # the diagnosis the contract's if_fails promises, at the contract's own threshold.
+    limit = pass_max("FALSIFY-PARITY-REFERENCE-001", "hidden_max_rel_err")
+    print(f"first stage over {limit:g}: {first_over(errs, limit)} ({report}; logits {logits_err:.2e})")
     record_measurement("hidden_max_rel_err", max(errs))
     record_measurement("logits_max_rel_err", logits_err)
 
@@ -109,8 +125,8 @@ def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, reco
     # transformers' own bf16 error on the same weights: ours may not be much worse than the peer's.
     ref_bf16 = random_reference(name, seed=3).to(torch.bfloat16)
     _peer_errs, peer_logits_err, _ = compare(ref_bf16_wrapper(ref_bf16), ref, ids)
-    first = first_over(errs, 0.05)
-    assert first == "none", f"first stage over the bf16 tolerance: {first} ({report})"
+    limit = pass_max("FALSIFY-PARITY-REFERENCE-BF16-001", "hidden_max_rel_err")
+    print(f"first stage over {limit:g}: {first_over(errs, limit)} ({report})")
     assert logits_err <= 2 * peer_logits_err + 1e-3, (
         f"our bf16 logits err {logits_err:.3e} vs transformers' own bf16 {peer_logits_err:.3e}")
     record_measurement("hidden_max_rel_err", max(errs))

@@ -161,10 +161,8 @@ def _open(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor] | None]:
         tensors = apr.load_file(path, device="cpu")
         with _maybe_ctx(apr.safe_open(path)) as f:
             md = dict(f.metadata() or {})
-        tied = md.get("tied_embeddings")
-        if tied is None:  # older files: a missing or 0-byte head means tied
-            tied = _is_placeholder(tensors.get(LM_HEAD))
-        md["tied_embeddings"] = bool(tied)
+        if md.get("tied_embeddings") is None:  # older files: a missing or 0-byte head means tied
+            md["tied_embeddings"] = _is_placeholder(tensors.get(LM_HEAD))
         return Qwen2Config.from_apr_metadata(md, source=str(path)), tensors
     raise ModelError(f"{path}: neither an .apr file nor a Hugging Face model directory")
 

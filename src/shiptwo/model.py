@@ -55,8 +55,16 @@ class Qwen2Config:
             raise ModelError(f"Qwen2 config: head_dim={self.head_dim} must be even for RoPE")
 
     @classmethod
-    def from_hf(cls, cfg: Mapping[str, Any], *, source: str = "config.json") -> Qwen2Config:
-        """Build from a Hugging Face `config.json` dict (transformers 4.x or 5.x spelling)."""
+    def from_hf(cls, cfg: Any, *, source: str = "config.json") -> Qwen2Config:
+        """Build from a Hugging Face `config.json` dict (transformers 4.x or 5.x spelling).
+
+        Absent optional fields take transformers' Qwen2Config defaults (rope_theta 10000.0,
+        max_position_embeddings 32768, rms_norm_eps 1e-6); a field of the wrong type is a
+        ModelError naming the file, the field and the value.
+        """
+        if not isinstance(cfg, Mapping):
+            raise ModelError(f"{source}: a JSON {_json_type(cfg)}, expected an object of config fields; "
+                             "fix or re-export config.json")
         required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
         missing = [k for k in required if cfg.get(k) is None]
         if missing:
@@ -65,23 +73,30 @@ class Qwen2Config:
             raise ModelError(f"{source}: hidden_act={cfg['hidden_act']!r}; only 'silu' (SwiGLU) is Qwen2")
         if cfg.get("use_sliding_window"):
             raise ModelError(f"{source}: use_sliding_window=true is not supported; set it to false")
-        rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+        rope_key = "rope_parameters" if cfg.get("rope_parameters") is not None else "rope_scaling"
+        rope = cfg.get(rope_key) or {}
+        if not isinstance(rope, Mapping):
+            raise ModelError(f"{source}: field {rope_key}={rope!r}: expected an object or null")
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ModelError(f"{source}: rope scaling {rope!r} is not supported (only default RoPE)")
-        theta = cfg.get("rope_theta") or rope.get("rope_theta") or 10_000.0
-        heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
+        f = _Fields(cfg, source=source, what="field")
+        # transformers' Qwen2Config default when config.json names no theta (5.x keeps it in rope_parameters).
+        theta = f.number("rope_theta") if cfg.get("rope_theta") is not None else (
+            _Fields(rope, source=source, what=f"field {rope_key}.").number("rope_theta")
+            if rope.get("rope_theta") is not None else 10_000.0)
+        heads, hidden = f.positive_integer("num_attention_heads"), f.positive_integer("hidden_size")
         return _named(source, lambda: cls(
-            vocab_size=int(cfg["vocab_size"]),
+            vocab_size=f.integer("vocab_size"),
             hidden_size=hidden,
-            num_layers=int(cfg["num_hidden_layers"]),
+            num_layers=f.integer("num_hidden_layers"),
             num_heads=heads,
-            num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-            head_dim=int(cfg.get("head_dim") or hidden // heads),
-            intermediate_size=int(cfg["intermediate_size"]),
-            max_position_embeddings=int(cfg.get("max_position_embeddings") or 32_768),
-            rope_theta=float(theta),
-            rms_norm_eps=float(cfg.get("rms_norm_eps") or 1e-6),
-            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            num_kv_heads=f.integer("num_key_value_heads", default=heads),
+            head_dim=f.integer("head_dim", default=hidden // heads),
+            intermediate_size=f.integer("intermediate_size"),
+            max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
+            rope_theta=theta,
+            rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
+            tied_embeddings=f.flag("tie_word_embeddings", default=False),
         ))
 
     def to_hf(self) -> dict[str, Any]:
@@ -99,25 +114,32 @@ class Qwen2Config:
 
     @classmethod
     def from_apr_metadata(cls, md: Mapping[str, Any], *, source: str = "model.apr") -> Qwen2Config:
-        """Build from APR metadata; `tied_embeddings` may be None when the caller infers it."""
-        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        """Build from APR metadata; `tied_embeddings` may be None when the caller infers it.
+
+        `rope_theta` is required: APR defines no default, and guessing one is how a Qwen2
+        (theta 1e6) would silently run with 10,000. A field of the wrong type is a ModelError
+        naming the file, the field and the value.
+        """
+        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rope_theta")
         missing = [k for k in keys if md.get(k) is None]
         if missing:
-            raise ModelError(f"{source}: metadata lacks {', '.join(missing)}; re-export the model "
-                             "with its architecture fields")
+            raise ModelError(f"{source}: metadata lacks {', '.join(missing)} (absent or null); re-export the "
+                             "model with its architecture fields (APR defines no default for them)")
         rope_type = md.get("rope_type")
-        if rope_type is not None and int(rope_type) != ROPE_TYPE_NEOX:
-            raise ModelError(f"{source}: metadata rope_type={rope_type}; Qwen2 needs 2 (NEOX halves)")
-        heads, hidden = int(md["num_heads"]), int(md["hidden_size"])
+        if rope_type is not None and (isinstance(rope_type, bool) or rope_type != ROPE_TYPE_NEOX):
+            raise ModelError(f"{source}: metadata rope_type={rope_type!r}; Qwen2 needs {ROPE_TYPE_NEOX} "
+                             "(the integer code of NEOX halves); fix the metadata")
+        f = _Fields(md, source=source, what="metadata")
+        heads, hidden = f.positive_integer("num_heads"), f.positive_integer("hidden_size")
         return _named(source, lambda: cls(
-            vocab_size=int(md["vocab_size"]), hidden_size=hidden, num_layers=int(md["num_layers"]),
-            num_heads=heads, num_kv_heads=int(md.get("num_kv_heads") or heads),
-            head_dim=int(md.get("head_dim") or hidden // heads),
-            intermediate_size=int(md["intermediate_size"]),
-            max_position_embeddings=int(md.get("max_position_embeddings") or 32_768),
-            rope_theta=float(md.get("rope_theta") or 10_000.0),
-            rms_norm_eps=float(md.get("rms_norm_eps") or 1e-6),
-            tied_embeddings=bool(md.get("tied_embeddings", False)),
+            vocab_size=f.integer("vocab_size"), hidden_size=hidden, num_layers=f.integer("num_layers"),
+            num_heads=heads, num_kv_heads=f.integer("num_kv_heads", default=heads),
+            head_dim=f.integer("head_dim", default=hidden // heads),
+            intermediate_size=f.integer("intermediate_size"),
+            max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
+            rope_theta=f.number("rope_theta"),
+            rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
+            tied_embeddings=f.flag("tied_embeddings", default=False),
         ))
 
     def to_apr_metadata(self) -> dict[str, Any]:
@@ -133,11 +155,69 @@ class Qwen2Config:
         }
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number" if isinstance(value, int | float) else type(value).__name__)
+
+
+class _Fields:
+    """Typed reads of a config mapping; a wrong type names the file, the field and the value.
+
+    A missing or null field takes `default`; without one it is an error (callers check presence first).
+    """
+
+    def __init__(self, data: Mapping[str, Any], *, source: str, what: str) -> None:
+        self.data, self.source, self.what = data, source, what
+
+    def _bad(self, key: str, value: Any, expected: str) -> ModelError:
+        sep = "" if self.what.endswith(".") else " "
+        return ModelError(f"{self.source}: {self.what}{sep}{key}={value!r}: expected {expected}; fix the "
+                          f"{'metadata' if self.what == 'metadata' else 'config'}")
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            if default is None:
+                raise self._bad(key, value, "a value (it is required)")
+            return default
+        return value
+
+    def integer(self, key: str, *, default: int | None = None) -> int:
+        value = self._get(key, default)
+        # JSON writers may spell an integer 896.0; a bool, a string or 896.5 is not one.
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise self._bad(key, value, "an integer")
+        return int(value)
+
+    def positive_integer(self, key: str) -> int:
+        value = self.integer(key)
+        if value <= 0:
+            raise self._bad(key, value, "a positive integer")
+        return value
+
+    def number(self, key: str, *, default: float | None = None) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._bad(key, value, "a finite number")
+        return float(value)
+
+    def flag(self, key: str, *, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._bad(key, value, "true or false")
+        return value
+
+
 def _named(source: str, build: Callable[[], Qwen2Config]) -> Qwen2Config:
     """Build a config, prefixing any error with the file it came from."""
     try:
         return build()
     except ModelError as exc:
+        if str(exc).startswith(f"{source}: "):  # a typed field read already named the file
+            raise
         raise ModelError(f"{source}: {exc}") from exc
 
 
@@ -254,10 +334,13 @@ class Qwen2(nn.Module):
             else:
                 p.normal_(0.0, std)
 
-    def forward(self, idx: torch.Tensor, *, return_hidden: bool = False
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_hidden: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits (B, T, V); with `return_hidden`, also the residual stream at every stage:
-        [embeddings, after layer 0, ..., after layer L-1, after the final norm], each (B, T, C)."""
+        """Logits (B, T, V); with `targets` (B, T), the mean token cross-entropy instead (see `loss`).
+
+        With `return_hidden`, also the residual stream at every stage: [embeddings, after layer 0,
+        ..., after layer L-1, after the final norm], each (B, T, C).
+        """
         _B, T = idx.shape
         x = self.tok_embeddings(idx)  # (B, T, C)
         cos, sin = rope_cos_sin(T, self.config.head_dim, self.config.rope_theta, device=x.device,
@@ -267,20 +350,64 @@ class Qwen2(nn.Module):
             x = block(x, cos, sin)
             hidden.append(x)
         x = self.norm(x)
+        if targets is not None:
+            return chunked_cross_entropy(self.lm_head, x.reshape(-1, x.size(-1)), targets.reshape(-1))
         hidden.append(x)
         logits = self.lm_head(x)  # (B, T, V)
         return (logits, hidden) if return_hidden else logits
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean token cross-entropy in nats over every position of every sequence (fp32)."""
-        logits = self.forward(idx)
-        if not isinstance(logits, torch.Tensor):  # keeps the type checker honest; never taken
+        """Mean token cross-entropy in nats over every position of every sequence (fp32).
+
+        The logits are never held whole: see `chunked_cross_entropy`.
+        """
+        loss = self.forward(idx, targets)
+        if not isinstance(loss, torch.Tensor):  # keeps the type checker honest; never taken
             raise TypeError("forward returned hidden states without being asked")
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1).long())
+        return loss
 
     def num_params(self) -> int:
         """Distinct parameters (a tied head counts once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+# Logit elements `chunked_cross_entropy` computes at once: 32 Mi (128 MiB in fp32), about 220 rows
+# of a 151,936-entry vocab. Smaller chunks re-read the head matrix once per chunk and got slower
+# on CPU; whole (B*T, V) logits plus their log-softmax and gradients were gigabytes per step.
+LOSS_CHUNK_ELEMENTS = 1 << 25
+
+
+def _ce_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()  # (N, V), fp32 for the softmax as before
+    return F.cross_entropy(logits, targets.long(), reduction="sum")
+
+
+def chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
+                          chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of `head(hidden)` (N, V) against `targets` (N,), `chunk_rows` rows at a time.
+
+    Equals `F.cross_entropy(head(hidden).float(), targets)` up to fp32 summation order. With a
+    large vocabulary the full logits (and their log-softmax and gradients) are the biggest
+    tensors of a step; here only one chunk exists at a time. Under autograd each chunk is
+    checkpointed, so backward recomputes its logits instead of keeping every chunk's alive.
+    """
+    n = hidden.shape[0]
+    if chunk_rows is None:
+        vocab = int(getattr(head, "out_features", 0)) or 1
+        chunk_rows = max(1, LOSS_CHUNK_ELEMENTS // vocab)
+    if n <= chunk_rows:
+        return F.cross_entropy(head(hidden).float(), targets.long())
+    from torch.utils.checkpoint import checkpoint
+
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    total: torch.Tensor | None = None
+    for start in range(0, n, chunk_rows):
+        h, t = hidden[start:start + chunk_rows], targets[start:start + chunk_rows]
+        part = checkpoint(_ce_sum, head, h, t, use_reentrant=False) if grad else _ce_sum(head, h, t)
+        total = part if total is None else total + part
+    if total is None:  # n == 0 took the first branch; this keeps the type checker honest
+        raise ValueError("no rows")
+    return total / n
 
 
 def flops_per_token(cfg: Qwen2Config, seq_len: int) -> float:

@@ -22,7 +22,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from torch import nn
 from shiptwo.distributed import DistContext, local_slice, mean_over_ranks
 from shiptwo.errors import GateError, UsageError
 from shiptwo.model import Qwen2
+from shiptwo.train_cli import check_output_dir
 
 GATE_005_EPOCH0_MAX = 10.0
 GATE_005_RATIO_MAX = 2.0
@@ -59,6 +60,22 @@ class TrainConfig:
     eval_batches: int | None = None  # None: the whole validation set
     seed: int = 0
     autocast_bf16: bool = False  # bf16 autocast; the CLI turns it on for CUDA
+
+    def __post_init__(self) -> None:
+        # The CLI checks the same with option names; this guards callers of the library API.
+        problems = []
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr={self.lr} must be a finite number > 0")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            problems.append(f"grad_clip={self.grad_clip} must be a finite number > 0")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            problems.append(f"warmup_steps={self.warmup_steps} must be >= 0")
+        if not (math.isfinite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
+            problems.append(f"min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay={self.weight_decay} must be a finite number >= 0")
+        if problems:
+            raise UsageError(f"TrainConfig: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True)
@@ -124,24 +141,39 @@ def eval_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
         net.train(was_training)
 
 
+class TrainGateError(GateError):
+    """A gate fired; besides the message it carries the gate id, the numbers and where, for the run log."""
+
+    def __init__(self, message: str, *, gate: str, values: dict[str, float], where: str) -> None:
+        super().__init__(message)
+        self.gate, self.values, self.where = gate, dict(values), where
+
+
 def check_finite(gate_values: dict[str, float], *, where: str) -> None:
     """GATE-TRAIN-007: every named value must be finite."""
     bad = {k: v for k, v in gate_values.items() if not math.isfinite(v)}
     if bad:
         shown = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise GateError(f"GATE-TRAIN-007 fired at {where}: {shown} is not finite; training aborted "
-                        "before the update was applied (lower --lr or check the data)")
+        raise TrainGateError(f"GATE-TRAIN-007 fired at {where}: {shown} is not finite; training aborted "
+                             "before the update was applied (lower --lr or check the data)",
+                             gate="GATE-TRAIN-007", values=gate_values, where=where)
 
 
 def check_val_gate(epoch: int, val_loss: float, previous: float | None) -> None:
     """GATE-TRAIN-005 (and 007 for a non-finite val loss) on an epoch's val_loss."""
-    check_finite({"val_loss": val_loss}, where=f"epoch {epoch} evaluation")
+    where = f"epoch {epoch} evaluation"
+    check_finite({"val_loss": val_loss}, where=where)
     if epoch == 0 and val_loss > GATE_005_EPOCH0_MAX:
-        raise GateError(f"GATE-TRAIN-005 fired: epoch-0 val_loss {val_loss:.4f} nats > "
-                        f"{GATE_005_EPOCH0_MAX}; the init or the learning rate is wrong, training aborted")
+        raise TrainGateError(f"GATE-TRAIN-005 fired: epoch-0 val_loss {val_loss:.4f} nats > "
+                             f"{GATE_005_EPOCH0_MAX}; the init or the learning rate is wrong, training aborted",
+                             gate="GATE-TRAIN-005", where=where,
+                             values={"val_loss": val_loss, "epoch0_max": GATE_005_EPOCH0_MAX})
     if previous is not None and val_loss > GATE_005_RATIO_MAX * previous:
-        raise GateError(f"GATE-TRAIN-005 fired: epoch-{epoch} val_loss {val_loss:.4f} nats > "
-                        f"{GATE_005_RATIO_MAX} x previous {previous:.4f}; training diverged, aborted")
+        raise TrainGateError(f"GATE-TRAIN-005 fired: epoch-{epoch} val_loss {val_loss:.4f} nats > "
+                             f"{GATE_005_RATIO_MAX} x previous {previous:.4f}; training diverged, aborted",
+                             gate="GATE-TRAIN-005", where=where,
+                             values={"val_loss": val_loss, "previous_val_loss": previous,
+                                     "ratio_max": GATE_005_RATIO_MAX})
 
 
 def optimizer_state_sha(optimizer: torch.optim.Optimizer) -> str:
@@ -207,8 +239,9 @@ class Trainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(self.device, self.config.autocast_bf16):
-            logits = self.net(x)
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1).long())
+            # Through the DDP wrapper, so gradients are averaged; the model computes the loss in
+            # vocab chunks (fp32 cross-entropy) rather than materialising (B, T, V) logits.
+            loss = self.net(x, y)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         lr = self.lr()
@@ -270,13 +303,46 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
         return evaluate(model, val_reader, batch_size=config.batch_size, max_batches=config.eval_batches,
                         autocast_bf16=config.autocast_bf16)
 
+    if output_dir is not None:
+        check_output_dir("output_dir", output_dir)
+    if run_dir is not None:
+        check_output_dir("run_dir", run_dir)
     log = _StepLog(run_dir if ctx.is_main else None)
     start = time.monotonic()
-    step0 = run_eval()
-    check_finite({"val_loss": step0}, where="step 0 evaluation")
-    log.write({"event": "eval", "step": 0, "epoch": -1, "val_loss": step0})
-    result = TrainResult(step0_val_loss=step0)
+    result = TrainResult(step0_val_loss=math.nan)
     bar = _progress(total, enabled=progress and ctx.is_main)
+    try:
+        _run_epochs(trainer, result, log, bar, config=config, train_reader=train_reader, total=total,
+                    run_eval=run_eval, output_dir=output_dir, run_dir=run_dir, is_main=ctx.is_main,
+                    start=start)
+    except TrainGateError as exc:
+        # The run directory must say why it stopped: the abort goes to steps.jsonl and summary.json.
+        log.write({"event": "abort", "gate": exc.gate, "where": exc.where, "step": trainer.step,
+                   "values": {k: _json_number(v) for k, v in exc.values.items()}, "message": str(exc)})
+        result.steps = trainer.step
+        if ctx.is_main and run_dir is not None:
+            _write_summary(run_dir, result, start, status="aborted",
+                           abort={"gate": exc.gate, "where": exc.where, "step": trainer.step,
+                                  "values": {k: _json_number(v) for k, v in exc.values.items()},
+                                  "message": str(exc)})
+        raise
+    finally:
+        bar.close()
+    result.steps = trainer.step
+    if ctx.is_main and run_dir is not None:
+        _write_summary(run_dir, result, start, status="completed")
+        plot_loss_curve(run_dir / "steps.jsonl", run_dir / "loss.png")
+    return result
+
+
+def _run_epochs(trainer: Trainer, result: TrainResult, log: _StepLog, bar: Any, *, config: TrainConfig,
+                train_reader: Any, total: int, run_eval: Callable[[], float], output_dir: Path | None,
+                run_dir: Path | None, is_main: bool, start: float) -> None:
+    """The step-0 evaluation and the epoch loop of `train`; gates raise TrainGateError out of it."""
+    step0 = run_eval()
+    log.write({"event": "eval", "step": 0, "epoch": -1, "val_loss": _json_number(step0)})
+    result.step0_val_loss = step0
+    check_finite({"val_loss": step0}, where="step 0 evaluation")
     tokens_per_step = config.batch_size * config.seq_len
     for epoch in range(config.epochs):
         if trainer.step >= total:
@@ -297,29 +363,37 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4f}")
         val = run_eval()
-        log.write({"event": "eval", "step": trainer.step, "epoch": epoch, "val_loss": val})
+        log.write({"event": "eval", "step": trainer.step, "epoch": epoch, "val_loss": _json_number(val)})
         check_val_gate(epoch, val, result.val_losses[-1] if result.val_losses else None)
         train_loss = float(sum(losses) / len(losses))
         result.val_losses.append(val)
         result.train_losses.append(train_loss)
-        if ctx.is_main and (output_dir is not None or run_dir is not None):
+        if is_main and (output_dir is not None or run_dir is not None):
             meta = dict(zip(EPOCH_METADATA_KEYS, (
                 epoch, train_loss, val, _ppl(train_loss), _ppl(val), optimizer_state_sha(trainer.optimizer),
                 round(time.monotonic() - epoch_start, 3), result.tokens_seen, grad_max), strict=True))
             if output_dir is not None:
-                result.epoch_files += write_epoch(model, meta, output_dir)
+                result.epoch_files += write_epoch(trainer.model, meta, output_dir)
             if run_dir is not None and run_dir != output_dir:
                 # The small evidence file also lives in the run dir; the checkpoint does not.
                 (run_dir / f"epoch-{epoch:03d}.metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    bar.close()
-    result.steps = trainer.step
-    if ctx.is_main and run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps({
-            "step0_val_loss": result.step0_val_loss, "val_losses": result.val_losses,
-            "train_losses": result.train_losses, "steps": result.steps, "tokens_seen": result.tokens_seen,
-            "wall_seconds": round(time.monotonic() - start, 3)}, indent=2) + "\n")
-        plot_loss_curve(run_dir / "steps.jsonl", run_dir / "loss.png")
-    return result
+
+
+def _json_number(value: float) -> float | str:
+    """A float JSON can hold: NaN and the infinities as strings (json.dumps would write bare NaN)."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _write_summary(run_dir: Path, result: TrainResult, start: float, *, status: str,
+                   abort: dict[str, Any] | None = None) -> None:
+    summary: dict[str, Any] = {
+        "status": status, "step0_val_loss": _json_number(result.step0_val_loss),
+        "val_losses": [_json_number(v) for v in result.val_losses],
+        "train_losses": [_json_number(v) for v in result.train_losses], "steps": result.steps,
+        "tokens_seen": result.tokens_seen, "wall_seconds": round(time.monotonic() - start, 3)}
+    if abort is not None:
+        summary["abort"] = abort
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def write_epoch(model: Qwen2, meta: dict[str, Any], output_dir: Path) -> list[Path]:

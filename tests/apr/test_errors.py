@@ -54,8 +54,8 @@ CASES = [
     ("header-crc", _patch("<B", 50, 1, fix_crc=False), r"header checksum: stored 0x[0-9a-f]{8}, computed 0x"),
     ("column-major", _patch("<H", 6, 0x0C00), r"flags: 0x0c00 has LAYOUT_COLUMN_MAJOR \(0x0800\) set"),
     ("lz4-compressed", rehash(_patched(("<H", 6, 0x0401), ("<Q", 149, 12))),
-     r"tensor 'a': size: 12 bytes stored, shape \[2\] x F32 is 8 raw, and flags 0x0401 set LZ4: "
-     r"LZ4-compressed payload not supported \(decompress the file first\)"),
+     (r"tensor 'a': size: 12 bytes stored, shape \[2\] x F32 is 8 raw, and flags 0x0401 set LZ4: "
+      r"LZ4-compressed payload not supported \(decompress the file first\)")),
     ("zstd-compressed", rehash(_patched(("<H", 6, 0x0402), ("<Q", 149, 4))),
      r"tensor 'a': size: 4 bytes stored.*flags 0x0402 set ZSTD: ZSTD-compressed payload not supported"),
     ("encrypted", _patch("<H", 6, 0x0404), r"flags: 0x0404 sets ENCRYPTED: such payloads are not supported"),

@@ -110,6 +110,19 @@ def test_apr_metadata_round_trip() -> None:
     ({**TINY.to_hf(), "rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope scaling"),
     ({**TINY.to_hf(), "num_key_value_heads": 3}, ("config.json: Qwen2 config: num_heads=4 is not a "
                                                  "multiple of num_kv_heads=3")),
+    ([1], "config.json: a JSON array, expected an object of config fields; fix or re-export config.json"),
+    ({**TINY.to_hf(), "num_attention_heads": "four"},
+     "config.json: field num_attention_heads='four': expected an integer; fix the config"),
+    ({**TINY.to_hf(), "num_attention_heads": 0},
+     "config.json: field num_attention_heads=0: expected a positive integer; fix the config"),
+    ({**TINY.to_hf(), "hidden_size": [32]}, "config.json: field hidden_size=[32]: expected an integer"),
+    ({**TINY.to_hf(), "vocab_size": 64.5}, "config.json: field vocab_size=64.5: expected an integer"),
+    ({**TINY.to_hf(), "rope_theta": "1e6"}, "config.json: field rope_theta='1e6': expected a finite number"),
+    ({**TINY.to_hf(), "rope_theta": None, "rope_parameters": {"rope_theta": True}},
+     "config.json: field rope_parameters.rope_theta=True: expected a finite number"),
+    ({**TINY.to_hf(), "rope_scaling": [1]}, "config.json: field rope_scaling=[1]: expected an object or null"),
+    ({**TINY.to_hf(), "tie_word_embeddings": "yes"},
+     "config.json: field tie_word_embeddings='yes': expected true or false"),
 ])
 def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
     with pytest.raises(ModelError) as err:
@@ -120,11 +133,34 @@ def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
 @pytest.mark.parametrize(("md", "needle"), [
     ({"vocab_size": 64}, "metadata lacks hidden_size, num_layers, num_heads, intermediate_size"),
     ({**TINY.to_apr_metadata(), "rope_type": 0}, "rope_type=0; Qwen2 needs 2"),
+    ({**TINY.to_apr_metadata(), "rope_type": "neox"},
+     "m.apr: metadata rope_type='neox'; Qwen2 needs 2 (the integer code of NEOX halves); fix the metadata"),
+    ({**TINY.to_apr_metadata(), "num_heads": "x"}, "m.apr: metadata num_heads='x': expected an integer"),
+    ({**TINY.to_apr_metadata(), "hidden_size": [32]}, "m.apr: metadata hidden_size=[32]: expected an integer"),
+    ({**TINY.to_apr_metadata(), "num_kv_heads": True}, "m.apr: metadata num_kv_heads=True: expected an integer"),
+    ({**TINY.to_apr_metadata(), "rms_norm_eps": "tiny"},
+     "m.apr: metadata rms_norm_eps='tiny': expected a finite number; fix the metadata"),
+    ({**TINY.to_apr_metadata(), "tied_embeddings": "yes"},
+     "m.apr: metadata tied_embeddings='yes': expected true or false"),
+    ({**TINY.to_apr_metadata(), "rope_theta": None},
+     ("m.apr: metadata lacks rope_theta (absent or null); re-export the model with its architecture fields "
+     "(APR defines no default for them)")),
+    ({k: v for k, v in TINY.to_apr_metadata().items() if k != "rope_theta"}, "m.apr: metadata lacks rope_theta"),
 ])
 def test_bad_apr_metadata_is_refused_by_name(md: dict, needle: str) -> None:
     with pytest.raises(ModelError) as err:
         Qwen2Config.from_apr_metadata(md, source="m.apr")
-    assert needle in str(err.value) and "m.apr" in str(err.value)
+    assert needle in str(err.value) and str(err.value).startswith("m.apr: ")
+    assert "m.apr: m.apr" not in str(err.value)
+
+
+def test_hf_config_without_rope_theta_takes_transformers_default() -> None:
+    """transformers' Qwen2Config defaults rope_theta to 10000.0 when config.json names none; so do we."""
+    transformers = pytest.importorskip("transformers")
+    raw = {k: v for k, v in TINY.to_hf().items() if k != "rope_theta"}
+    peer = transformers.Qwen2Config(**raw)
+    theta = getattr(peer, "rope_theta", None) or peer.rope_parameters["rope_theta"]
+    assert Qwen2Config.from_hf(raw).rope_theta == theta == 10_000.0
 
 
 def test_nonpositive_config_value_is_refused() -> None:
@@ -137,3 +173,40 @@ def test_flops_per_token_counts_weights_six_times() -> None:
     n = sum(p.numel() for name, p in Qwen2(cfg).named_parameters() if "norm" not in name and "bias" not in name)
     # 6N (the embedding lookup is free, the tied head matmul is not: same count) + attention scores.
     assert flops_per_token(cfg, 1) == pytest.approx(6 * n + 12 * 2 * 4 * 8 / 2)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_chunked_cross_entropy_matches_whole_logits_cross_entropy(grad: bool) -> None:
+    """The oracle is torch's own F.cross_entropy over the whole logits, as the loss was computed before."""
+    from shiptwo.model import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(37, 16, requires_grad=grad)
+    targets = torch.randint(0, 50, (37,))
+    with torch.set_grad_enabled(grad):
+        whole = torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+        chunked = chunked_cross_entropy(head, hidden, targets, chunk_rows=5)  # 8 chunks, the last short
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
+    if grad:
+        want = torch.autograd.grad(whole, [hidden, head.weight])
+        got = torch.autograd.grad(chunked, [hidden, head.weight])
+        for a, b in zip(got, want, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_model_loss_equals_cross_entropy_of_its_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shiptwo import model as model_module
+
+    torch.manual_seed(0)
+    m = Qwen2(TINY).eval()
+    ids = torch.randint(0, 64, (3, 11))
+    targets = torch.randint(0, 64, (3, 11))
+    with torch.no_grad():
+        logits = m(ids)
+        want = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), targets.reshape(-1))
+        whole = m.loss(ids, targets)
+        monkeypatch.setattr(model_module, "LOSS_CHUNK_ELEMENTS", 64 * 4)  # 4 rows a chunk on a tiny model
+        chunked = m.loss(ids, targets)
+    assert whole.item() == pytest.approx(want.item(), rel=1e-6)
+    assert chunked.item() == pytest.approx(want.item(), rel=1e-6)

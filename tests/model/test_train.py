@@ -111,6 +111,7 @@ def test_train_cli_writes_epochs_and_run_dir(init_apr: Path, shard_dirs: tuple[P
     assert config["train"]["epochs"] == 2 and config["model"]["vocab_size"] == 64
     assert json.loads((tmp_path / "run" / "command.json").read_text())["argv"][0] == "shiptwo"
     assert json.loads((tmp_path / "run" / "host.json").read_text())["world_size"] == 1
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in (tmp_path / "run").glob("epoch-*")) == [
         "epoch-000.metadata.json", "epoch-001.metadata.json"]  # evidence copies, no checkpoints
 
@@ -128,7 +129,19 @@ def test_train_cli_holds_out_validation_without_val_shards(init_apr: Path, shard
 
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--val-fraction", "1.5"], "--val-fraction 1.5: must lie strictly between 0 and 1"),
-    (["--lr", "0"], "--lr 0.0: must be positive"),
+    (["--lr", "0"], "--lr 0.0: must be a positive number"),
+    (["--lr", "nan"], "--lr nan: must be a positive number"),
+    (["--lr", "inf"], "--lr inf: must be finite"),
+    (["--grad-clip", "-1"], ("--grad-clip -1.0: must be a finite number > 0 (the max global gradient norm; "
+                            "a negative one would reverse every gradient)")),
+    (["--grad-clip", "0"], "--grad-clip 0.0: must be a finite number > 0"),
+    (["--grad-clip", "nan"], "--grad-clip nan: must be a finite number > 0"),
+    (["--warmup-steps", "-5"], "--warmup-steps -5: must be >= 0 (0 = no warmup)"),
+    (["--min-lr-ratio", "1.5"], "--min-lr-ratio 1.5: must lie in [0, 1] (the cosine floor as a share of --lr)"),
+    (["--min-lr-ratio", "-0.1"], "--min-lr-ratio -0.1: must lie in [0, 1]"),
+    (["--min-lr-ratio", "nan"], "--min-lr-ratio nan: must lie in [0, 1]"),
+    (["--weight-decay", "-0.1"], "--weight-decay -0.1: must be a finite number >= 0"),
+    (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number >= 0"),
     (["--seq-len", "120", "--val-fraction", "0.9"], "cannot give 4-sequence train and val batches"),
     (["--seq-len", "4000"], "--seq-len 4000 exceeds"),
 ])
@@ -136,7 +149,89 @@ def test_train_cli_bad_options(extra: list[str], needle: str, init_apr: Path, sh
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--batch-size", "4",
                  "--run-dir", str(tmp_path / "run"), "--output", str(tmp_path / "ckpt"), *extra])
-    assert code == 2 and needle in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option", ["--output", "--run-dir"])
+def test_train_cli_refuses_a_file_where_a_directory_goes(option: str, init_apr: Path, shard_dirs: tuple[Path, Path],
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    dirs = {"--output": str(tmp_path / "ckpt"), "--run-dir": str(tmp_path / "run")}
+    for target, why in ((blocker, ""), (blocker / "sub", f" (its parent {blocker} is a file)")):
+        code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--batch-size", "4",
+                     "--steps", "1", "--no-progress", *(a for k, v in {**dirs, option: str(target)}.items()
+                                                        for a in (k, v))])
+        err = capsys.readouterr().err
+        assert code == 2 and err == (f"error: {option} {target}: exists and is not a directory{why}; give a "
+                                     "directory path (it is created when missing)\n")
+
+
+def test_train_config_refuses_bad_numbers_by_field() -> None:
+    with pytest.raises(UsageError) as err:
+        TrainConfig(lr=float("nan"), grad_clip=-1.0, warmup_steps=-5, min_lr_ratio=2.0, weight_decay=-1.0)
+    assert str(err.value) == ("TrainConfig: lr=nan must be a finite number > 0; grad_clip=-1.0 must be a finite "
+                              "number > 0; warmup_steps=-5 must be >= 0; min_lr_ratio=2.0 must lie in [0, 1]; "
+                              "weight_decay=-1.0 must be a finite number >= 0")
+
+
+def test_a_gate_abort_is_written_to_the_run_dir(tmp_path: Path) -> None:
+    from shiptwo.errors import GateError
+
+    class Windows:
+        def __init__(self, seed: int) -> None:
+            self.rows = np.random.default_rng(seed).integers(0, 64, (32, 17))
+
+        def __len__(self) -> int:
+            return len(self.rows)
+
+        def window(self, i: int) -> np.ndarray:
+            return self.rows[i]
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    cfg = TrainConfig(lr=10.0, warmup_steps=0, batch_size=8, seq_len=16, epochs=2)
+    with pytest.raises(GateError, match="GATE-TRAIN-005 fired: epoch-0 val_loss") as err:
+        train(Qwen2(CFG), train_reader=Windows(1), val_reader=Windows(2), config=cfg, run_dir=run)
+    records = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    abort = records[-1]
+    assert abort["event"] == "abort" and abort["gate"] == "GATE-TRAIN-005" and abort["step"] == 4
+    assert abort["where"] == "epoch 0 evaluation" and abort["message"] == str(err.value)
+    assert abort["values"]["val_loss"] > 10.0 and abort["values"]["epoch0_max"] == 10.0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "aborted" and summary["abort"]["gate"] == "GATE-TRAIN-005"
+    assert summary["steps"] == 4 and summary["val_losses"] == []
+
+
+def test_a_nan_abort_is_valid_json_in_the_run_dir(tmp_path: Path) -> None:
+    from shiptwo.errors import GateError
+
+    class Windows:
+        def __len__(self) -> int:
+            return 16
+
+        def window(self, i: int) -> np.ndarray:
+            return np.arange(17) % 64
+
+    model = Qwen2(CFG)
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out * float("nan"))
+    with pytest.raises(GateError, match="GATE-TRAIN-007 fired at step 0 evaluation: val_loss=nan"):
+        train(model, train_reader=Windows(), val_reader=Windows(),
+              config=TrainConfig(batch_size=8, seq_len=16), run_dir=tmp_path / "run")
+    text = (tmp_path / "run" / "steps.jsonl").read_text()
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in steps.jsonl"))
+               for line in text.splitlines()]
+    assert records[-1]["gate"] == "GATE-TRAIN-007" and records[-1]["values"] == {"val_loss": "nan"}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "aborted" and summary["step0_val_loss"] == "nan"
+
+
+def test_keep_freed_memory_is_harmless() -> None:
+    from shiptwo.train_cli import keep_freed_memory
+
+    keep_freed_memory()
+    keep_freed_memory()  # idempotent
 
 
 def test_shards_with_a_bigger_vocab_than_the_model_are_refused(shard_dirs: tuple[Path, Path], tmp_path: Path,

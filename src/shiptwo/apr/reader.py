@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Self
 from shiptwo.apr.constants import (
     ALIGNMENT,
     APR_Q4_BLOCK,
-    COMPRESSION_FLAGS,
     APR_Q4_BLOCK_BYTES,
+    COMPRESSION_FLAGS,
     FOOTER_SIZE,
     HEADER_SIZE,
     KNOWN_FLAGS,
