@@ -289,7 +289,9 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
           ctx: DistContext | None = None, progress: bool = False) -> TrainResult:
     """Train for `config.epochs` passes (or `config.max_steps` steps), evaluating at step 0 and
     after each epoch; rank 0 writes epoch-NNN.metadata.json + epoch-NNN.apr to `output_dir` and
-    the per-step log and loss curve to `run_dir`. Raises GateError when a gate fires."""
+    the per-step log and loss curve to `run_dir`. Raises GateError when a gate fires, after
+    writing the abort (gate, numbers, step) to run_dir/steps.jsonl and a summary.json with
+    status "aborted"; a finished run's summary.json says "completed"."""
     ctx = ctx or DistContext()
     per_epoch = len(train_reader) // config.batch_size
     if per_epoch == 0:

@@ -184,8 +184,16 @@ def test_write_is_fsynced_before_the_rename_and_gets_mode_0644(tmp_path: Path,
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     path = tmp_path / "d.apr"
     apr.save_file({"w": torch.zeros(3)}, path)
     assert events == ["fsync", "replace"]
