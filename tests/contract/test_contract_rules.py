@@ -69,6 +69,10 @@ CASES = {
         "PV103", (("pass: {max: 0.5}", "pass: {max: 1e-5}"),), "1e-5", "max",
         ("pass.max", "'1e-5' is a string, not a number", "1.0e-5"),
     ),
+    "PV103-obligation-named-twice": Case(
+        "PV103", (("obligations: [DEMO-001]", "obligations: [DEMO-001, DEMO-001]"),), "[DEMO-001, DEMO-001]", "obligations",
+        ("falsifiers[0].obligations", "non-unique"),
+    ),
     "PV103-obligation-id-pattern": Case(
         "PV103", (("  - id: DEMO-002\n", "  - id: demo-002\n"), ("obligations: [DEMO-002]", "obligations: [demo-002]")),
         "  - id: demo-002", "id", ("obligations[1].id", "'demo-002' does not match"),
