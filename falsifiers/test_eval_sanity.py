@@ -8,10 +8,13 @@ ln(vocab); one training step on another batch must not collapse a held-out batch
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from shiptwo.checkpoint import save_hf
 from shiptwo.model import Qwen2, Qwen2Config
 from shiptwo.train import TrainConfig, Trainer, eval_batch
 
@@ -34,8 +37,19 @@ def test_fresh_model_scores_near_ln_vocab(record_measurement) -> None:
     record_measurement("eval_loss_over_ln_vocab", ratio)
 
 
+def reference_loss(model: Qwen2, inputs: torch.Tensor, targets: torch.Tensor, directory: Path) -> float:
+    """The held-out loss by an independent forward: transformers on the same weights, fresh process state."""
+    transformers = pytest.importorskip("transformers")
+    save_hf(model, directory)
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
+    ref.eval()
+    with torch.no_grad():
+        logits = ref(inputs).logits
+    return float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1)).item())
+
+
 @pytest.mark.falsifier("FALSIFY-EVAL-POLLUTION-001")
-def test_one_train_step_does_not_collapse_heldout_eval(record_measurement) -> None:
+def test_one_train_step_does_not_collapse_heldout_eval(record_measurement, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = Qwen2(CFG)
     heldout = batch(10)
@@ -47,6 +61,13 @@ def test_one_train_step_does_not_collapse_heldout_eval(record_measurement) -> No
     assert model.training, "eval must not leave the model in a different mode"
     after = eval_batch(model, *heldout)
     record_measurement("eval_loss_drop_fraction", (before - after) / before)
+    # A polluted eval can also return a normal-looking number (a stale buffer, the last train
+    # loss): only an independent forward on the same weights can tell.
+    reference = reference_loss(model, *heldout, tmp_path / "hf")
+    record_measurement(
+        "eval_vs_reference_abs_diff",
+        max(abs(after - reference), abs(trainer.eval_batch(*heldout) - reference)),
+    )
 
 
 def test_eval_batch_makes_no_graph_and_restores_mode() -> None:

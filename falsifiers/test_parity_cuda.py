@@ -62,20 +62,21 @@ def compare_devices(dtype: torch.dtype, limit: float) -> tuple[float, float]:
     names = stage_names(CFG.num_layers)
     over = [n for n, e in zip(names, errs, strict=True) if e > limit]
     report = ", ".join(f"{n}: {e:.2e}" for n, e in zip(names, errs, strict=True))
-    assert not over, f"first stage where CUDA leaves CPU: {over[0]} ({report})"
+    # The verdict is record_measurement's, against the contract; this names where it diverged.
+    print(f"first stage where CUDA leaves CPU beyond {limit:g}: {over[0] if over else 'none'} ({report})")
     return max(errs), max_rel_err(logits, ref_logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-001")
-def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement) -> None:
-    hidden, logits = compare_devices(torch.float32, 1e-4)
+def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement, falsifier_spec) -> None:
+    hidden, logits = compare_devices(torch.float32, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-BF16-001")
-def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement) -> None:
-    hidden, logits = compare_devices(torch.bfloat16, 0.05)
+def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement, falsifier_spec) -> None:
+    hidden, logits = compare_devices(torch.bfloat16, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 

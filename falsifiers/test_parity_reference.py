@@ -76,20 +76,6 @@ def compare(ours: torch.nn.Module, ref: torch.nn.Module, ids: torch.Tensor) -> t
     return errs, max_rel_err(logits, ref_logits), report
 
 
-def pass_max(falsifier_id: str, measurement: str) -> float:
-    """The contract's `pass.max` for a measurement: thresholds live in contracts/, not here."""
-    from shiptwo.contract.validate import validate_paths
-
-    root = Path(__file__).resolve().parents[1]
-    result = validate_paths([root / "contracts" / "cuda-forward-parity-v1.yaml"], root=root, test_dirs=[])
-    for contract in result.contracts:
-        for f in contract.falsifiers:
-            spec = f.measurements.get(measurement) if f.id == falsifier_id else None
-            if spec is not None and spec.passing is not None and spec.passing.max is not None:
-                return float(spec.passing.max)
-    raise LookupError(f"contracts/cuda-forward-parity-v1.yaml: {falsifier_id} declares no {measurement}.pass.max")
-
-
 def first_over(errs: list[float], limit: float) -> str:
     names = stage_names(len(errs) - 2)
     bad = [n for n, e in zip(names, errs, strict=True) if e > limit]
@@ -98,7 +84,7 @@ def first_over(errs: list[float], limit: float) -> str:
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record_measurement) -> None:
+def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record_measurement, falsifier_spec) -> None:
     ref = random_reference(name, seed=1)
     ref.save_pretrained(tmp_path)
     ours = from_pretrained(tmp_path, dtype=torch.float32)
@@ -106,7 +92,7 @@ def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record
     errs, logits_err, report = compare(ours, ref, ids)
     # The judgement is record_measurement's (against the contract); the stage named here is only
     # the diagnosis the contract's if_fails promises, at the contract's own threshold.
-    limit = pass_max("FALSIFY-PARITY-REFERENCE-001", "hidden_max_rel_err")
+    limit = falsifier_spec.measurements["hidden_max_rel_err"].passing.max
     print(f"first stage over {limit:g}: {first_over(errs, limit)} ({report}; logits {logits_err:.2e})")
     record_measurement("hidden_max_rel_err", max(errs))
     record_measurement("logits_max_rel_err", logits_err)
@@ -114,7 +100,7 @@ def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-BF16-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, record_measurement) -> None:
+def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, record_measurement, falsifier_spec) -> None:
     """Our bf16 forward against transformers in fp32 (the truth), beside transformers' own bf16."""
     ref = random_reference(name, seed=3)
     ref.save_pretrained(tmp_path)
@@ -125,7 +111,7 @@ def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, reco
     # transformers' own bf16 error on the same weights: ours may not be much worse than the peer's.
     ref_bf16 = random_reference(name, seed=3).to(torch.bfloat16)
     _peer_errs, peer_logits_err, _ = compare(ref_bf16_wrapper(ref_bf16), ref, ids)
-    limit = pass_max("FALSIFY-PARITY-REFERENCE-BF16-001", "hidden_max_rel_err")
+    limit = falsifier_spec.measurements["hidden_max_rel_err"].passing.max
     print(f"first stage over {limit:g}: {first_over(errs, limit)} ({report})")
     assert logits_err <= 2 * peer_logits_err + 1e-3, (
         f"our bf16 logits err {logits_err:.3e} vs transformers' own bf16 {peer_logits_err:.3e}")

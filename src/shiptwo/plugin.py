@@ -257,6 +257,20 @@ def record_measurement(request: pytest.FixtureRequest) -> Callable[[str, float],
     return record
 
 
+@pytest.fixture
+def falsifier_spec(request: pytest.FixtureRequest) -> Falsifier:
+    """The contract definition of this test's falsifier, so thresholds are read, never copied.
+
+    E.g. `falsifier_spec.measurements["hidden_max_rel_err"].passing.max`. A test bound to
+    several falsifiers must read `request.config` itself; this fixture wants exactly one.
+    """
+    state = request.config.stash[_STATE]
+    ids = [fid for fid in _falsifier_ids(request.node) if fid in state.falsifiers]
+    if len(ids) != 1:
+        raise pytest.UsageError(f"{request.node.nodeid}: falsifier_spec needs exactly one falsifier marker, found {ids}")
+    return state.falsifiers[ids[0]]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield

@@ -151,9 +151,14 @@ def test_json_has_the_spec_fields(project: Project, capsys: pytest.CaptureFixtur
 
     assert code == 1
     doc = json.loads(out)
-    [contract] = doc["contracts"]
-    assert {k: contract[k] for k in ("id", "path", "version", "status")} == {
-        "id": "demo-v1", "path": "contracts/demo-v1.yaml", "version": "1.0.0", "status": "DRAFT",
+    [contract, invalid] = doc["contracts"]
+    assert {k: contract[k] for k in ("id", "path", "version", "status", "valid")} == {
+        "id": "demo-v1", "path": "contracts/demo-v1.yaml", "version": "1.0.0", "status": "DRAFT", "valid": True,
+    }
+    # A contract with error findings is still listed, without a status, so consumers see it exists.
+    assert {k: invalid[k] for k in ("id", "path", "version", "status", "falsifiers", "valid")} == {
+        "id": "other-v1", "path": "contracts/other-v1.yaml", "version": "1.0.0", "status": None,
+        "falsifiers": [], "valid": False,
     }
     assert [(f["id"], f["status"]) for f in contract["falsifiers"]] == [
         ("FALSIFY-DEMO-001", "NOT-RUN"), ("FALSIFY-DEMO-002", "NOT-RUN"),

@@ -110,6 +110,20 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
                 "status": c.status.value,
                 "written_status": c.contract.status,
                 "falsifiers": falsifiers,
+                "valid": True,
+            }
+        )
+    for path, data in ev.validation.invalid:
+        # Still listed, so a consumer sees the contract exists; its findings say why it has no status.
+        contracts.append(
+            {
+                "id": data.get("id") if isinstance(data.get("id"), str) else None,
+                "path": _rel(ev, path),
+                "version": data.get("version") if isinstance(data.get("version"), str) else None,
+                "status": None,
+                "written_status": data.get("status") if isinstance(data.get("status"), str) else None,
+                "falsifiers": [],
+                "valid": False,
             }
         )
     return {

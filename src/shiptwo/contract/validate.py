@@ -213,6 +213,8 @@ class ValidationResult:
     root: Path
     contracts: list[Contract] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Files that are (or may be) contracts but could not be read as records: (path, raw data).
+    invalid: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # YAML that is not a contract
     markers: dict[str, list[str]] = field(default_factory=dict)  # falsifier id -> marked test node ids
@@ -267,6 +269,7 @@ def validate_paths(
         data = parsed.data
         if parsed.problems and data is None:
             unread = True
+            result.invalid.append((path, {}))
             continue
         if not isinstance(data, dict) or "schema" not in data:
             result.skipped.append(path)
@@ -277,6 +280,7 @@ def validate_paths(
                 finding("bad-value", rel, line, col, f"schema: {data['schema']!r} is not supported; this shiptwo reads {SCHEMA_ID!r}")
             )
             unread = True
+            result.invalid.append((path, data))
             continue
         documents.append((path, rel, parsed))
 
@@ -290,6 +294,8 @@ def validate_paths(
         result.findings.extend(file_findings)
         if not any(f.name in _STRUCTURAL for f in file_findings):
             result.contracts.append(Contract.from_data(parsed.data, path))
+        else:
+            result.invalid.append((path, parsed.data))
     if not unread:
         # With a contract unread, its markers would all look undeclared: report the file, not them.
         _check_markers_declared(scanned, documents, root, result)
