@@ -147,3 +147,17 @@ def test_non_finite_measurement_refutes_even_inside_an_open_range(demo: pytest.P
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*FALSIFY-DEMO-PASS-001: loss = *inf is not a finite number*"])
     assert status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")["status"] == "FALSIFIED"
+
+
+def test_falsifier_spec_exposes_the_contract_thresholds(demo: pytest.Pytester) -> None:
+    add_test(
+        demo,
+        '@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_spec(record_measurement, falsifier_spec):\n'
+        '    spec = falsifier_spec.measurements["loss"]\n'
+        '    assert (spec.passing.max, spec.plausible.min, spec.unit) == (9.38, 1.5, "nats")\n'
+        '    record_measurement("loss", 2.0)\n\n'
+        "def test_unbound(falsifier_spec):\n    pass\n",
+    )
+    result = demo.runpytest("-k", "test_spec or test_unbound")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*test_unbound: falsifier_spec needs exactly one falsifier marker, found ?]*"])
