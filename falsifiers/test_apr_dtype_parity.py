@@ -11,10 +11,13 @@ from safetensors import safe_open as st_safe_open
 
 from shiptwo import apr
 from shiptwo.apr.constants import DType
-from shiptwo.apr.testing import make_qwen2_dir, retag, spec_problems
+from shiptwo.apr.testing import make_qwen2_dir, retag, safetensors_raw, spec_problems, spec_tensors
 from shiptwo.cli import main
 
-CODES = {"bfloat16": DType.BF16, "float16": DType.F16, "float32": DType.F32}
+# The codes as literals from shared/specs/apr-v2.md, not shiptwo's DType: a writer and reader
+# that agree on a swapped code would pass a check written against their own constants.
+SPEC_CODES = {"bfloat16": 30, "float16": 1, "float32": 0}
+SAFETENSORS_NAMES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 
 def _source_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -35,13 +38,25 @@ def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_meas
     assert main(["apr", "import", str(src), "-o", str(out)]) == 0
     assert spec_problems(out) == []
 
-    source = _source_tensors(src)
-    loaded = apr.load_file(out)
-    info = apr.read_header(out)
-    mismatched = [name for name, t in source.items() if name not in loaded or not _bits_equal(loaded[name], t)]
-    mismatched += [name for name in source if info.tensor(name).dtype is not CODES[dtype]]
+    # Both sides parsed by hand from their specs, so neither shiptwo's codec nor the
+    # safetensors package is the judge of its own output.
+    raw = safetensors_raw(src / "model.safetensors")
+    written = spec_tensors(out)
+    assert {st_dtype for st_dtype, _, _ in raw.values()} == {SAFETENSORS_NAMES[dtype]}
+    mismatched = sorted(name for name, (_, shape, data) in raw.items()
+                        if written.get(name) != (SPEC_CODES[dtype], shape, data))
+    # A tied source has no lm_head.weight; the import writes it as a copy of the embedding.
+    extra = sorted(set(written) - set(raw))
+    mismatched += [name for name in extra
+                   if name != "lm_head.weight" or written[name] != written["model.embed_tokens.weight"]]
     record_measurement("mismatched_tensors", len(mismatched))
     assert mismatched == []
+    assert extra == (["lm_head.weight"] if dtype == "bfloat16" else [])
+
+    # The library's view must agree with the bytes on disk.
+    source = _source_tensors(src)
+    loaded = apr.load_file(out)
+    assert all(_bits_equal(loaded[k], source[k]) for k in source)
 
     back = tmp_path / "back.safetensors"
     assert main(["apr", "export", str(out), "-o", str(back)]) == 0

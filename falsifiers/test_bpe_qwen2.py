@@ -18,7 +18,14 @@ import regex
 from shiptwo.tokenize import load_tokenizer
 from shiptwo.tokenize._testing import python_sources
 from shiptwo.tokenize.bytelevel import QWEN2_PRETOKENIZE_REGEX, load_vocab_merges, read_tiktoken_ranks
-from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
+from shiptwo.tokenize.qwen2 import (
+    BUILT_FILES,
+    PROVENANCE,
+    RANKS_FILE,
+    build_qwen2_files,
+    builder_version,
+    find_qwen2_tokenizer_dir,
+)
 
 TRICKY = [
     "12345678901234567890",
@@ -72,7 +79,7 @@ def test_real_qwen2_vocab_encodes_python_with_no_unk(qwen: Any, python_texts: li
 def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
     qwen: Any, qwen_dir: Path, python_texts: list[str], record_measurement: Any
 ) -> None:
-    pair_from_config = load_tokenizer(qwen_dir / "vocab.json")  # pre-tokenizer from tokenizer_config.json
+    pair_from_config: Any = load_tokenizer(qwen_dir / "vocab.json")  # pre-tokenizer from tokenizer_config.json
     pair_named = load_vocab_merges(qwen_dir / "vocab.json", pretokenizer="qwen2")
     assert "qwen2" in pair_from_config.layout
     texts = python_texts + TRICKY
@@ -106,28 +113,53 @@ def _rank_bpe(ranks: dict[bytes, int], text: str) -> list[int]:
     return out
 
 
-@pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
-def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(qwen: Any, qwen_dir: Path, python_texts: list[str]) -> None:
+def _assert_matches_oracles(tok: Any, built: Path, texts: list[str]) -> None:
+    """`tok` (loaded from `built`) gives Hugging Face Qwen2Tokenizer's ids over built's vocab.json +
+    merges.txt (HF's own regex, NFC and byte-level code), the rank BPE's ids over the ranks file
+    (no recovered merges at all), and the ids the seeds quote from the real Qwen2 tokenizer.json."""
     from transformers import Qwen2Tokenizer
 
-    vocab = json.loads((qwen_dir / "vocab.json").read_text(encoding="utf-8"))
-    lines = (qwen_dir / "merges.txt").read_text(encoding="utf-8").split("\n")
+    vocab = json.loads((built / "vocab.json").read_text(encoding="utf-8"))
+    lines = (built / "merges.txt").read_text(encoding="utf-8").split("\n")
     merges = [tuple(line.split(" ")) for line in lines[1:] if line]
-    hf = Qwen2Tokenizer(vocab=vocab, merges=merges)
-    ranks = read_tiktoken_ranks(qwen_dir / "qwen.tiktoken")
-    for text in TRICKY + [t[:3000] for t in python_texts[:8]]:
-        ours = qwen.encode(text)
+    hf = Qwen2Tokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # stubs say list[str]; pairs work
+    ranks = read_tiktoken_ranks(built / RANKS_FILE)
+    for text in texts:
+        ours = tok.encode(text)
         assert ours == hf.encode(text, add_special_tokens=False), text
         if "<|" not in text:
             assert ours == _rank_bpe(ranks, text), text
-        assert qwen.decode(ours) == unicodedata.normalize("NFC", text)
+        assert tok.decode(ours) == unicodedata.normalize("NFC", text)
     # Published facts: Qwen2's added tokens sit at 151,643.. and total 151,665 with Qwen2.5's 22.
-    assert [qwen.encode(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [[151643], [151644], [151645]]
-    assert qwen.vocab_size == 151_665 and qwen.eos_id == 151_643
+    assert [tok.encode(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [[151643], [151644], [151645]]
+    assert tok.vocab_size == 151_665 and tok.eos_id == 151_643
     # Ids quoted in the seeds (aprender PR #1598, real Qwen2 tokenizer.json) name these pieces.
     seed_ids = [750, 75698, 1445, 1648, 198, 220, 220, 220, 470, 308, 198]
-    assert qwen.decode(seed_ids) == "def fibonacci(n):\n    return n\n"
+    assert tok.decode(seed_ids) == "def fibonacci(n):\n    return n\n"
     # ...and Hugging Face's own pipeline merges "):\n" and the indent, which aprender's whitespace split did not.
-    assert qwen.encode("def fibonacci(n):\n    return n\n") == hf.encode(
+    assert tok.encode("def fibonacci(n):\n    return n\n") == hf.encode(
         "def fibonacci(n):\n    return n\n", add_special_tokens=False
     ) == [750, 75698, 1445, 982, 262, 470, 308, 198]
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
+def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(qwen: Any, qwen_dir: Path, python_texts: list[str]) -> None:
+    _assert_matches_oracles(qwen, qwen_dir, TRICKY + [t[:3000] for t in python_texts[:8]])
+
+
+@pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
+def test_current_builder_rebuilds_the_cache_and_matches_hf(qwen_dir: Path, tmp_path: Path, python_texts: list[str]) -> None:
+    # The test above judges the cached files, which an older builder may have written: a
+    # regression in today's builder (merge recovery, NFC, regex) would go unseen on a warm
+    # cache. So build again, now, from the cached ranks, and judge that build by the oracles
+    # (red even when the cache came from the same broken builder) and the cache by it.
+    assert (qwen_dir / PROVENANCE).is_file(), f"{qwen_dir} has no {PROVENANCE}: not a fetch-qwen2 build"
+    (tmp_path / RANKS_FILE).write_bytes((qwen_dir / RANKS_FILE).read_bytes())
+    build_qwen2_files(tmp_path / RANKS_FILE, tmp_path)
+    _assert_matches_oracles(load_tokenizer(tmp_path), tmp_path, TRICKY + [t[:3000] for t in python_texts[:4]])
+    cached_by = json.loads((qwen_dir / PROVENANCE).read_text(encoding="utf-8")).get("builder")
+    for name in (*BUILT_FILES, "tokenizer_config.json"):
+        assert (tmp_path / name).read_bytes() == (qwen_dir / name).read_bytes(), (
+            f"{qwen_dir / name} differs from what the current builder ({builder_version()}) writes; the cache "
+            f"was built by {cached_by}: run `shiptwo tokenize fetch-qwen2` to rebuild it"
+        )

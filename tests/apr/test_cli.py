@@ -178,7 +178,7 @@ def test_cli_registration_imports_neither_numpy_nor_torch() -> None:
 
 
 def test_numpy_array_round_trip_without_torch(tmp_path: Path) -> None:
-    arrays = {"a": np.arange(6, dtype=np.int16).astype(np.float32).reshape(2, 3), "b": np.array([1, -1], np.int8)}
+    arrays: dict[str, np.ndarray] = {"a": np.arange(6, dtype=np.int16).astype(np.float32).reshape(2, 3), "b": np.array([1, -1], np.int8)}
     apr.save_file(arrays, tmp_path / "n.apr")
     back = apr.load_arrays(tmp_path / "n.apr")
     assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in arrays.items())

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from shiptwo import apr
 from shiptwo.apr.constants import DType
-from shiptwo.apr.testing import spec_file, spec_problems
+from shiptwo.apr.testing import safetensors_raw, spec_file, spec_problems, spec_tensors
 from shiptwo.apr.writer import RawTensor, write_raw
 from shiptwo.errors import FormatError, UsageError
 
@@ -28,6 +28,26 @@ def test_golden_bytes(tmp_path: Path) -> None:
     )
     assert path.read_bytes() == expected
     assert spec_problems(path) == []
+
+
+def test_spec_tensors_reads_codes_dims_and_bytes_of_a_spec_image(tmp_path: Path) -> None:
+    path = tmp_path / "s.apr"
+    b16 = struct.pack("<3H", 0x3F80, 0x40E2, 0xBF80)  # BF16 1.0, 7.0625, -1.0
+    path.write_bytes(spec_file([("a", 30, [3], b16), ("b", 1, [1, 2], b"\0\x3c\0\xbc"), ("c", 0, [0], b"")], b"{}",
+                               data_order=[2, 1, 0]))
+    assert spec_tensors(path) == {"a": (30, (3,), b16), "b": (1, (1, 2), b"\0\x3c\0\xbc"), "c": (0, (0,), b"")}
+
+
+def test_safetensors_raw_reads_what_the_safetensors_package_wrote(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "h": torch.tensor([1.5, -2.0]).bfloat16()}
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
+    raw = safetensors_raw(tmp_path / "m.safetensors")
+    assert raw == {
+        "w": ("F32", (2, 3), struct.pack("<6f", *range(6))),
+        "h": ("BF16", (2,), struct.pack("<2H", 0x3FC0, 0xC000)),
+    }
 
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32, torch.int64, torch.int8,

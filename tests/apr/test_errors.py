@@ -18,7 +18,7 @@ def _valid() -> bytearray:
     return bytearray(spec_file([("a", 0, [2], F32_2), ("b", 1, [1], b"\0\x3c")], b'{"k":1}'))
 
 
-def _expect(tmp_path: Path, image: bytes, pattern: str) -> None:
+def _expect(tmp_path: Path, image: bytes | bytearray, pattern: str) -> None:
     path = tmp_path / "bad.apr"
     path.write_bytes(image)
     with pytest.raises(FormatError, match=pattern) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 import zipfile
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shiptwo.cli import main as shiptwo_main
-from shiptwo.errors import FormatError
+from shiptwo.errors import FormatError, ShiptwoError
 from shiptwo.tokenize import qwen2
 from shiptwo.tokenize.qwen2 import fetch_qwen2, find_qwen2_tokenizer_dir
 
@@ -70,6 +71,54 @@ def test_built_files_carry_provenance() -> None:
     assert doc["wheel_sha256"] == qwen2.DASHSCOPE_WHEEL_SHA256 and doc["ranks_sha256"] == qwen2.QWEN_TIKTOKEN_SHA256
     config = json.loads((REAL / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "Qwen2Tokenizer" and len(config["added_tokens_decoder"]) == 22
+
+
+def _no_download(into: Path) -> Path:
+    raise ShiptwoError("pip download dashscope==2.0.2 failed (offline in this test); pass --wheel")
+
+
+@needs_qwen
+def test_fetch_rebuilds_a_cache_of_another_builder_from_its_own_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    assert REAL is not None
+    if not (REAL / qwen2.RANKS_FILE).is_file():
+        pytest.skip(f"{REAL} has no {qwen2.RANKS_FILE}")
+    cache = tmp_path / "cache" / qwen2.DIR_NAME
+    shutil.copytree(REAL, cache)
+    doc = json.loads((cache / qwen2.PROVENANCE).read_text())
+    doc["builder"] = "shiptwo 0.0.1; sources sha256:0000000000000000; tokenizers 0.0"
+    (cache / qwen2.PROVENANCE).write_text(json.dumps(doc))
+    (cache / "merges.txt").write_text("#version: 0.2\n")  # what a broken old builder might have left
+    monkeypatch.setattr(qwen2, "_download_wheel", _no_download)  # the pinned ranks are already there
+    assert fetch_qwen2(cache_dir=tmp_path / "cache") == (cache, True)
+    assert json.loads((cache / qwen2.PROVENANCE).read_text())["builder"] == qwen2.builder_version()
+    assert (cache / "merges.txt").read_bytes() == (REAL / "merges.txt").read_bytes()
+    assert fetch_qwen2(cache_dir=tmp_path / "cache") == (cache, False)  # now current: a no-op
+
+
+def test_fetch_downloads_when_the_cached_ranks_are_not_the_pinned_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache" / qwen2.DIR_NAME
+    cache.mkdir(parents=True)
+    (cache / qwen2.RANKS_FILE).write_bytes(b"IQ== 0\n")
+    monkeypatch.setattr(qwen2, "_download_wheel", _no_download)
+    with pytest.raises(ShiptwoError, match=r"pip download dashscope==2\.0\.2 failed \(offline in this test\)"):
+        fetch_qwen2(cache_dir=tmp_path / "cache")
+    assert (cache / qwen2.RANKS_FILE).read_bytes() == b"IQ== 0\n"  # left as it was
+
+
+def test_builder_version_names_shiptwo_the_sources_and_tokenizers() -> None:
+    from importlib.metadata import version
+
+    v = qwen2.builder_version()
+    assert v.startswith("shiptwo ") and f"tokenizers {version('tokenizers')}" in v
+    assert re.search(r"sources sha256:[0-9a-f]{16}", v)
+    assert qwen2.builder_version() == v  # deterministic
 
 
 @pytest.fixture(scope="module")

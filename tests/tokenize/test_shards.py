@@ -58,12 +58,13 @@ def test_manifest_refusals(tmp_path: Path) -> None:
         load_manifest(tmp_path)
     d = make_set(tmp_path / "s", [np.arange(8)])
     doc = json.loads((d / "manifest.json").read_text())
-    for change, message in [
+    changes: list[tuple[dict[str, object], str]] = [
         ({"schema": "other"}, "schema is 'other', expected 'pretokenize-bin-v1'"),
         ({"vocab_size": "big"}, "field 'vocab_size' is 'big', expected int"),
         ({"total_tokens": 9}, "total_tokens 9 but the shards hold 8"),
         ({"shard_count": 2}, "shard_count 2 but 1 shards listed"),
-    ]:
+    ]
+    for change, message in changes:
         (d / "manifest.json").write_text(json.dumps({**doc, **change}))
         with pytest.raises(FormatError, match=message):
             load_manifest(d)

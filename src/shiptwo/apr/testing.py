@@ -13,6 +13,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+# Only retag and index_entry_offsets use the codec; the spec_* and safetensors_raw parsers
+# share no code with it, which is what makes them oracles.
 from shiptwo.apr.constants import DType
 from shiptwo.apr.reader import read_header
 
@@ -104,6 +106,22 @@ def spec_file(entries: list[tuple[str, int, list[int], bytes]], metadata: bytes,
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _spec_index(b: bytes) -> tuple[int, list[tuple[bytes, int, tuple[int, ...], int, int]]]:
+    """The data section offset and each index entry (name, code, dims, offset, size), walked by hand."""
+    (count,) = struct.unpack_from("<I", b, 8)
+    (index_off,) = struct.unpack_from("<Q", b, 24)
+    pos, entries = index_off, []
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", b, pos)
+        name = b[pos + 2 : pos + 2 + n]
+        code, ndim = b[pos + 2 + n], b[pos + 3 + n]
+        dims = struct.unpack_from(f"<{ndim}Q", b, pos + 4 + n)
+        off, size = struct.unpack_from("<QQ", b, pos + 4 + n + 8 * ndim)
+        entries.append((name, code, dims, off, size))
+        pos += 4 + n + 8 * ndim + 16
+    return pos, entries
+
+
 def spec_problems(path: str | Path) -> list[str]:
     """Every MUST of the spec checked by hand, sharing no code with the reader: the problems found.
 
@@ -114,7 +132,7 @@ def spec_problems(path: str | Path) -> list[str]:
     problems = []
     if b[:4] != b"APR\x00" or b[4] != 2:
         problems.append("magic/version")
-    flags, count, mo, ms, io, do = struct.unpack_from("<HIQIQQ", b, 6)
+    flags, _count, mo, ms, io, do = struct.unpack_from("<HIQIQQ", b, 6)
     if zlib.crc32(b[:40] + b[44:64]) != struct.unpack_from("<I", b, 40)[0]:
         problems.append("header crc")
     if zlib.crc32(b[:-4]) != struct.unpack_from("<I", b, len(b) - 4)[0]:
@@ -124,28 +142,51 @@ def spec_problems(path: str | Path) -> list[str]:
     if mo != 64 or io != 64 + _align64(ms) or do % 64:
         problems.append("section offsets")
     json.loads(b[mo : mo + ms])
-    pos, names = io, []
-    for _ in range(count):
-        (n,) = struct.unpack_from("<H", b, pos)
-        name = b[pos + 2 : pos + 2 + n]
-        code, ndim = b[pos + 2 + n], b[pos + 3 + n]
-        dims = struct.unpack_from(f"<{ndim}Q", b, pos + 4 + n)
-        off, size = struct.unpack_from("<QQ", b, pos + 4 + n + 8 * ndim)
+    index_end, entries = _spec_index(b)
+    for name, code, dims, off, size in entries:
         if code not in (0, 1, 3, 4, 5, 6, 7, 30):
             problems.append(f"dtype code {code}")
         if (do + off) % 64:
             problems.append(f"{name!r} not aligned")
-        numel = math.prod(dims)
         width = {0: 4, 1: 2, 3: 8, 4: 4, 5: 8, 6: 1, 7: 1, 30: 2}.get(code, 0)
-        if size != numel * width:
+        if size != math.prod(dims) * width:
             problems.append(f"{name!r} size")
-        names.append(name)
-        pos += 4 + n + 8 * ndim + 16
-    if _align64(pos) != do:
+    if _align64(index_end) != do:
         problems.append("index length")
+    names = [e[0] for e in entries]
     if names != sorted(names) or len(set(names)) != len(names):
         problems.append("index order")
     return problems
+
+
+def spec_tensors(path: str | Path) -> dict[str, tuple[int, tuple[int, ...], bytes]]:
+    """Each tensor's on-disk dtype code, dims and raw data bytes, parsed by hand from the spec.
+
+    Shares no code with shiptwo.apr's reader, writer or constants, so a falsifier can compare a
+    written file with its source without trusting the codec that wrote it (a reader and writer
+    that agree on a wrong code or a byte transform would otherwise pass). Check the file with
+    `spec_problems` first: this parses, it does not validate.
+    """
+    b = Path(path).read_bytes()
+    (data_off,) = struct.unpack_from("<Q", b, 32)
+    _, entries = _spec_index(b)
+    return {name.decode("utf-8"): (code, tuple(dims), b[data_off + off : data_off + off + size])
+            for name, code, dims, off, size in entries}
+
+
+def safetensors_raw(path: str | Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    """Each tensor of a safetensors file as (dtype string, shape, raw data bytes), parsed by hand.
+
+    The format: an 8-byte little-endian header length, a JSON header mapping names to
+    {dtype, shape, data_offsets: [begin, end]} relative to the end of the header. Shares no code
+    with shiptwo or the safetensors package, so it is an oracle for both.
+    """
+    b = Path(path).read_bytes()
+    (n,) = struct.unpack_from("<Q", b, 0)
+    header = json.loads(b[8 : 8 + n])
+    start = 8 + n
+    return {name: (h["dtype"], tuple(h["shape"]), b[start + h["data_offsets"][0] : start + h["data_offsets"][1]])
+            for name, h in header.items() if name != "__metadata__"}
 
 
 def rehash(buf: bytearray) -> bytearray:

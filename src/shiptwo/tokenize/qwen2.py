@@ -34,6 +34,11 @@ TOKENIZER_ENV = "SHIPTWO_QWEN_TOKENIZER"
 DIR_NAME = "qwen2-tokenizer"
 PROVENANCE = "shiptwo-qwen2.json"
 BUILT_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+RANKS_FILE = "qwen.tiktoken"
+# The modules whose code decides the built files' bytes. Their sha256 is part of the builder
+# version, so a cache built by other code (a fix, or a regression) reads as stale and
+# fetch-qwen2 rebuilds it, instead of the Qwen2 falsifiers testing yesterday's builder.
+BUILDER_MODULES = ("qwen2.py", "bytelevel.py", "_common.py")
 
 
 def default_cache_dir() -> Path:
@@ -54,6 +59,8 @@ def find_qwen2_tokenizer_dir() -> Path | None:
         p = Path(value)
         candidates.append(p.parent if p.name == "tokenizer.json" else p)
     candidates.append(default_cache_dir() / DIR_NAME)
+    # A cache built by another builder version still opens the gate: the falsifier that rebuilds
+    # with today's builder and byte-compares then goes red, where a closed gate would only skip.
     for d in candidates:
         if all((d / name).is_file() for name in BUILT_FILES):
             return d
@@ -139,35 +146,65 @@ def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def _provenance() -> dict[str, object]:
+def builder_version() -> str:
+    """The version of the code that builds the files: shiptwo's version, the sha256 of the
+    builder modules' source and the tokenizers version (it serializes tokenizer.json).
+
+    Cheap (three small files and a metadata lookup): fetch-qwen2's no-op check calls it.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     from shiptwo import __version__
 
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in BUILDER_MODULES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    try:
+        tokenizers = version("tokenizers")
+    except PackageNotFoundError:
+        tokenizers = "absent"
+    return f"shiptwo {__version__}; sources sha256:{digest.hexdigest()[:16]}; tokenizers {tokenizers}"
+
+
+def _provenance() -> dict[str, object]:
     return {
         "source": f"pypi:dashscope=={DASHSCOPE_VERSION}",
         "wheel": DASHSCOPE_WHEEL,
         "wheel_sha256": DASHSCOPE_WHEEL_SHA256,
         "ranks_member": TIKTOKEN_MEMBER,
         "ranks_sha256": QWEN_TIKTOKEN_SHA256,
-        "builder": f"shiptwo {__version__}",
+        "builder": builder_version(),
     }
 
 
 def _is_built(d: Path) -> bool:
+    """Whether `d` holds files built from the pinned ranks by this very builder (else stale)."""
     try:
         doc = json.loads((d / PROVENANCE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    expected = _provenance()
-    if any(doc.get(k) != v for k, v in expected.items() if k != "builder"):
+    if not isinstance(doc, dict) or any(doc.get(k) != v for k, v in _provenance().items()):
         return False
     files = doc.get("files") or {}
     return all((d / name).is_file() and (d / name).stat().st_size == files.get(name, {}).get("bytes") for name in BUILT_FILES)
 
 
+def _cached_ranks(d: Path) -> bytes | None:
+    """The ranks file of an earlier build, if it still has the pinned sha256 (its wheel was checked then)."""
+    try:
+        data = (d / RANKS_FILE).read_bytes()
+    except OSError:
+        return None
+    return data if _sha256(data) == QWEN_TIKTOKEN_SHA256 else None
+
+
 def fetch_qwen2(*, cache_dir: Path | None = None, wheel: Path | None = None, force: bool = False) -> tuple[Path, bool]:
     """Build the Qwen2 tokenizer files into <cache_dir>/qwen2-tokenizer; returns (dir, built_now).
 
-    Idempotent: a dir already built from the pinned wheel is left alone (built_now False).
+    Idempotent: a dir already built from the pinned wheel by this builder is left alone
+    (built_now False). One built by another builder version is rebuilt, from its own
+    qwen.tiktoken when that still has the pinned sha256 (no download), else from the wheel.
     The build happens in a temp dir renamed into place, so a crash never leaves half a tokenizer.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -177,16 +214,17 @@ def fetch_qwen2(*, cache_dir: Path | None = None, wheel: Path | None = None, for
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{DIR_NAME}.", dir=root))
     try:
-        wheel_path = Path(wheel) if wheel is not None else _download_wheel(work / "download")
-        ranks = read_pinned_ranks(wheel_path)
+        cached = _cached_ranks(dest) if wheel is None else None
+        ranks = cached if cached is not None else read_pinned_ranks(
+            Path(wheel) if wheel is not None else _download_wheel(work / "download"))
         build = work / DIR_NAME
         build.mkdir()
-        (build / "qwen.tiktoken").write_bytes(ranks)
-        build_qwen2_files(build / "qwen.tiktoken", build)
+        (build / RANKS_FILE).write_bytes(ranks)
+        build_qwen2_files(build / RANKS_FILE, build)
         provenance = _provenance()
         provenance["files"] = {
             name: {"bytes": (build / name).stat().st_size, "sha256": _sha256((build / name).read_bytes())}
-            for name in (*BUILT_FILES, "tokenizer_config.json", "qwen.tiktoken")
+            for name in (*BUILT_FILES, "tokenizer_config.json", RANKS_FILE)
         }
         (build / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         if dest.exists():
