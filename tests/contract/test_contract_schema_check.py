@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiptwo.contract.validate import _compile, _fast_check, _Uncompilable, _validator
+from shiptwo.contract.schema import _compile, _fast_check, _Uncompilable, _validator
 from shiptwo.contract.yamlsafe import parse_yaml
 
 from .contract_project import GOOD

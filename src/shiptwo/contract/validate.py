@@ -7,22 +7,17 @@ checks a schema cannot express (ids against file stems, cross references across 
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache, partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from shiptwo.contract.findings import Finding, finding
 from shiptwo.contract.model import Contract
+from shiptwo.contract.schema import did_you_mean, schema_findings
 from shiptwo.contract.testrefs import TestFile, TestRef, find_project_root, scan_test_file, scan_tree
 from shiptwo.contract.yamlsafe import ParsedYaml, parse_yaml
 from shiptwo.errors import UsageError
@@ -42,162 +37,6 @@ _YAML_RULES = {
     "alias-bomb": "yaml-alias-bomb",
     "key-type": "yaml-key-type",
 }
-
-
-@cache
-def contract_schema() -> dict[str, Any]:
-    """The JSON Schema shipped inside the package."""
-    text = resources.files("shiptwo.contract").joinpath("contract.schema.json").read_text("utf-8")
-    return json.loads(text)
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = contract_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-# A compiled validity check for the contract schema: a tree of small predicates that answers
-# "valid?" several times faster than jsonschema. Only a True answer is trusted (a contract
-# that passes it is valid); anything else goes to jsonschema, which finds the errors to report.
-_Check = Callable[[Any], bool]
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-# Keywords that constrain nothing.
-_ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description"})
-
-
-class _Uncompilable(Exception):
-    pass
-
-
-def _all(checks: tuple[_Check, ...], v: Any) -> bool:
-    return all(check(v) for check in checks)
-
-
-def _has_type(types: tuple[type, ...], v: Any) -> bool:
-    # JSON Schema's numbers are not booleans, although Python's bool is an int.
-    return isinstance(v, types) and (not isinstance(v, bool) or bool in types)
-
-
-def _one_of_strings(allowed: frozenset[str], v: Any) -> bool:
-    return isinstance(v, str) and v in allowed
-
-
-def _matches(search: Callable[[str], Any], v: Any) -> bool:
-    return not isinstance(v, str) or search(v) is not None
-
-
-def _min_length(n: int, v: Any) -> bool:
-    return not isinstance(v, str) or len(v) >= n
-
-
-def _min_items(n: int, v: Any) -> bool:
-    return not isinstance(v, list) or len(v) >= n
-
-
-def _unique_strings(v: Any) -> bool:
-    # Only lists of strings are judged here; anything else is "maybe", so jsonschema decides.
-    return not isinstance(v, list) or (all(isinstance(x, str) for x in v) and len(set(v)) == len(v))
-
-
-def _items(item: _Check, v: Any) -> bool:
-    return not isinstance(v, list) or all(item(x) for x in v)
-
-
-def _required(names: tuple[str, ...], v: Any) -> bool:
-    return not isinstance(v, dict) or all(n in v for n in names)
-
-
-def _properties(props: dict[str, _Check], v: Any) -> bool:
-    return not isinstance(v, dict) or all(props[k](x) for k, x in v.items() if k in props)
-
-
-def _no_others(known: frozenset[str], v: Any) -> bool:
-    return not isinstance(v, dict) or known.issuperset(v)
-
-
-def _others(known: frozenset[str], extra: _Check, v: Any) -> bool:
-    return not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
-
-
-def _names(name_ok: _Check, v: Any) -> bool:
-    return not isinstance(v, dict) or all(name_ok(k) for k in v)
-
-
-def _ref(compiled: dict[str, _Check], name: str, v: Any) -> bool:
-    return compiled[name](v)
-
-
-def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> _Check:
-    """A predicate true only for instances `schema` accepts; raises _Uncompilable on a keyword it does not know."""
-    if not isinstance(schema, dict):
-        raise _Uncompilable(repr(schema))
-    checks: list[_Check] = []
-    for keyword, value in schema.items():
-        if keyword in _ANNOTATIONS:
-            continue
-        if keyword == "$ref":
-            if not (isinstance(value, str) and value.startswith("#/$defs/") and value[8:] in defs):
-                raise _Uncompilable(value)
-            name = value[8:]
-            if name not in compiled:
-                compiled[name] = partial(_has_type, ())  # a placeholder while a recursive definition compiles
-                compiled[name] = _compile(defs[name], defs, compiled)
-            checks.append(partial(_ref, compiled, name))
-        elif keyword == "type":
-            names = [value] if isinstance(value, str) else value
-            checks.append(partial(_has_type, tuple(t for n in names for t in _TYPES[n])))
-        elif keyword in ("const", "enum"):
-            members = [value] if keyword == "const" else value
-            if not all(isinstance(m, str) for m in members):
-                raise _Uncompilable(keyword)  # JSON equality of numbers and booleans is subtler
-            checks.append(partial(_one_of_strings, frozenset(members)))
-        elif keyword == "pattern":
-            checks.append(partial(_matches, re.compile(value).search))
-        elif keyword == "minLength":
-            checks.append(partial(_min_length, value))
-        elif keyword == "minItems":
-            checks.append(partial(_min_items, value))
-        elif keyword == "uniqueItems":
-            if value:
-                checks.append(_unique_strings)
-        elif keyword == "items":
-            checks.append(partial(_items, _compile(value, defs, compiled)))
-        elif keyword == "required":
-            checks.append(partial(_required, tuple(value)))
-        elif keyword == "properties":
-            checks.append(partial(_properties, {k: _compile(sub, defs, compiled) for k, sub in value.items()}))
-        elif keyword == "additionalProperties":
-            known = frozenset(schema.get("properties", {}))
-            if value is False:
-                checks.append(partial(_no_others, known))
-            elif value is not True:
-                checks.append(partial(_others, known, _compile(value, defs, compiled)))
-        elif keyword == "propertyNames":
-            checks.append(partial(_names, _compile(value, defs, compiled)))
-        else:
-            raise _Uncompilable(keyword)
-    return checks[0] if len(checks) == 1 else partial(_all, tuple(checks))
-
-
-@cache
-def _fast_check() -> _Check | None:
-    """The compiled check of the shipped schema, or None if it uses a keyword `_compile` does not know."""
-    schema = contract_schema()
-    try:
-        return _compile(schema, schema.get("$defs", {}), {})
-    except (_Uncompilable, KeyError, TypeError, re.error):
-        return None
 
 
 def known_gates() -> frozenset[str]:
@@ -375,7 +214,7 @@ def _check_document(
     def at(*keys: str | int) -> tuple[int, int]:
         return parsed.position(keys)
 
-    yield from _schema_findings(rel, parsed)
+    yield from schema_findings(rel, parsed)
 
     cid = data.get("id")
     if isinstance(cid, str):
@@ -436,7 +275,7 @@ def _check_document(
                 continue
             covered.add(oid)
             if oid not in obligation_ids:
-                hint = _did_you_mean(oid, obligation_ids)
+                hint = did_you_mean(oid, obligation_ids)
                 yield finding(
                     "unknown-obligation", rel, *at("falsifiers", i, "obligations", j),
                     f"{where}.obligations[{j}]: {oid!r} is not an obligation of this contract{hint}",
@@ -464,13 +303,8 @@ _At = Callable[..., tuple[int, int]]  # path parts -> (line, column)
 
 
 def _unknown_gate(rel: str, pos: tuple[int, int], where: str, gate: str, gates: frozenset[str]) -> Finding:
-    hint = _did_you_mean(gate, gates)
+    hint = did_you_mean(gate, gates)
     return finding("unknown-host-gate", rel, *pos, f"{where}: {gate!r} is not a host gate ({', '.join(sorted(gates))}){hint}")
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _range_findings(rel: str, at: _At, i: int, name: str, spec: dict[str, Any]) -> Iterable[Finding]:
@@ -540,7 +374,7 @@ def _test_findings(
                 what = f"class {head!r}"
             else:
                 what = f"test {ref.node!r}"
-            hint = _did_you_mean(ref.node, tf.tests)
+            hint = did_you_mean(ref.node, tf.tests)
             yield finding("test-missing", rel, *pos, f"{where}: {ref.file} defines no {what}{hint}")
         elif fid not in tf.tests[ref.node]:
             yield finding(
@@ -564,7 +398,7 @@ def _check_markers_declared(
     for tf in scanned:
         for node, ids in tf.tests.items():
             for fid in sorted(ids - declared):
-                hint = _did_you_mean(fid, declared)
+                hint = did_you_mean(fid, declared)
                 result.findings.append(
                     finding(
                         "test-marker-mismatch", _display(tf.path, root), tf.lines.get(node, 1), 1,
@@ -595,46 +429,3 @@ def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
         if isinstance(data, dict) and data.get("schema") == SCHEMA_ID:
             ids |= _falsifier_ids(data)
     return ids
-
-
-def _schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
-    fast = _fast_check()
-    if fast is not None and fast(parsed.data):
-        return
-    validator = _validator()
-    for error in validator.iter_errors(parsed.data):
-        path = tuple(error.absolute_path)
-        where = _where(path)
-        if path == ("version",) and error.validator == "type":
-            continue  # version-not-semver reports it, with the fix (quote it)
-        if "propertyNames" in error.schema_path and isinstance(error.instance, str):
-            # The error sits on the mapping; point at the offending name instead.
-            line, col = parsed.position((*path, error.instance))
-            yield finding("bad-value", rel, line, col, f"{_where((*path, error.instance))}: bad name: {_short(error)}")
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = error.schema.get("properties", {})
-            for key in sorted(set(error.instance) - set(allowed)):
-                hint = _did_you_mean(key, allowed)
-                line, col = parsed.position((*path, key))
-                yield finding("unknown-key", rel, line, col, f"{_where((*path, key))}: unknown key{hint or '; remove it'}")
-        elif error.validator == "required":
-            line, col = parsed.position(path)
-            yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}")
-        else:
-            line, col = parsed.position(path)
-            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {_short(error)}")
-
-
-def _where(path: tuple[Any, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _short(error: jsonschema.ValidationError) -> str:
-    if error.validator == "enum":
-        return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
-    if error.validator == "type" and isinstance(error.instance, str) and error.validator_value == "number":
-        return f"{error.instance!r} is a string, not a number (YAML reads 1e-5 as text: write 1.0e-5)"
-    return error.message
