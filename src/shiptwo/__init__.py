@@ -23,7 +23,7 @@ from shiptwo.errors import (
 # (`shiptwo pv validate`, the pytest plugin) stays light.
 _LAZY = {
     "Qwen2": "shiptwo.model",
-    "Qwen2Config": "shiptwo.model",
+    "Qwen2Config": "shiptwo.qwen2_config",
     "from_pretrained": "shiptwo.checkpoint",
     "detect_format": "shiptwo.tokenize",
     "load_tokenizer": "shiptwo.tokenize",
