@@ -17,6 +17,7 @@ import torch
 
 from shiptwo.checkpoint import from_pretrained, save_apr, save_hf
 from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.tokenize.shards import ArrayWindows
 from shiptwo.train import TrainConfig, eval_batch, train
 
 transformers = pytest.importorskip("transformers")
@@ -24,18 +25,6 @@ transformers = pytest.importorskip("transformers")
 CFG = Qwen2Config(vocab_size=256, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
                   intermediate_size=96, tied_embeddings=True)
 SEQ = 32
-
-
-class Windows:
-    def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
-        n = len(tokens) // (seq_len + 1)
-        self.rows = tokens[: n * (seq_len + 1)].reshape(n, seq_len + 1)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def window(self, i: int) -> np.ndarray:
-        return self.rows[i]
 
 
 def corpus(seed: int, n_tokens: int) -> np.ndarray:
@@ -49,11 +38,11 @@ def corpus(seed: int, n_tokens: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Windows]:
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ArrayWindows]:
     torch.manual_seed(0)
     model = Qwen2(CFG)
-    val = Windows(corpus(2, 16 * (SEQ + 1)), SEQ)
-    train(model, train_reader=Windows(corpus(1, 128 * (SEQ + 1)), SEQ), val_reader=val,
+    val = ArrayWindows(corpus(2, 16 * (SEQ + 1)), seq_len=SEQ)
+    train(model, train_reader=ArrayWindows(corpus(1, 128 * (SEQ + 1)), seq_len=SEQ), val_reader=val,
           config=TrainConfig(lr=1e-2, batch_size=16, seq_len=SEQ, epochs=3))
     root = tmp_path_factory.mktemp("fitted")
     save_apr(model, root / "model.apr")
@@ -64,7 +53,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Window
 @pytest.mark.falsifier("FALSIFY-PRETRAINED-001")
 @pytest.mark.parametrize("fmt", ["apr", "hf"])
 def test_reloaded_model_beats_uniform_and_matches_transformers(
-        fmt: str, fitted: tuple[Path, Path, Windows], record_measurement) -> None:
+        fmt: str, fitted: tuple[Path, Path, ArrayWindows], record_measurement) -> None:
     apr_path, hf_dir, val = fitted
     model = from_pretrained(apr_path if fmt == "apr" else hf_dir)
     window = torch.from_numpy(np.stack([val.window(i) for i in range(8)]).astype(np.int64))

@@ -14,6 +14,7 @@ import torch
 
 from shiptwo.errors import GateError
 from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.tokenize.shards import ArrayWindows
 from shiptwo.train import TrainConfig, check_val_gate, train
 
 CFG = Qwen2Config(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
@@ -21,22 +22,9 @@ CFG = Qwen2Config(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, num
 SEQ = 16
 
 
-class Windows:
-    """An in-memory stand-in for the shard reader: consecutive windows of seq_len + 1 tokens."""
-
-    def __init__(self, tokens: np.ndarray, seq_len: int) -> None:
-        n = len(tokens) // (seq_len + 1)
-        self.rows = tokens[: n * (seq_len + 1)].reshape(n, seq_len + 1)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def window(self, i: int) -> np.ndarray:
-        return self.rows[i]
-
-
-def data(seed: int) -> Windows:
-    return Windows(np.random.default_rng(seed).integers(0, CFG.vocab_size, 64 * (SEQ + 1), dtype=np.uint32), SEQ)
+def data(seed: int) -> ArrayWindows:
+    tokens = np.random.default_rng(seed).integers(0, CFG.vocab_size, 64 * (SEQ + 1), dtype=np.uint32)
+    return ArrayWindows(tokens, seq_len=SEQ)
 
 
 @pytest.mark.falsifier("FALSIFY-TRAIN-DIVERGENCE-001")

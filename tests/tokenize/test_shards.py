@@ -110,3 +110,22 @@ def test_ids_beyond_vocab_are_refused(tmp_path: Path) -> None:
         reader.window(1)
     with pytest.raises(FormatError, match="token 7 is id 5000 >= vocab_size 1000"):
         reader.check()
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(min_value=0, max_value=200), seq_len=st.integers(min_value=1, max_value=17))
+def test_array_windows_read_like_a_one_shard_set(tmp_path_factory: pytest.TempPathFactory, size: int, seq_len: int) -> None:
+    from shiptwo.tokenize.shards import ArrayWindows
+
+    tokens = np.arange(size, dtype=np.uint32) % 997
+    reader = ShardReader(make_set(tmp_path_factory.mktemp("one"), [tokens]), seq_len=seq_len)
+    windows = ArrayWindows(tokens, seq_len=seq_len)
+    assert len(windows) == len(reader)
+    assert all(np.array_equal(windows.window(i), reader.window(i)) for i in range(len(reader)))
+
+
+def test_array_windows_refuse_a_zero_seq_len() -> None:
+    from shiptwo.tokenize.shards import ArrayWindows
+
+    with pytest.raises(UsageError, match="seq_len=0: must be at least 1"):
+        ArrayWindows(np.zeros(8, dtype=np.uint32), seq_len=0)

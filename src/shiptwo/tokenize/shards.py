@@ -201,3 +201,27 @@ class ShardReader:
                 raise FormatError(
                     f"{shard.path}: token {pos} is id {int(ids[pos])} >= vocab_size {self.vocab_size}"
                 )
+
+
+class ArrayWindows:
+    """The ShardReader interface over one in-memory token array (tests, small experiments).
+
+    Consecutive non-overlapping windows of seq_len + 1 tokens, the tail dropped, exactly as a
+    single shard holding `tokens` would be read.
+    """
+
+    def __init__(self, tokens: np.ndarray, *, seq_len: int) -> None:
+        if seq_len < 1:
+            raise UsageError(f"seq_len={seq_len}: must be at least 1")
+        n = len(tokens) // (seq_len + 1)
+        self.seq_len = seq_len
+        self.rows = np.asarray(tokens)[: n * (seq_len + 1)].reshape(n, seq_len + 1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.rows)
+
+    def window(self, i: int) -> np.ndarray:
+        return self.rows[i]
