@@ -6,13 +6,11 @@ One record per session, written by the pytest plugin on the controller, atomical
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import EvidenceError
+from shiptwo.fileio import atomic_write_bytes
 
 RUN_SCHEMA = "shiptwo.run/v1"
 RUN_SCHEMA_VERSION = 1
@@ -122,36 +121,6 @@ def host_facts() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a broken CUDA install must not cost the run record
             facts["cuda_devices"] = None
     return facts
-
-
-def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_run_record(directory: Path, record: dict[str, Any]) -> Path:

@@ -29,10 +29,10 @@ from shiptwo.evidence import (
     git_state,
     host_facts,
     new_run_id,
-    sha256_file,
     utc_now,
     write_run_record,
 )
+from shiptwo.fileio import sha256_file
 from shiptwo.gates import GATES, check_gate
 from shiptwo.status import Status, falsifier_status
 

@@ -140,7 +140,7 @@ def test_killed_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
     target.write_text(COMMENTED)
     script = f"""
 import os, sys, time
-import shiptwo.evidence as ev
+import shiptwo.fileio as ev
 def slow_fsync(fd):
     print("writing", flush=True)
     time.sleep(60)

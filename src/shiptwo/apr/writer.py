@@ -208,7 +208,7 @@ def open_temp_beside(target: Path) -> tuple[int, str]:
 def replace_into(tmp: str, target: Path) -> None:
     """Give the synced temp file the target's mode (0644 when new) and rename it into place atomically.
 
-    The same durability as `shiptwo.evidence.atomic_write_bytes`: data fsynced, then os.replace.
+    The same durability as `shiptwo.fileio.atomic_write_bytes`: data fsynced, then os.replace.
     """
     os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
     os.replace(tmp, target)

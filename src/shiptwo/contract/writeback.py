@@ -175,7 +175,7 @@ def _normalise(value: Any) -> Any:
 
 def write_statuses(evaluation: Evaluation) -> list[str]:
     """Write every contract's computed statuses into its file; returns the paths that changed."""
-    from shiptwo.evidence import atomic_write_bytes
+    from shiptwo.fileio import atomic_write_bytes
 
     changed = []
     for report in evaluation.contracts:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import FormatError
+from shiptwo.fileio import atomic_write_bytes
 
 # The 256 keys of a hex-byte vocab, "00".."ff", in byte order.
 HEX_BYTE_KEYS: tuple[str, ...] = tuple(f"{b:02x}" for b in range(256))
@@ -48,30 +46,6 @@ def read_json(path: Path, *, what: str) -> Any:
         raise FormatError(f"{path}: {what} not found") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path}: {what} is not valid UTF-8 JSON: {exc}") from exc
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that a reader sees either the old file, nothing, or all of the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: Path, doc: Any) -> None:

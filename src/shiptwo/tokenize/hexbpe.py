@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import FormatError, UsageError
+from shiptwo.fileio import atomic_write_bytes
 from shiptwo.tokenize._common import (
     EOS_CANDIDATES,
     HEX_BYTE_KEYS,
     HEX_BYTE_THRESHOLD,
     UNK_CANDIDATES,
-    atomic_write_bytes,
     bytes_to_unicode,
     read_json,
 )
