@@ -191,6 +191,31 @@ def test_deep_nesting_is_a_finding_not_a_crash(depth: int) -> None:
     assert f"nest more than {MAX_DEPTH} levels" in problem.message
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"a: '" + b"[" * 3_000 + b"'\n",  # brackets inside a quoted scalar
+        b'a: "' + b"{" * 3_000 + b'\\""\n',  # inside a double-quoted one, past an escaped quote
+        b"a: x # " + b"[" * 3_000 + b"\n",  # inside a comment
+        b"a: x" + b"[" * 3_000 + b"\n",  # glued to a plain scalar: no collection opens
+    ],
+    ids=["single-quoted", "double-quoted", "comment", "plain"],
+)
+def test_brackets_that_open_nothing_are_not_nesting(text: bytes) -> None:
+    parsed = parse_yaml(text)
+
+    assert parsed.problems == ()
+    assert isinstance(parsed.data["a"], str)
+
+
+def test_deep_nesting_finding_names_the_line_and_column() -> None:
+    parsed = parse_yaml(b"ok: 1\nb: " + b"[" * 5_000 + b"]" * 5_000 + b"\n")
+
+    [problem] = parsed.problems
+    assert (problem.line, problem.column) == (2, 4 + MAX_DEPTH)
+    assert problem.message == f"values nest more than {MAX_DEPTH} levels deep"
+
+
 def test_deep_block_nesting_is_a_finding() -> None:
     parsed = parse_yaml(b"- " * 50_000 + b"x\n")
 

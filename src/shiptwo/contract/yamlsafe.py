@@ -7,6 +7,7 @@ instead of silent overwrites, hangs or tracebacks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ MAX_DEPTH = 100
 # some tens of thousands of nested collections, so text that could nest deeper than this is
 # measured with the (iterative) event parser before it is composed.
 _COMPOSER_SAFE_DEPTH = 1_000
+# The phrase PyYAML (6.0.4 and later) uses when it refuses deep nesting itself.
+_LIBRARY_DEPTH_LIMIT = "maximum nesting depth"
 
 Path_ = tuple[str | int, ...]
 
@@ -154,6 +157,62 @@ class _Builder:
         self.problems.append(YamlProblem(kind, message, mark.line + 1, mark.column + 1))
 
 
+# The characters that matter to flow nesting: brackets, quotes, comments and line ends.
+_FLOW_CHARS = re.compile(r"[\[\]{}'\"#\n]")
+# Where a flow collection or a quoted scalar may begin: after these, or at the start of the text.
+_TOKEN_START = frozenset(" \t\n,:-?")
+
+
+def _too_deep_problem(line: int, column: int) -> YamlProblem:
+    return YamlProblem("syntax", f"values nest more than {MAX_DEPTH} levels deep", line, column)
+
+
+def _flow_too_deep(text: str) -> YamlProblem | None:
+    """A problem if flow brackets nest deeper than MAX_DEPTH, found by our own scan of the text.
+
+    Our own scan, not the YAML library's: libyaml's limits and messages change between releases
+    (6.0.4 began refusing 1,000 flow levels with its own error), and the finding must be ours.
+    Brackets inside quoted scalars and comments do not count; a bracket glued to a plain scalar
+    (`a[i]`) does not open a collection.
+    """
+    depth = 0
+    quote = ""
+    comment = False
+    opened = -2  # where the last collection opened: `[[` opens two, `x[[` none
+    for match in _FLOW_CHARS.finditer(text):
+        char, pos = match.group(), match.start()
+        before = text[pos - 1] if pos else "\n"
+        starts_token = before in _TOKEN_START or opened == pos - 1
+        if char == "\n":
+            comment = False
+        elif comment:
+            continue
+        elif quote:
+            if char == quote and not (quote == '"' and _escaped(text, pos)):
+                quote = ""
+        elif char == "#" and before in " \t\n":
+            comment = True
+        elif char in "'\"" and starts_token:
+            quote = char
+        elif char in "[{" and starts_token:
+            opened = pos
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, pos) + 1
+                return _too_deep_problem(line, pos - text.rfind("\n", 0, pos))
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
+def _escaped(text: str, pos: int) -> bool:
+    """Whether the character at `pos` follows an odd number of backslashes."""
+    run = 0
+    while pos - run - 1 >= 0 and text[pos - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
 def _too_deep(text: str) -> YamlProblem | None:
     """A problem if `text` nests collections deeper than MAX_DEPTH; checked before composing."""
     # Block collections nest at most two levels per column of indentation (a mapping and its
@@ -161,6 +220,9 @@ def _too_deep(text: str) -> YamlProblem | None:
     longest = max(map(len, text.splitlines()), default=0)
     if 2 * (longest + 1) + text.count("[") + text.count("{") <= _COMPOSER_SAFE_DEPTH:
         return None
+    flow = _flow_too_deep(text)
+    if flow is not None:
+        return flow
     depth = 0
     try:
         for event in yaml.parse(text, Loader=_Loader):
@@ -168,11 +230,18 @@ def _too_deep(text: str) -> YamlProblem | None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    return YamlProblem("syntax", f"values nest more than {MAX_DEPTH} levels deep", mark.line + 1, mark.column + 1)
+                    return _too_deep_problem(mark.line + 1, mark.column + 1)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-    except yaml.YAMLError:
+    except yaml.MarkedYAMLError as exc:
+        # The library's own depth limit may speak before our count reaches MAX_DEPTH (libyaml
+        # scans ahead): the text nests too deep all the same, and the finding is ours.
+        if _LIBRARY_DEPTH_LIMIT in str(exc.problem):
+            mark = exc.problem_mark
+            return _too_deep_problem(mark.line + 1 if mark else 1, mark.column + 1 if mark else 1)
         return None  # composing reports the syntax error with its position
+    except yaml.YAMLError:
+        return None
     return None
 
 
@@ -194,6 +263,8 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        if _LIBRARY_DEPTH_LIMIT in str(exc.problem):
+            return ParsedYaml(None, {}, (_too_deep_problem(line, col),))
         reason = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML does not parse: {reason}", line, col),))
     except yaml.reader.ReaderError as exc:
