@@ -8,7 +8,6 @@ switched off for the fp32 comparison (it would legitimately cost ~1e-3 of precis
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,10 +102,10 @@ def _python_ids(tokenizer_json: Path, n_tokens: int) -> torch.Tensor:
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-QWEN-CUDA-001")
-def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, record_measurement) -> None:
+def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_measurement) -> None:
     from shiptwo.checkpoint import from_pretrained
 
-    root = Path(os.environ["SHIPTWO_QWEN_DIR"])
+    root = qwen_dir
     ids = _python_ids(root / "tokenizer.json", 128)
     cpu = from_pretrained(root, device="cpu", dtype=torch.float32)
     with torch.no_grad():

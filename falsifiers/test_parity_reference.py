@@ -2,9 +2,7 @@
 
 The oracle is transformers' eager attention path; its weights reach our model through a saved
 Hugging Face directory and `from_pretrained`, so the key table is under test too. Stages are
-captured with forward hooks (embeddings, every decoder layer's raw output, the final norm): in
-transformers 5.x `output_hidden_states` replaces the last layer's output with the final-normed
-one, so the tuple alone cannot name a diverging last layer.
+compared by `shiptwo.parity` (forward hooks on the reference).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from shiptwo.checkpoint import from_pretrained
-from shiptwo.model import max_rel_err, stage_names
+from shiptwo.parity import compare, first_over, reference_stages
 
 # Small configs that still exercise GQA, non-default theta, head_dim != hidden/heads, both heads.
 CONFIGS = {
@@ -40,46 +38,6 @@ def random_reference(name: str, seed: int) -> torch.nn.Module:
             noise = torch.randn_like(p) * 0.1
             p.copy_(1.0 + noise if "norm" in pname else noise)
     return model
-
-
-def reference_stages(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Logits and [embeddings, each layer's output, final norm] from the transformers model."""
-    captured: list[torch.Tensor] = []
-
-    def keep(_mod: object, _inp: object, out: object) -> None:
-        captured.append(out[0] if isinstance(out, tuple) else out)  # type: ignore[index]
-
-    inner = model.model
-    hooks = [inner.embed_tokens.register_forward_hook(keep)]
-    hooks += [layer.register_forward_hook(keep) for layer in inner.layers]
-    hooks.append(inner.norm.register_forward_hook(keep))
-    try:
-        with torch.no_grad():
-            out = model(ids, output_hidden_states=True)
-    finally:
-        for h in hooks:
-            h.remove()
-    # Cross-check the hook reading against transformers' own tuple where both agree by definition.
-    assert torch.equal(out.hidden_states[0], captured[0])
-    assert torch.equal(out.hidden_states[-1], captured[-1])
-    return out.logits, captured
-
-
-def compare(ours: torch.nn.Module, ref: torch.nn.Module, ids: torch.Tensor) -> tuple[list[float], float, str]:
-    """Per-stage rel errors, logits rel error, and a report naming the first stage over 1e-5."""
-    with torch.no_grad():
-        logits, hidden = ours(ids, return_hidden=True)
-    ref_logits, ref_hidden = reference_stages(ref, ids)
-    errs = [max_rel_err(a, b) for a, b in zip(hidden, ref_hidden, strict=True)]
-    names = stage_names(len(hidden) - 2)
-    report = ", ".join(f"{n}: {e:.2e}" for n, e in zip(names, errs, strict=True))
-    return errs, max_rel_err(logits, ref_logits), report
-
-
-def first_over(errs: list[float], limit: float) -> str:
-    names = stage_names(len(errs) - 2)
-    bad = [n for n, e in zip(names, errs, strict=True) if e > limit]
-    return bad[0] if bad else "none"
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-001")

@@ -153,6 +153,10 @@ def _open(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor] | None]:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(f"{cfg_path}: not valid JSON ({exc}); fix or re-export the config") from exc
         return Qwen2Config.from_hf(raw, source=str(cfg_path)), None
+    from shiptwo.ggml import is_gguf
+
+    if path.is_file() and is_gguf(path):
+        return _open_gguf(path)
     if path.suffix == ".apr":
         from shiptwo import apr
 
@@ -164,7 +168,18 @@ def _open(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor] | None]:
         if md.get("tied_embeddings") is None:  # older files: a missing or 0-byte head means tied
             md["tied_embeddings"] = _is_placeholder(tensors.get(LM_HEAD))
         return Qwen2Config.from_apr_metadata(md, source=str(path)), tensors
-    raise ModelError(f"{path}: neither an .apr file nor a Hugging Face model directory")
+    raise ModelError(f"{path}: neither a GGUF, an .apr file nor a Hugging Face model directory")
+
+
+def _open_gguf(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor]]:
+    """A qwen2 GGUF: its config and every tensor dequantized to float32 under its HF name."""
+    from shiptwo.ggml import open_gguf
+    from shiptwo.ggml.qwen2 import hf_config_from_gguf, iter_hf_tensors
+
+    with open_gguf(path) as gguf:
+        config = hf_config_from_gguf(gguf.metadata)
+        tensors = {hf_name: gguf.dequantize(t.name) for hf_name, t in iter_hf_tensors(gguf)}
+    return Qwen2Config.from_hf(config, source=str(path)), tensors
 
 
 class _maybe_ctx:
@@ -198,7 +213,7 @@ def _hf_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def from_pretrained(path: str | Path, *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> Qwen2:
-    """Load a Qwen2 from an `.apr` file or a Hugging Face dir (config.json + *.safetensors).
+    """Load a Qwen2 from a GGUF, an `.apr` file or a Hugging Face dir (config.json + *.safetensors).
 
     Every parameter is filled exactly once through the key table (see `load_state`); weights are
     cast to `dtype` and placed on `device`. The model is returned in eval mode.
@@ -207,10 +222,23 @@ def from_pretrained(path: str | Path, *, device: str | torch.device = "cpu",
     cfg, tensors = _open(path)
     if tensors is None:
         tensors = _hf_tensors(path)
+    return _build(cfg, tensors, device=device, dtype=dtype, source=str(path))
+
+
+def from_state(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *,
+               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               source: str = "<state>") -> Qwen2:
+    """A Qwen2 from a config.json dict and Hugging Face-named tensors, checked as `from_pretrained` is."""
+    return _build(Qwen2Config.from_hf(dict(config), source=source), tensors, device=device, dtype=dtype,
+                  source=source)
+
+
+def _build(cfg: Qwen2Config, tensors: Mapping[str, torch.Tensor], *, device: str | torch.device,
+           dtype: torch.dtype, source: str) -> Qwen2:
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Qwen2(cfg)
     model = model.to(dtype=dtype)
-    load_state(model, tensors, source=str(path))
+    load_state(model, tensors, source=source)
     return model.to(device).eval()
 
 

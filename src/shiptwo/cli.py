@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "shiptwo.contract.cli",
     "shiptwo.tokenize.cli",
     "shiptwo.apr.cli",
+    "shiptwo.models.cli",
     "shiptwo.train_cli",
 )
 

@@ -102,6 +102,8 @@ EXPECTED = {
 def demo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.delenv("SHIPTWO_QWEN_DIR", raising=False)
     monkeypatch.delenv("SHIPTWO_REQUIRE", raising=False)
+    # An empty cache: the qwen-artifacts gate would otherwise open on a fetched snapshot.
+    monkeypatch.setenv("SHIPTWO_CACHE_DIR", str(pytester.path / ".empty-cache"))
     from shiptwo import gates
 
     gates.clear_cache()

@@ -36,7 +36,7 @@ def test_terminal_summary_names_suspects_and_the_record(demo: pytest.Pytester, p
             "*shiptwo falsifiers*",
             "5 falsifiers in this session: 1 HOST-GATED, 1 DISCHARGED, 1 NUMERICALLY-PASSED-METHODOLOGY-SUSPECT, 1 FALSIFIED, 1 ERROR",
             "*NUMERICALLY-PASSED-METHODOLOGY-SUSPECT: FALSIFY-DEMO-SUSPECT-001: passed, but val_loss=0.00081 nats outside plausible ?1.5, 2.5?",
-            "*HOST-GATED: FALSIFY-DEMO-GATED-001: host gate 'qwen-artifacts' closed: $SHIPTWO_QWEN_DIR is not set*",
+            "*HOST-GATED: FALSIFY-DEMO-GATED-001: host gate 'qwen-artifacts' closed: no Qwen2 snapshot: run `shiptwo models fetch`*",
             "run record: evidence/runs/*.json",
         ]
     )

@@ -20,8 +20,10 @@ def register(subparsers: Any) -> None:
     sub = apr.add_subparsers(dest="apr_command", metavar="COMMAND", parser_class=type(apr))
     apr.set_defaults(func=lambda args: _help(apr))
 
-    p = sub.add_parser("import", help="import a Hugging Face model dir or a .safetensors file")
-    p.add_argument("source", metavar="SRC", help="HF model dir (config.json + *.safetensors) or a .safetensors file")
+    p = sub.add_parser("import", help="import a Hugging Face model dir, a .safetensors file or a GGUF")
+    p.add_argument("source", metavar="SRC",
+                   help="HF model dir (config.json + *.safetensors), a .safetensors file or a qwen2 GGUF "
+                        "(recognised by its bytes; see docs/gguf-import.md for what is kept and what dequantized)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.apr")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_import)

@@ -103,10 +103,7 @@ def _read_safetensors(path: Path, source: Source) -> None:
                 f"{spath}: tensor {name!r}: dtype {dtype_s} has no APR code "
                 f"(APR holds {', '.join(SAFETENSORS_DTYPE)})"
             )
-        numel = 1
-        for d in shape:
-            numel *= d
-        if not 0 <= begin <= end <= size - base or end - begin != numel * PLAIN_ITEMSIZE[code]:
+        if not 0 <= begin <= end <= size - base or end - begin != numel(shape) * PLAIN_ITEMSIZE[code]:
             raise FormatError(f"{spath}: tensor {name!r}: data_offsets [{begin}, {end}) do not fit shape "
                               f"{shape} x {dtype_s} in a {size - base}-byte data section")
         if name in source.tensors:
@@ -192,11 +189,21 @@ class ImportReport:
 
 
 def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> ImportReport:
-    """Import a .safetensors file or an HF model dir into an APR v2 file, bytes unchanged.
+    """Import a .safetensors file, an HF model dir or a GGUF into an APR v2 file.
+
+    The format is recognised by the file's bytes, not its name: a GGUF goes through
+    `shiptwo.apr.gguf_import` (which says what it keeps and what it dequantizes); safetensors
+    bytes are copied unchanged.
 
     A tied source (no `lm_head.weight`, an embedding present, config not saying untied) gets a
     physical `lm_head.weight` copy and `"tied_embeddings": true`, as aprender writes it.
     """
+    from shiptwo.ggml import is_gguf
+
+    if Path(src).is_file() and is_gguf(src):
+        from shiptwo.apr.gguf_import import import_gguf
+
+        return import_gguf(src, out)
     with open_source(src) as source:
         config = source.config or {}
         tie_cfg = config.get("tie_word_embeddings")
@@ -215,14 +222,14 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
             raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, FileRange(embed.file, embed.offset,
                                                                                  embed.data.nbytes)))
         meta: dict[str, Any] = metadata_from_config(config) if config else {"model_type": ""}
-        numel = sum(_numel(r.shape) for r in raws)
+        count = sum(numel(r.shape) for r in raws)
         nbytes = sum(r.data.size for r in raws)
         meta.update(
             {
                 "name": Path(src).stem if Path(src).is_file() else Path(src).name,
                 "source": str(src),
                 "original_format": "safetensors",
-                "param_count": numel,
+                "param_count": count,
                 "total_size": nbytes,
             }
         )
@@ -239,7 +246,8 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
         return ImportReport(str(out), len(source.tensors) + (1 if tied and not has_head else 0), nbytes, tied, dtypes)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
+def numel(shape: tuple[int, ...]) -> int:
+    """The number of elements of a shape."""
     n = 1
     for d in shape:
         n *= d

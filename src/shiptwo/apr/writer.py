@@ -62,7 +62,8 @@ class RawTensor:
 _CHUNK = 8 << 20
 
 
-def _nbytes(data: Any) -> int:
+def raw_nbytes(data: Any) -> int:
+    """The size of a RawTensor's data, whether a FileRange or a buffer."""
     return data.size if isinstance(data, FileRange) else memoryview(data).nbytes
 
 
@@ -96,7 +97,7 @@ def _check(t: RawTensor, path: str) -> int:
         raise UsageError(f"{path}: tensor {t.name!r}: {len(t.shape)} dimensions, APR allows at most {MAX_NDIM}")
     if any(d < 0 for d in t.shape):
         raise UsageError(f"{path}: tensor {t.name!r}: negative dimension in shape {list(t.shape)}")
-    size = _nbytes(t.data)
+    size = raw_nbytes(t.data)
     numel = 1
     for d in t.shape:
         numel *= d
