@@ -177,7 +177,7 @@ def _open_gguf(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor]]:
     from shiptwo.ggml.qwen2 import hf_config_from_gguf, iter_hf_tensors
 
     with open_gguf(path) as gguf:
-        config = hf_config_from_gguf(gguf.metadata)
+        config = hf_config_from_gguf(gguf)
         tensors = {hf_name: gguf.dequantize(t.name) for hf_name, t in iter_hf_tensors(gguf)}
     return Qwen2Config.from_hf(config, source=str(path)), tensors
 

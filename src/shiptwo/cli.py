@@ -25,6 +25,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+# The third-party packages of the subject rooms, and the extra that installs each.
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "torch": "qwen2",
+    "numpy": "tokenize",
+    "tokenizers": "tokenize",
+    "tqdm": "tokenize",
+    "safetensors": "apr",
+    "matplotlib": "qwen2",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so `main` owns every exit code."""
 
@@ -69,6 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # anything the OS still refuses is reported in one line, not a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        # `pip install shiptwo` is the harness alone; a subject's command needs its extra.
+        extra = OPTIONAL_PACKAGES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: this command needs {exc.name}, which the '{extra}' extra installs: "
+              f"pip install 'shiptwo[{extra}]' (or 'shiptwo[all]')", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -31,7 +31,7 @@ def import_gguf(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Imp
 
     src_path = Path(src)
     with open_gguf(src_path) as gguf:
-        config = hf_config_from_gguf(gguf.metadata)
+        config = hf_config_from_gguf(gguf)
         raws: list[RawTensor] = []
         kept = dequantized = 0
         for hf_name, tensor in iter_hf_tensors(gguf):

@@ -23,6 +23,7 @@ from shiptwo.apr.constants import (
     APR_Q4_BLOCK_BYTES,
     COMPRESSION_FLAGS,
     FOOTER_SIZE,
+    GGML_SUPER_BLOCK,
     HEADER_SIZE,
     KNOWN_FLAGS,
     MAGIC,
@@ -420,11 +421,13 @@ def dequantize(raw: np.ndarray, dtype: DType, numel: int) -> np.ndarray:
         nibbles[:, 1::2] = packed >> 4
         values = (nibbles.astype(np.float32) - 8.0) * scales
         return values.reshape(-1)[:numel]
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize as gguf_dequantize
+    from shiptwo.ggml.quants import GgmlType
+    from shiptwo.ggml.quants import dequantize as ggml_dequantize
 
-    qtype = GGMLQuantizationType.Q4_K if canonical is DType.Q4_K else GGMLQuantizationType.Q6_K
-    return gguf_dequantize(raw, qtype).astype(np.float32, copy=False).reshape(-1)[:numel]
+    # APR's codes 12 and 14 are GGML's super-block layouts; a padded last block is decoded whole.
+    qtype = GgmlType.Q4_K if canonical is DType.Q4_K else GgmlType.Q6_K
+    padded = -(-numel // GGML_SUPER_BLOCK) * GGML_SUPER_BLOCK
+    return ggml_dequantize(raw, qtype, padded)[:numel]
 
 
 _TORCH_DTYPES: dict[DType, str] = {

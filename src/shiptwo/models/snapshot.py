@@ -31,7 +31,7 @@ def write_snapshot(gguf_path: Path, out: Path, *, dtype: str = "bfloat16", tied:
     torch_dtype = getattr(torch, dtype)
     out.mkdir(parents=True, exist_ok=True)
     with open_gguf(gguf_path) as gguf:
-        config = hf_config_from_gguf(gguf.metadata)
+        config = hf_config_from_gguf(gguf)
         tensors: dict[str, torch.Tensor] = {}
         for hf_name, tensor in iter_hf_tensors(gguf):
             tensors[hf_name] = gguf.dequantize(tensor.name).to(torch_dtype)
