@@ -13,6 +13,7 @@ own size. Each refusal is one FormatError line naming the file, the field and th
 from __future__ import annotations
 
 import enum
+import itertools
 import mmap
 import os
 import struct
@@ -132,9 +133,11 @@ class GgufFile:
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < _HEADER.size:
-                _check_magic(f.read(10), str(self.path), size)
+                if size >= len(MAGIC):
+                    _check_magic(f.read(10), str(self.path), size)
                 raise FormatError(
-                    f"{self.path}: header: the file has {size} bytes, a GGUF header needs {_HEADER.size}; {_FIX}"
+                    f"{self.path}: header: the file has {size} bytes, "
+                    f"a GGUF header needs {_HEADER.size}; {_FIX}"
                 )
             self._mm: mmap.mmap | None = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
@@ -190,7 +193,8 @@ class GgufFile:
         self.close()
 
     def __repr__(self) -> str:
-        return f"GgufFile({str(self.path)!r}, v{self.version}, {len(self.metadata)} keys, {len(self.tensors)} tensors)"
+        counts = f"{len(self.metadata)} keys, {len(self.tensors)} tensors"
+        return f"GgufFile({str(self.path)!r}, v{self.version}, {counts})"
 
 
 def _check_magic(head: bytes, path: str, size: int) -> None:
@@ -202,7 +206,8 @@ def _check_magic(head: bytes, path: str, size: int) -> None:
     if what is None and magic[:3] == b"APR":
         what = "an APR file"
     elif what is None and len(head) >= 9 and head[8:9] == b"{" and struct.unpack_from("<Q", head)[0] < size:
-        what = "a safetensors file (open it with safetensors, or `shiptwo apr import` it)"  # u64 JSON length, '{'
+        # safetensors: a u64 JSON header length, then the JSON's '{'
+        what = "a safetensors file (open it with safetensors, or `shiptwo apr import` it)"
     elif what is None and magic[:1] == b"{":
         what = "JSON text"
     raise FormatError(f"{path}: magic: found {magic!r}, expected {MAGIC!r}: {what or 'not a GGUF file'}")
@@ -234,7 +239,8 @@ class _Parser:
         if n > self.size - self.pos:
             raise self.fail(
                 field,
-                f"needs {n} bytes at offset {self.pos}, the file ends {self.size - self.pos} bytes later; {_FIX}",
+                f"needs {n} bytes at offset {self.pos}, "
+                f"the file ends {self.size - self.pos} bytes later; {_FIX}",
             )
 
     def u32(self, field: str) -> int:
@@ -252,15 +258,17 @@ class _Parser:
     def string(self, field: str) -> str:
         n = self.u64(f"{field} length")
         if n > self.size - self.pos:
+            left = self.size - self.pos
             raise self.fail(
-                field, f"string length {n} runs past the end of the file ({self.size - self.pos} bytes left); {_FIX}"
+                field, f"string length {n} runs past the end of the file ({left} bytes left); {_FIX}"
             )
         raw = self.buf[self.pos : self.pos + n]
         self.pos += n
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self.fail(field, f"{raw[:40]!r} is not UTF-8 ({exc.reason} at byte {exc.start}); {_FIX}") from None
+            why = f"{exc.reason} at byte {exc.start}"
+            raise self.fail(field, f"{raw[:40]!r} is not UTF-8 ({why}); {_FIX}") from None
 
     def value_type(self, field: str) -> GgufValueType:
         code = self.u32(f"{field} type")
@@ -273,17 +281,19 @@ class _Parser:
 
     def parse(self) -> _Parsed:
         self.need(_HEADER.size, "header")
-        magic, version, n_tensors, n_kv = _HEADER.unpack_from(self.buf, 0)
+        _, version, n_tensors, n_kv = _HEADER.unpack_from(self.buf, 0)
         _check_magic(self.buf[:10], self.path, self.size)
         if version not in VERSIONS:
             if version & 0xFFFF == 0 and version >> 24 in VERSIONS:
                 raise self.fail(
                     "version",
-                    f"{version} is the byte-swapped {version >> 24}: a big-endian GGUF; shiptwo reads little-endian "
-                    "GGUF only, convert it with llama.cpp's gguf-py (gguf_convert_endian)",
+                    f"{version} is the byte-swapped {version >> 24}: a big-endian GGUF; shiptwo reads "
+                    "little-endian GGUF only, convert it with llama.cpp's gguf-py (gguf_convert_endian)",
                 )
             raise self.fail(
-                "version", f"{version} is not supported (shiptwo reads GGUF v2 and v3); re-convert with a current llama.cpp"
+                "version",
+                f"{version} is not supported (shiptwo reads GGUF v2 and v3); "
+                "re-convert with a current llama.cpp",
             )
         self.pos = _HEADER.size
         self._check_count("kv_count", n_kv, _MIN_KV)
@@ -308,7 +318,8 @@ class _Parser:
         if count > left // min_size:
             raise self.fail(
                 field,
-                f"{count} entries cannot fit in the {left} bytes left (each takes at least {min_size}); {_FIX}",
+                f"{count} entries cannot fit in the {left} bytes left "
+                f"(each takes at least {min_size}); {_FIX}",
             )
 
     def value(self, vtype: GgufValueType, field: str, depth: int) -> tuple[Any, tuple[GgufValueType, ...]]:
@@ -331,10 +342,12 @@ class _Parser:
         if etype is GgufValueType.STRING:
             return [self.string(f"{field}[{j}]") for j in range(count)], (vtype, etype)
         if etype is GgufValueType.ARRAY:
-            items, inner = [], (etype,)
+            items: list[Any] = []
+            inner: tuple[GgufValueType, ...] = (etype,)
             for j in range(count):
-                item, inner = self.value(etype, f"{field}[{j}]", depth + 1)
+                item, path = self.value(etype, f"{field}[{j}]", depth + 1)
                 items.append(item)
+                inner = path if j == 0 else inner  # the type path of the first element, as gguf-py
             return items, (vtype, *inner)
         return self.scalars(etype, count, field), (vtype, etype)
 
@@ -391,7 +404,8 @@ class _Parser:
             if inner % values:
                 raise self.fail(
                     field,
-                    f"row length {inner} is not a multiple of the {ggml_type.name} block of {values} values; {_FIX}",
+                    f"row length {inner} is not a multiple of the {ggml_type.name} block "
+                    f"of {values} values; {_FIX}",
                 )
             numel = 1
             for d in shape:
@@ -403,11 +417,12 @@ class _Parser:
             if start + nbytes > self.size:
                 raise self.fail(
                     field,
-                    f"data [{start}, {start + nbytes}) runs past the end of the file ({self.size} bytes); {_FIX}",
+                    f"data [{start}, {start + nbytes}) runs past the end of the file "
+                    f"({self.size} bytes); {_FIX}",
                 )
             tensors[name] = GgufTensor(name, ggml_type, shape, start, nbytes)
         ordered = sorted((t for t in tensors.values() if t.nbytes), key=lambda t: t.offset)
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in itertools.pairwise(ordered):
             if b.offset < a.offset + a.nbytes:
                 raise self.fail(
                     f"tensor {b.name!r}",
