@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shiptwo.contract.model import Contract
-from shiptwo.evidence import TestResult
-from shiptwo.status import ContractStatus, Status, contract_status, falsifier_status
+from shiptwo.evidence import ControlRun, TestResult
+from shiptwo.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
 
 CONTRACT = Contract.from_data(
     {
@@ -147,6 +147,7 @@ def test_verdict_keeps_the_deciding_numbers() -> None:
     ("statuses", "expected"),
     [
         ([Status.DISCHARGED, Status.FALSIFIED], ContractStatus.FALSIFIED),
+        ([Status.DISCHARGED, Status.VACUOUS], ContractStatus.FALSIFIED),
         ([Status.DISCHARGED, Status.DISCHARGED], ContractStatus.ACTIVE_RUNTIME),
         ([Status.DISCHARGED, Status.HOST_GATED], ContractStatus.DRAFT_PARTIAL_DISCHARGE),
         ([Status.SUSPECT, Status.NOT_RUN], ContractStatus.DRAFT),
@@ -155,3 +156,158 @@ def test_verdict_keeps_the_deciding_numbers() -> None:
 )
 def test_contract_status(statuses: list[Status], expected: ContractStatus) -> None:
     assert contract_status(statuses) is expected
+
+
+# Outcomes that never reached their end, missing measurements, ordering.
+
+
+def test_a_crashed_test_is_an_error_and_demotes_an_older_pass() -> None:
+    verdict = falsifier_status(F, bound_tests=[NODE], results=[result("passed", "1"), result("crashed", "2")])
+    assert verdict.status is Status.ERROR and "never reached its end (crashed)" in verdict.reason
+
+
+def test_an_interrupted_test_decides_nothing() -> None:
+    verdict = falsifier_status(F, bound_tests=[NODE], results=[result("interrupted", "1")])
+    assert verdict.status is Status.NOT_RUN and "interrupted" in verdict.reason
+    # An earlier complete run still speaks; the interrupted one neither discharges nor demotes.
+    assert status(result("failed", "1"), result("interrupted", "2")) is Status.FALSIFIED
+
+
+def test_a_pass_that_did_not_record_its_measurements_is_an_error() -> None:
+    r = result("passed", "1")
+    verdict = falsifier_status(F, bound_tests=[NODE], results=[TestResult(**{**r.__dict__, "measurements": {}})])
+    assert verdict.status is Status.ERROR
+    assert verdict.reason == "the test passed without recording declared measurement(s) val_loss"
+
+
+@pytest.mark.parametrize(("first", "second", "expected"), [("failed", "passed", Status.DISCHARGED), ("passed", "failed", Status.FALSIFIED)])
+def test_equal_times_are_ordered_by_sequence_not_by_run_id(first: str, second: str, expected: Status) -> None:
+    older = TestResult(**{**result(first, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "zzz", "sequence": 1})
+    newer = TestResult(**{**result(second, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "aaa", "sequence": 2})
+    assert status(older, newer) is expected
+
+
+def test_the_real_run_of_a_controlled_test_continues_its_history_before_controls() -> None:
+    # Before controls the node was `test_x`; with them its real run is `test_x[real]`: one test.
+    assert status(result("failed", "1"), result("passed", "2", node=NODE + "[real]")) is Status.DISCHARGED
+    assert status(result("passed", "1", node=NODE + "[bf16-real]"), result("failed", "2", node=NODE + "[bf16]")) is Status.FALSIFIED
+
+
+# Controls.
+
+CONTROLLED = Contract.from_data(
+    {
+        "schema": "shiptwo.contract/v1",
+        "id": "c-v1",
+        "version": "1.0.0",
+        "title": "t",
+        "obligations": [{"id": "O-001", "statement": "s"}],
+        "falsifiers": [
+            {
+                "id": "FALSIFY-Y-001",
+                "obligations": ["O-001"],
+                "prediction": "the model loads every weight",
+                "controls": [
+                    {"id": "qkv-bias-random", "defect": "q/k/v biases left at init"},
+                    {"id": "tied-head-random", "defect": "the tied head left random"},
+                ],
+                "covers": ["src/model.py"],
+            }
+        ],
+    },
+    Path("c-v1.yaml"),
+)
+G = CONTROLLED.falsifiers[0]
+CODE = {"src/model.py": "a" * 64}
+
+
+def controlled(
+    outcome: str, at: str, *, node: str = NODE + "[real]", covers: dict[str, str] | None = CODE, **controls: str
+) -> TestResult:
+    return TestResult(
+        run_id=f"run-{at}",
+        finished_at=at,
+        commit="abc",
+        host="h",
+        nodeid=node,
+        falsifiers=(G.id,),
+        outcome=outcome,
+        measurements={},
+        fingerprints={G.id: G.fingerprint},
+        controls={G.id: {cid.replace("_", "-"): ControlRun(o, f"why {cid}") for cid, o in controls.items()}},
+        covers={G.id: covers} if covers is not None else {},
+    )
+
+
+def judge(*results: TestResult, bound: list[str] | None = None, covered: dict[str, str] | None = CODE) -> Verdict:
+    return falsifier_status(G, bound_tests=[NODE] if bound is None else bound, results=results, covered=covered)
+
+
+def test_control_fixture_value_compares_equal_to_its_id() -> None:
+    control = G.controls[0]
+    assert control == "qkv-bias-random" and control != "tied-head-random" and "qkv-bias-random" == control
+    assert control in {"qkv-bias-random"} and str(control) == "qkv-bias-random"
+    assert (control.id, control.defect, control.falsifier) == ("qkv-bias-random", "q/k/v biases left at init", G.id)
+
+
+def test_every_control_refuted_discharges() -> None:
+    verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted"))
+    assert verdict.status is Status.DISCHARGED and verdict.refuted == 2
+    assert [(c.id, c.outcome) for c in verdict.controls] == [("qkv-bias-random", "refuted"), ("tied-head-random", "refuted")]
+
+
+def test_a_surviving_control_makes_the_falsifier_vacuous() -> None:
+    verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="survived"))
+    assert verdict.status is Status.VACUOUS and verdict.refuted == 1
+    assert verdict.reason.startswith("control 'tied-head-random' survived: its run passed with the defect planted (the tied head left random)")
+    assert contract_status([Status.DISCHARGED, Status.VACUOUS]) is ContractStatus.FALSIFIED
+
+
+def test_a_control_that_errored_or_never_ran_blocks_discharge() -> None:
+    errored = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="error"))
+    assert errored.status is Status.ERROR and "control 'tied-head-random' errored" in errored.reason
+    missing = judge(controlled("passed", "1", qkv_bias_random="refuted"))
+    assert missing.status is Status.NOT_RUN
+    assert missing.reason == "control 'tied-head-random' has no verdict (run run-1 has no control run for it); run the test with its controls"
+    skipped = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="not-run"))
+    assert skipped.status is Status.NOT_RUN
+
+
+def test_controls_count_only_from_the_deciding_run() -> None:
+    # Refuted once, in an older run: the newest run (other code) did not watch it fail.
+    verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted"), controlled("passed", "2"))
+    assert verdict.status is Status.NOT_RUN and verdict.refuted == 0
+    # A survivor from an older run is forgotten once the newest run catches it.
+    fixed = judge(
+        controlled("passed", "1", qkv_bias_random="survived", tied_head_random="survived"),
+        controlled("passed", "2", qkv_bias_random="refuted", tied_head_random="refuted"),
+    )
+    assert fixed.status is Status.DISCHARGED
+
+
+def test_a_control_is_refuted_when_any_bound_test_catches_it() -> None:
+    other = "falsifiers/test_x.py::test_y"
+    verdict = judge(
+        controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="not-run"),
+        controlled("passed", "1", node=other + "[real]", qkv_bias_random="not-run", tied_head_random="refuted"),
+        bound=[NODE, other],
+    )
+    assert verdict.status is Status.DISCHARGED
+
+
+def test_a_refuted_prediction_outranks_its_controls() -> None:
+    assert judge(controlled("failed", "1", qkv_bias_random="survived")).status is Status.FALSIFIED
+
+
+def test_edited_covered_code_makes_the_evidence_stale() -> None:
+    run = controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted")
+    edited = judge(run, covered={"src/model.py": "b" * 64, "src/new.py": "c" * 64})
+    assert edited.status is Status.STALE
+    assert edited.reason == "covered code changed since run run-1: src/model.py (edited), src/new.py (new)"
+    assert judge(run, covered={}).reason == "covered code changed since run run-1: src/model.py (deleted)"
+    assert judge(run, covered=None).status is Status.DISCHARGED  # in-session: nothing to compare
+
+
+def test_a_record_without_a_digest_of_the_covered_code_is_stale() -> None:
+    verdict = judge(controlled("passed", "1", covers=None, qkv_bias_random="refuted", tied_head_random="refuted"))
+    assert verdict.status is Status.STALE and "recorded no digest of the files it covers" in verdict.reason

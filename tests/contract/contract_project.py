@@ -30,6 +30,7 @@ falsifiers:
     if_fails: Nothing demonstrates anything.
     tests:
       - falsifiers/test_demo.py::test_demo
+    controls: [{id: demo-broken, defect: the demo is broken on purpose}]
     measurements:
       error:
         unit: nats
@@ -40,6 +41,7 @@ falsifiers:
     prediction: The grouped demo test passes.
     tests:
       - falsifiers/test_demo.py::TestGroup::test_twice
+    controls: [{id: group-broken, defect: the group is broken on purpose}]
 status: DRAFT
 changelog:
   - {version: 1.0.0, date: 2026-11-21, change: first version}
@@ -50,14 +52,14 @@ import pytest
 
 
 @pytest.mark.falsifier("FALSIFY-DEMO-001")
-def test_demo():
-    pass
+def test_demo(falsifier_control):
+    assert falsifier_control is None
 
 
 class TestGroup:
     @pytest.mark.falsifier("FALSIFY-DEMO-002")
-    def test_twice(self):
-        pass
+    def test_twice(self, falsifier_control):
+        assert falsifier_control is None
 
 
 def test_unmarked():

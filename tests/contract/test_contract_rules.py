@@ -18,6 +18,8 @@ from .contract_project import GOOD, TEST_DEMO, Project, col_of, edit, line_of, o
 
 CONTRACT = "contracts/demo-v1.yaml"
 TESTS_1 = "      - falsifiers/test_demo.py::test_demo\n"
+CONTROLS_1 = "    controls: [{id: demo-broken, defect: the demo is broken on purpose}]\n"
+CONTROLS_2 = "    controls: [{id: group-broken, defect: the group is broken on purpose}]\n"
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,81 @@ CASES = {
         "PV505",
         (("        pass: {max: 0.5}\n        plausible: {min: 0.0, max: 0.5}\n", ""),),
         "      error:", "error", ("measurements.error", "neither `pass` nor `plausible`"),
+    ),
+    # Controls and covered code (PV7xx), and the schema's words on them.
+    "PV701-absent": Case(
+        "PV701", ((CONTROLS_2, ""),), "- id: FALSIFY-DEMO-002", "id",
+        ("falsifiers[1].controls: FALSIFY-DEMO-002 declares none", "add controls: [{id: <slug>, defect:", "falsifier_control"),
+    ),
+    "PV701-empty-list": Case(
+        "PV701", ((CONTROLS_2, "    controls: []\n"),), "controls: []", "controls",
+        ("falsifiers[1].controls: FALSIFY-DEMO-002 declares none", "add controls:"),
+    ),
+    "PV702": Case(
+        "PV702",
+        ((CONTROLS_1, "    controls:\n      - {id: demo-broken, defect: one}\n      - {id: demo-broken, defect: two}\n"),),
+        "defect: two}", "id", ("falsifiers[0].controls[1].id: 'demo-broken' repeats controls[0]", "give each control its own id"),
+    ),
+    "PV703": Case(
+        "PV703", ((CONTROLS_1, CONTROLS_1 + "    covers: [src/shiptwo/modle.py]\n"),), "covers:", "src/",
+        ("falsifiers[0].covers[0]: 'src/shiptwo/modle.py' matches no file under", "fix the path or glob (renamed?), or remove it"),
+        files={"src/shiptwo/model.py": "x = 1\n"},
+    ),
+    "PV704-absolute": Case(
+        "PV704", ((CONTROLS_1, CONTROLS_1 + "    covers: [/etc/passwd]\n"),), "covers:", "/etc",
+        ("falsifiers[0].covers[0]: '/etc/passwd' is an absolute path", "relative to the project root"),
+    ),
+    "PV704-climbs-out": Case(
+        "PV704", ((CONTROLS_1, CONTROLS_1 + "    covers: [src/../../elsewhere/x.py]\n"),), "covers:", "src/",
+        ("'src/../../elsewhere/x.py' climbs out of the project root with '..'",),
+    ),
+    "PV101-control-key": Case(
+        "PV101", (("defect: the demo is broken", "defects: the demo is broken"),), "defects:", "defects",
+        ("falsifiers[0].controls[0].defects: unknown key; did you mean 'defect'?",),
+        also=("PV102",),  # and `defect` is now missing
+    ),
+    "PV101-comma-in-flow-text": Case(
+        "PV101", (("defect: the demo is broken on purpose}", "defect: weights at N(0, 0.02) on purpose}"),),
+        "N(0, 0.02)", "0.02)",
+        ("falsifiers[0].controls[0].0.02) on purpose: unknown key", "a ',' or ': ' inside unquoted text", "quote the text"),
+    ),
+    "PV102-control-defect": Case(
+        "PV102", (("{id: demo-broken, defect: the demo is broken on purpose}", "{id: demo-broken}"),), "{id: demo-broken}", "{",
+        ("falsifiers[0].controls[0]: 'defect' is a required property", "say in one sentence which defect the test plants"),
+    ),
+    "PV103-control-id": Case(
+        "PV103", (("{id: demo-broken,", "{id: Demo_Broken,"),), "Demo_Broken", "id",
+        ("falsifiers[0].controls[0].id: 'Demo_Broken' does not match", "short slug", "e.g. qkv-bias-random"),
+    ),
+    "PV103-control-id-too-long": Case(
+        "PV103", (("{id: demo-broken,", "{id: " + "x" * 65 + ","),), "xxxxx", "id",
+        ("falsifiers[0].controls[0].id: '" + "x" * 65 + "' is too long", "at most 64 characters"),
+    ),
+    "PV103-control-defect-empty": Case(
+        "PV103", (("defect: the demo is broken on purpose}", "defect: ''}"),), "defect: ''", "defect",
+        ("falsifiers[0].controls[0].defect: '' should be non-empty", "say in one sentence which defect"),
+    ),
+    "PV103-controls-not-a-list": Case(
+        "PV103", ((CONTROLS_1, "    controls: demo-broken\n"),), "controls: demo-broken", "controls",
+        ("falsifiers[0].controls: 'demo-broken' is not of type 'array'", "write a list of controls, each {id: qkv-bias-random"),
+    ),
+    "PV103-control-not-a-mapping": Case(
+        "PV103", ((CONTROLS_1, "    controls: [demo-broken]\n"),), "controls: [demo-broken]", "demo-broken",
+        ("falsifiers[0].controls[0]: 'demo-broken' is not of type 'object'", "write each control as {id: qkv-bias-random"),
+    ),
+    "PV103-covers-not-a-list": Case(
+        "PV103", ((CONTROLS_1, CONTROLS_1 + "    covers: src/shiptwo/model.py\n"),), "covers:", "covers",
+        ("falsifiers[0].covers: 'src/shiptwo/model.py' is not of type 'array'", "write a list of paths or globs"),
+        files={"src/shiptwo/model.py": "x = 1\n"},
+    ),
+    "PV103-covers-twice": Case(
+        "PV103", ((CONTROLS_1, CONTROLS_1 + "    covers: [src/shiptwo/model.py, src/shiptwo/model.py]\n"),), "covers:", "covers",
+        ("falsifiers[0].covers: ['src/shiptwo/model.py', 'src/shiptwo/model.py'] has non-unique elements", "name each path or glob once"),
+        files={"src/shiptwo/model.py": "x = 1\n"},
+    ),
+    "PV103-covers-entry": Case(
+        "PV103", ((CONTROLS_1, CONTROLS_1 + "    covers: [7]\n"),), "covers:", "7",
+        ("falsifiers[0].covers[0]: 7 is not of type 'string'", "give a path or glob relative to the project root"),
     ),
 }
 

@@ -20,8 +20,13 @@ BASES = [parse_yaml(GOOD.encode()).data] + [parse_yaml(p.read_bytes()).data for 
 VALUES = [
     None, True, 0, 1, 1.5, float("nan"), "", "x", "DRAFT", "FALSIFY-X-001", "ABC-001", "Bad Name",
     [], ["a"], ["a", "a"], [1], ["cuda", "cuda"], {}, {"min": 1}, {"max": "1e-5"}, {"unit": "x"}, {"k": 1},
+    "VACUOUS", "qkv-bias-random", "x" * 65, [{"id": "a", "defect": "d"}], [{"id": "a"}], {"id": "a", "defect": "d"},
+    {"declared": 1, "refuted": 1}, {"declared": 1.5, "refuted": 1},
 ]
-KEYS = ["extra", "unit", "min", "max", "id", "pass", "plausible", "Bad", "status", "tests", "requires", "evidence"]
+KEYS = [
+    "extra", "unit", "min", "max", "id", "pass", "plausible", "Bad", "status", "tests", "requires", "evidence",
+    "controls", "covers", "defect", "declared",
+]
 
 
 def valid_by_jsonschema(doc: Any) -> bool:

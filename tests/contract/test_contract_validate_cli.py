@@ -40,7 +40,7 @@ def test_a_file_with_three_problems_yields_three_findings(project: Project) -> N
 
     findings = project.validate().findings
 
-    assert [(f.rule, f.line) for f in findings] == [("PV101", 5), ("PV503", 25), ("PV103", 31)]
+    assert [(f.rule, f.line) for f in findings] == [("PV101", 5), ("PV503", 26), ("PV103", 33)]
 
 
 def test_two_bad_files_are_both_reported(project: Project) -> None:
@@ -106,6 +106,33 @@ def test_exit_0_with_only_warnings(project: Project, capsys: pytest.CaptureFixtu
     assert "warning PV204 changelog-version" in out
 
 
+def test_a_falsifier_without_controls_warns_and_strict_makes_it_an_error(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    project.contract(edit(GOOD, ("    controls: [{id: group-broken, defect: the group is broken on purpose}]\n", "")))
+
+    code, out, _ = run_cli(capsys, "pv", "validate", str(project.root / "contracts"))
+
+    assert code == 0
+    assert "contracts/demo-v1.yaml:27:5: warning PV701 no-controls: falsifiers[1].controls: FALSIFY-DEMO-002 declares none" in out
+    code, out, _ = run_cli(capsys, "pv", "validate", "--strict", str(project.root / "contracts"))
+    assert code == 1
+    assert "error PV701 no-controls" in out and "1 error, 0 warnings" in out
+
+
+def test_covers_takes_paths_globs_and_directories(project: Project) -> None:
+    for rel in ("src/pkg/model.py", "src/pkg/train.py", "src/pkg/sub/ops.py", "src/pkg/__pycache__/model.cpython-311.pyc"):
+        project.write(rel, "x = 1\n")
+    project.contract(edit(GOOD, ("    if_fails:", "    covers: [src/pkg/model.py, 'src/pkg/t*.py', src/pkg/sub, 'src/**/ops.py']\n    if_fails:")))
+
+    result = project.validate()
+
+    assert result.findings == []
+    from shiptwo.evidence import covered_files
+
+    assert list(covered_files(project.root, result.contracts[0].falsifiers[0].covers)) == [
+        "src/pkg/model.py", "src/pkg/sub/ops.py", "src/pkg/train.py",
+    ]
+
+
 def test_exit_1_for_error_findings(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     project.contract(edit(GOOD, *THREE_PROBLEMS))
 
@@ -165,7 +192,7 @@ def test_json_has_the_spec_fields(project: Project, capsys: pytest.CaptureFixtur
     ]
     [finding] = doc["findings"]
     assert {k: finding[k] for k in ("rule", "severity", "path", "line")} == {
-        "rule": "PV103", "severity": "error", "path": "contracts/other-v1.yaml", "line": 27,
+        "rule": "PV103", "severity": "error", "path": "contracts/other-v1.yaml", "line": 29,
     }
     assert "'DONE' is not one of" in finding["message"]
 
@@ -177,8 +204,8 @@ def test_github_format_emits_annotations(project: Project, capsys: pytest.Captur
 
     assert code == 1
     lines = out.splitlines()
-    assert re.fullmatch(r"::error file=contracts/demo-v1\.yaml,line=31,col=1,title=PV103 bad-value::status: 'DONE' .*", lines[0])
-    assert lines[1].startswith("::warning file=contracts/demo-v1.yaml,line=32,")
+    assert re.fullmatch(r"::error file=contracts/demo-v1\.yaml,line=33,col=1,title=PV103 bad-value::status: 'DONE' .*", lines[0])
+    assert lines[1].startswith("::warning file=contracts/demo-v1.yaml,line=34,")
 
 
 def test_rules_lists_every_code(capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,7 +281,7 @@ def test_github_format_escapes_separators_in_file_names(project: Project, capsys
     code, out, _ = run_cli(capsys, "pv", "validate", "--format", "github", str(project.root / "contracts"))
 
     assert code == 1
-    assert out.startswith("::error file=contracts/a%2Cb/demo-v1.yaml,line=31,col=1,title=PV103 bad-value::")
+    assert out.startswith("::error file=contracts/a%2Cb/demo-v1.yaml,line=33,col=1,title=PV103 bad-value::")
 
 
 def test_a_file_named_twice_is_validated_once(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 CONTRACT = """\
 schema: shiptwo.contract/v1
@@ -113,6 +115,25 @@ def demo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.P
     (pytester.path / "falsifiers").mkdir()
     (pytester.path / "falsifiers" / "test_demo.py").write_text(TESTS)
     return pytester
+
+
+@pytest.fixture
+def make_project(demo: pytest.Pytester) -> Any:
+    """A project of one contract and one test file, in place of the demo's: make_project(contract, tests)."""
+
+    def make(contract: str, tests: str, **files: str) -> pytest.Pytester:
+        (demo.path / "contracts" / "demo-v1.yaml").unlink()
+        (demo.path / "falsifiers" / "test_demo.py").unlink()
+        data = yaml.safe_load(contract)
+        (demo.path / "contracts" / f"{data['id']}.yaml").write_text(contract)
+        (demo.path / "falsifiers" / "test_subject.py").write_text(tests)
+        for rel, text in files.items():
+            path = demo.path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return demo
+
+    return make
 
 
 def _pv_json(root: Path, *extra: str) -> tuple[int, dict]:

@@ -20,7 +20,7 @@ def one_record(demo: pytest.Pytester) -> Path:
     [
         (lambda text: text[: len(text) // 2], "run record is not valid JSON (truncated or corrupt?)"),
         (lambda text: "\x00\x01garbage", "run record is not valid JSON"),
-        (lambda text: text.replace('"schema_version": 1', '"schema_version": 7'), "schema_version 7 is newer than this shiptwo reads (1); upgrade shiptwo"),
+        (lambda text: text.replace('"schema_version": 2', '"schema_version": 7'), "schema_version 7 is newer than this shiptwo reads (2); upgrade shiptwo"),
         (lambda text: text.replace('"shiptwo.run/v1"', '"other/v1"'), "schema: 'other/v1' is not a shiptwo run record"),
         (lambda text: text.replace('"outcome": "passed"', '"outcome": "won"'), "tests[0] is not a test result"),
         (lambda text: text.replace('"loss": [\n     2.0\n    ]', '"loss": 5'), "tests[0].measurements.loss is not a list of numbers"),

@@ -46,7 +46,7 @@ def test_terminal_summary_names_suspects_and_the_record(demo: pytest.Pytester, p
 def test_run_record_holds_what_the_spec_asks(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
     demo.runpytest(*NOT_RUN)
     (record,) = records(demo.path)
-    assert record["schema"] == "shiptwo.run/v1" and record["schema_version"] == 1
+    assert record["schema"] == "shiptwo.run/v1" and record["schema_version"] == 2
     for key in ("run_id", "started_at", "finished_at", "git", "host", "gates", "artifacts", "tests"):
         assert key in record
     assert record["started_at"] <= record["finished_at"]

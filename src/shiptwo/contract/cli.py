@@ -16,11 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "validate",
         help="validate contracts and report each falsifier's status from run evidence",
         description="Validate contracts, then compute every falsifier's status from the run records. "
-        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED falsifier or a failed --check; "
+        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED or VACUOUS falsifier or a failed --check; "
         "2: usage error or nothing to check.",
     )
     _common(validate)
     validate.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
+    validate.add_argument(
+        "--strict", action="store_true",
+        help="treat every warning as an error (e.g. PV701: a falsifier without controls)",
+    )
     mode = validate.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write status and evidence back into the YAML")
     mode.add_argument("--check", action="store_true", help="fail when the YAML's statuses differ from the evidence")
@@ -76,6 +80,9 @@ def _validate(args: argparse.Namespace) -> int:
     from shiptwo.status import Status
 
     ev = _evaluate(args)
+    if args.strict:
+        ev.validation.findings = [_as_error(f) for f in ev.validation.findings]
+        ev.evidence_findings = [_as_error(f) for f in ev.evidence_findings]
     # An unreadable run record might be the newest word on some falsifier: never write around it.
     blocked = has_errors(ev.findings)
     if args.write and not blocked:
@@ -92,9 +99,18 @@ def _validate(args: argparse.Namespace) -> int:
         print(report.render_github(ev))
     else:
         print(report.render_text(ev, verbose=not args.quiet))
-    falsified = any(f.verdict.status is Status.FALSIFIED for c in ev.contracts for f in c.falsifiers)
+    falsified = any(f.verdict.status in (Status.FALSIFIED, Status.VACUOUS) for c in ev.contracts for f in c.falsifiers)
     failed_write = args.write and blocked
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
+
+
+def _as_error(f):  # type: ignore[no-untyped-def]
+    """`f` with error severity (--strict)."""
+    import dataclasses
+
+    from shiptwo.contract.rules import Severity
+
+    return dataclasses.replace(f, severity=Severity.ERROR)
 
 
 def _check_findings(ev):  # type: ignore[no-untyped-def]
@@ -134,14 +150,19 @@ def _status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(report.to_json(ev)["contracts"], indent=2))
         return 0
-    rows = [("CONTRACT / FALSIFIER", "DECLARED", "EVIDENCE", "REQUIRES")]
+    rows = [("CONTRACT / FALSIFIER", "DECLARED", "EVIDENCE", "CONTROLS REFUTED", "REQUIRES")]
     for c in ev.contracts:
-        rows.append((c.contract.id, c.contract.status or "-", c.status.value, ",".join(c.contract.requires) or "-"))
+        declared = sum(len(f.verdict.controls) for f in c.falsifiers)
+        refuted = sum(f.verdict.refuted for f in c.falsifiers)
+        rows.append(
+            (c.contract.id, c.contract.status or "-", c.status.value, f"{refuted}/{declared}", ",".join(c.contract.requires) or "-")
+        )
         for f in c.falsifiers:
+            controls = f"{f.verdict.refuted}/{len(f.verdict.controls)}" if f.verdict.controls else "none"
             rows.append(
-                ("  " + f.falsifier.id, f.falsifier.status or "-", f.verdict.status.value, ",".join(f.falsifier.requires) or "-")
+                ("  " + f.falsifier.id, f.falsifier.status or "-", f.verdict.status.value, controls, ",".join(f.falsifier.requires) or "-")
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     print(report.summary_line(ev))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from shiptwo.contract.findings import Finding, finding
 from shiptwo.contract.model import Contract, Falsifier
 from shiptwo.contract.validate import ValidationResult
-from shiptwo.evidence import TestResult, read_run_records
+from shiptwo.evidence import RecordFromTheFuture, TestResult, covered_files, read_run_records
 from shiptwo.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
 
 
@@ -37,12 +38,18 @@ class Evaluation:
         return sorted(self.validation.findings + self.evidence_findings)
 
 
-def evaluate(validation: ValidationResult, evidence_dir: Path) -> Evaluation:
-    """Compute every falsifier's status from the run records under `evidence_dir`."""
-    records, errors = read_run_records(evidence_dir)
+def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime | None = None) -> Evaluation:
+    """Compute every falsifier's status from the run records under `evidence_dir`.
+
+    A record that cannot be read, or that finished after `now` (default: this machine's clock),
+    is a finding and decides nothing. Falsifiers that `cover` files are judged against those
+    files as they are on disk now.
+    """
+    records, errors = read_run_records(evidence_dir, now=now)
     out = Evaluation(validation, runs=len(records))
     for exc in errors:
-        out.evidence_findings.append(finding("evidence-unreadable", str(exc).split(":", 1)[0], 1, 1, str(exc)))
+        rule = "evidence-from-the-future" if isinstance(exc, RecordFromTheFuture) else "evidence-unreadable"
+        out.evidence_findings.append(finding(rule, str(exc).split(":", 1)[0], 1, 1, str(exc)))
     results: list[TestResult] = [r for record in records for r in record.results()]
     by_falsifier: dict[str, list[TestResult]] = {}
     for r in results:
@@ -52,7 +59,8 @@ def evaluate(validation: ValidationResult, evidence_dir: Path) -> Evaluation:
         reports = []
         for f in contract.falsifiers:
             bound = validation.markers.get(f.id, [])
-            verdict = falsifier_status(f, bound_tests=bound, results=by_falsifier.get(f.id, []))
+            covered = covered_files(validation.root, f.covers) if f.covers else None
+            verdict = falsifier_status(f, bound_tests=bound, results=by_falsifier.get(f.id, []), covered=covered)
             reports.append(FalsifierReport(f, verdict))
         status = contract_status(r.verdict.status for r in reports)
         out.contracts.append(ContractReport(contract, status, tuple(reports)))

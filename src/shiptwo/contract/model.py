@@ -48,6 +48,32 @@ class Obligation:
     statement: str
 
 
+@dataclass(frozen=True, eq=False)
+class Control:
+    """A defect planted on purpose that the falsifier must be seen catching.
+
+    The `falsifier_control` fixture hands one to a bound test on each control run. It compares
+    equal to its id, so a test can write `if falsifier_control == "qkv-bias-random": ...`.
+    """
+
+    id: str
+    defect: str
+    falsifier: str = ""  # the id of the falsifier that declares it
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.id == other
+        if isinstance(other, Control):
+            return (self.id, self.defect, self.falsifier) == (other.id, other.defect, other.falsifier)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)  # equal to its id, so it must hash like it
+
+    def __str__(self) -> str:
+        return self.id
+
+
 @dataclass(frozen=True)
 class Falsifier:
     id: str
@@ -61,12 +87,17 @@ class Falsifier:
     status: str | None = None
     evidence: dict[str, Any] | None = field(default=None, hash=False)
     raw: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
+    controls: tuple[Control, ...] = ()  # defects it must be seen catching
+    covers: tuple[str, ...] = ()  # paths or globs, relative to the project root, of the code it exercises
 
     @property
     def fingerprint(self) -> str:
         """sha256 of what the falsifier claims: id, prediction, measurements, requires.
 
         Evidence recorded against another fingerprint is STALE: the claim was edited since.
+        `controls` and `covers` stay out of it: a record is judged against them directly (a
+        control it did not run is not-run, a covered file that changed names itself), so
+        declaring them does not throw away evidence that still speaks.
         """
         claim = {
             "id": self.id,
@@ -114,6 +145,8 @@ class Contract:
                     status=f.get("status"),
                     evidence=f.get("evidence"),
                     raw=f,
+                    controls=tuple(Control(c["id"], c["defect"], f["id"]) for c in f.get("controls") or ()),
+                    covers=tuple(f.get("covers") or ()),
                 )
             )
         return cls(

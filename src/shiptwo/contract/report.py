@@ -8,7 +8,7 @@ from typing import Any
 from shiptwo.contract.evaluate import Evaluation, statuses_tally
 from shiptwo.contract.findings import Finding
 from shiptwo.contract.rules import Severity
-from shiptwo.status import Status
+from shiptwo.status import Status, Verdict
 
 
 def _finding_text(f: Finding) -> str:
@@ -42,11 +42,20 @@ def render_text(ev: Evaluation, *, verbose: bool = True) -> str:
             width = max(len(f.verdict.status.value) for f in c.falsifiers)
             for f in c.falsifiers:
                 line = f"  {f.verdict.status.value:<{width}}  {f.falsifier.id}"
+                if f.falsifier.controls:
+                    line += f"  [{controls_text(f.verdict)}]"
                 if f.verdict.status not in (Status.DISCHARGED, Status.UNBOUND):
                     line += f"  ({f.verdict.reason})"
                 out.append(line)
     out.append(summary_line(ev))
     return "\n".join(out)
+
+
+def controls_text(verdict: Verdict) -> str:
+    """`2/3 controls refuted` (watched failing on their defect), `-` for a falsifier without controls."""
+    if not verdict.controls:
+        return "-"
+    return f"{verdict.refuted}/{len(verdict.controls)} controls refuted"
 
 
 def render_github(ev: Evaluation) -> str:
@@ -64,7 +73,7 @@ def render_github(ev: Evaluation) -> str:
         out.append(f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}")
     for c in ev.contracts:
         for r in c.falsifiers:
-            if r.verdict.status in (Status.FALSIFIED, Status.SUSPECT, Status.ERROR):
+            if r.verdict.status in (Status.FALSIFIED, Status.VACUOUS, Status.SUSPECT, Status.ERROR):
                 level = "error" if r.verdict.status is not Status.SUSPECT else "warning"
                 out.append(
                     f"::{level} file={prop(_rel(ev, c.contract.path))},title={r.falsifier.id} {r.verdict.status.value}::"
@@ -96,6 +105,11 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
                 "tests": ev.validation.markers.get(f.falsifier.id, []),
                 "measured": v.measured,
                 "written_status": f.falsifier.status,
+                "controls": [
+                    {"id": cv.id, "defect": cv.defect, "outcome": cv.outcome, "detail": cv.detail, "run": cv.run_id}
+                    for cv in v.controls
+                ],
+                "covers": list(f.falsifier.covers),
             }
             if v.decided_by is not None:
                 item["run"] = v.decided_by.run_id
@@ -132,6 +146,10 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
         "summary": {
             "contracts": len(ev.contracts),
             "falsifiers": statuses_tally(ev),
+            "controls": {
+                "declared": sum(len(f.verdict.controls) for c in ev.contracts for f in c.falsifiers),
+                "refuted": sum(f.verdict.refuted for c in ev.contracts for f in c.falsifiers),
+            },
             "runs": ev.runs,
             "skipped_files": [_rel(ev, p) for p in ev.validation.skipped],
         },

@@ -62,6 +62,12 @@ _RULES = (
     # Evidence.
     Rule("PV601", "evidence-unreadable", Severity.ERROR, "A run record cannot be read or is of a newer schema."),
     Rule("PV602", "status-out-of-date", Severity.ERROR, "The status written in the YAML differs from the evidence (--check)."),
+    Rule("PV603", "evidence-from-the-future", Severity.ERROR, "A run record finished later than now: it cannot be ordered, so it decides nothing."),
+    # Controls and covered code.
+    Rule("PV701", "no-controls", Severity.WARNING, "A falsifier declares no `controls`: it was never seen failing on its own defect (an error with --strict)."),
+    Rule("PV702", "duplicate-control-id", Severity.ERROR, "Two controls of one falsifier share an id."),
+    Rule("PV703", "covers-no-match", Severity.ERROR, "A `covers:` entry matches no file under the project root."),
+    Rule("PV704", "covers-outside-project", Severity.ERROR, "A `covers:` entry is absolute or climbs out of the project root with `..`."),
 )
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in _RULES}

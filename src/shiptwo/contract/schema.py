@@ -78,6 +78,10 @@ def _min_length(n: int, v: Any) -> bool:
     return not isinstance(v, str) or len(v) >= n
 
 
+def _max_length(n: int, v: Any) -> bool:
+    return not isinstance(v, str) or len(v) <= n
+
+
 def _min_items(n: int, v: Any) -> bool:
     return not isinstance(v, list) or len(v) >= n
 
@@ -143,6 +147,8 @@ def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> 
             checks.append(partial(_matches, re.compile(value).search))
         elif keyword == "minLength":
             checks.append(partial(_min_length, value))
+        elif keyword == "maxLength":
+            checks.append(partial(_max_length, value))
         elif keyword == "minItems":
             checks.append(partial(_min_items, value))
         elif keyword == "uniqueItems":
@@ -195,14 +201,44 @@ def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
             allowed = error.schema.get("properties", {})
             for key in sorted(set(error.instance) - set(allowed)):
                 hint = did_you_mean(key, allowed)
+                if not hint and any(ch in key for ch in " ()"):
+                    # No contract key has a space: text ran on past an unquoted ',' or ': '.
+                    hint = "; a ',' or ': ' inside unquoted text ends the text there and starts this key: quote the text before it"
                 line, col = parsed.position((*path, key))
                 yield finding("unknown-key", rel, line, col, f"{_where((*path, key))}: unknown key{hint or '; remove it'}")
         elif error.validator == "required":
             line, col = parsed.position(path)
-            yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}")
+            missing = next((name for name in error.validator_value if isinstance(error.instance, dict) and name not in error.instance), "")
+            fix = _fix((*path, missing), "required") or _fix(path, "required")
+            yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}{fix}")
         else:
             line, col = parsed.position(path)
-            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {_short(error)}")
+            fix = _fix(path, str(error.validator))
+            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {_short(error)}{fix}")
+
+
+# How to fix a bad value, by where it sits (list indices as "*") and, where it matters, by the
+# schema keyword it broke. Keys added after v1's first release say what to write instead.
+_CONTROL_EXAMPLE = "{id: qkv-bias-random, defect: q/k/v biases left at their random init}"
+_FIXES: dict[tuple[tuple[str, ...], str | None], str] = {
+    (("falsifiers", "*", "controls"), None): f"write a list of controls, each {_CONTROL_EXAMPLE}",
+    (("falsifiers", "*", "controls", "*"), None): f"write each control as {_CONTROL_EXAMPLE}",
+    (("falsifiers", "*", "controls", "*", "id"), None): (
+        "name it with a short slug: lower-case letters and digits in words joined by single hyphens, "
+        "at most 64 characters, e.g. qkv-bias-random"
+    ),
+    (("falsifiers", "*", "controls", "*", "defect"), None): "say in one sentence which defect the test plants on this control run",
+    (("falsifiers", "*", "covers"), None): "write a list of paths or globs relative to the project root, e.g. [src/shiptwo/model.py]",
+    (("falsifiers", "*", "covers"), "uniqueItems"): "name each path or glob once",
+    (("falsifiers", "*", "covers", "*"), None): "give a path or glob relative to the project root, e.g. src/shiptwo/apr/*.py",
+}
+
+
+def _fix(path: tuple[Any, ...], validator: str) -> str:
+    """"; <how to fix it>" for a bad value at `path`, or "" where the message already says."""
+    shape = tuple("*" if isinstance(part, int) else str(part) for part in path)
+    fix = _FIXES.get((shape, validator)) or _FIXES.get((shape, None))
+    return f"; {fix}" if fix else ""
 
 
 def _where(path: tuple[Any, ...]) -> str:

@@ -21,6 +21,7 @@ from shiptwo.contract.schema import did_you_mean, schema_findings
 from shiptwo.contract.testrefs import TestFile, TestRef, find_project_root, scan_test_file, scan_tree
 from shiptwo.contract.yamlsafe import ParsedYaml, parse_yaml
 from shiptwo.errors import UsageError
+from shiptwo.evidence import cover_pattern_problem, match_covers
 
 SCHEMA_ID = "shiptwo.contract/v1"
 SEMVER = re.compile(
@@ -290,6 +291,8 @@ def _check_document(
                     yield from _range_findings(rel, at, i, name, spec)
         if "tests" in f and isinstance(fid, str):
             yield from _test_findings(rel, at, i, f, fid, test_files, markers)
+        yield from _control_findings(rel, at, i, f, fid)
+        yield from _covers_findings(rel, at, i, f, test_files.root)
 
     for oid, i in obligation_ids.items():
         if oid not in covered:
@@ -343,6 +346,51 @@ def _range_findings(rel: str, at: _At, i: int, name: str, spec: dict[str, Any]) 
             yield finding(
                 "plausible-outside-pass", rel, *at("falsifiers", i, "measurements", name, "plausible"),
                 f"{where}: plausible range does not overlap the pass range; every pass would be suspect",
+            )
+
+
+def _control_findings(rel: str, at: _At, i: int, f: dict[str, Any], fid: Any) -> Iterable[Finding]:
+    where = f"falsifiers[{i}]"
+    controls = f.get("controls")
+    if controls is None or controls == []:
+        name = fid if isinstance(fid, str) else where
+        pos = at("falsifiers", i, "controls") if "controls" in f else at("falsifiers", i, "id")
+        yield finding(
+            "no-controls", rel, *pos,
+            f"{where}.controls: {name} declares none, so nothing shows it can fail on the defect it exists to catch; "
+            "add controls: [{id: <slug>, defect: <the defect its if_fails describes>}] and plant each where "
+            "the test's falsifier_control fixture names it",
+        )
+        return
+    seen: dict[str, int] = {}
+    for j, control in enumerate(_list(controls)):
+        cid = control.get("id") if isinstance(control, dict) else None
+        if not isinstance(cid, str):
+            continue
+        if cid in seen:
+            yield finding(
+                "duplicate-control-id", rel, *at("falsifiers", i, "controls", j, "id"),
+                f"{where}.controls[{j}].id: {cid!r} repeats controls[{seen[cid]}]; give each control its own id",
+            )
+        else:
+            seen[cid] = j
+
+
+def _covers_findings(rel: str, at: _At, i: int, f: dict[str, Any], root: Path) -> Iterable[Finding]:
+    for j, pattern in enumerate(_list(f.get("covers"))):
+        if not isinstance(pattern, str) or not pattern:
+            continue  # the schema reports it
+        where = f"falsifiers[{i}].covers[{j}]"
+        problem = cover_pattern_problem(pattern)
+        if problem is not None:
+            yield finding(
+                "covers-outside-project", rel, *at("falsifiers", i, "covers", j),
+                f"{where}: {pattern!r} {problem}; write a path or glob relative to the project root ({root})",
+            )
+        elif not match_covers(root, pattern):
+            yield finding(
+                "covers-no-match", rel, *at("falsifiers", i, "covers", j),
+                f"{where}: {pattern!r} matches no file under {root}; fix the path or glob (renamed?), or remove it",
             )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -19,6 +21,7 @@ from shiptwo.errors import ContractError
 
 if TYPE_CHECKING:
     from shiptwo.contract.evaluate import Evaluation
+    from shiptwo.status import Verdict
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -173,6 +176,52 @@ def _normalise(value: Any) -> Any:
 
 
 
+# Statuses whose reason is the news: why it is gated, blind to its defect, out of date, unproven.
+_REASONED = ("HOST-GATED", "VACUOUS", "STALE", "NOT-RUN")
+
+
+def evidence_of(verdict: Verdict, *, controls_declared: bool) -> dict[str, Any] | None:
+    """The `evidence:` mapping written beside a falsifier's status (None: remove it)."""
+    by = verdict.decided_by
+    if by is None:
+        return None
+    evidence: dict[str, Any] = {"run": by.run_id, "commit": by.commit, "at": by.finished_at}
+    if by.dirty:
+        evidence["dirty"] = True  # the commit alone does not reproduce this result
+    status = verdict.status.value
+    if status in _REASONED:
+        evidence["reason"] = verdict.reason[:300]
+    if status != "HOST-GATED" and verdict.measured:
+        evidence["measured"] = dict(verdict.measured)
+    if controls_declared and by.outcome not in ("skipped", "interrupted"):
+        # The count watched red: how many declared controls the deciding run saw refuted.
+        evidence["controls"] = {"declared": len(verdict.controls), "refuted": verdict.refuted}
+    return evidence
+
+
+def _check_evidence(path: Path, fid: str, evidence: dict[str, Any] | None) -> None:
+    """Refuse to write evidence the contract schema would reject: a record's values reach YAML only checked."""
+    if evidence is None:
+        return
+    errors = list(_evidence_validator().iter_errors(evidence))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "evidence"
+        raise ContractError(
+            f"{path}: {fid}: evidence.{where}: {errors[0].message}; not writing it (a run record holds a value "
+            "the contract format does not allow: re-run pytest)"
+        )
+
+
+@cache
+def _evidence_validator() -> Any:
+    import jsonschema
+
+    from shiptwo.contract.schema import contract_schema
+
+    schema = contract_schema()
+    return jsonschema.Draft202012Validator({**schema["$defs"]["evidence"], "$defs": schema["$defs"]})
+
+
 def write_statuses(evaluation: Evaluation) -> list[str]:
     """Write every contract's computed statuses into its file; returns the paths that changed."""
     from shiptwo.fileio import atomic_write_bytes
@@ -182,17 +231,9 @@ def write_statuses(evaluation: Evaluation) -> list[str]:
         path = report.contract.path
         updates = {}
         for f in report.falsifiers:
-            v = f.verdict
-            evidence: dict[str, Any] | None = None
-            if v.decided_by is not None:
-                evidence = {"run": v.decided_by.run_id, "commit": v.decided_by.commit, "at": v.decided_by.finished_at}
-                if v.decided_by.dirty:
-                    evidence["dirty"] = True  # the commit alone does not reproduce this result
-                if v.status.value == "HOST-GATED":
-                    evidence["reason"] = v.reason
-                elif v.measured:
-                    evidence["measured"] = dict(v.measured)
-            updates[f.falsifier.id] = FalsifierUpdate(v.status.value, evidence)
+            evidence = evidence_of(f.verdict, controls_declared=bool(f.falsifier.controls))
+            _check_evidence(path, f.falsifier.id, evidence)
+            updates[f.falsifier.id] = FalsifierUpdate(f.verdict.status.value, evidence)
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
