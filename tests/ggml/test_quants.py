@@ -71,6 +71,19 @@ def test_chunked_path_matches_one_piece() -> None:
     assert_bit_equal(dequantize(raw, GgmlType.Q6_K, 5000 * 256), oracle)
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python 3.12+
+def test_a_forked_child_gets_its_own_pool() -> None:
+    """The pool's threads do not survive fork; a child that dequantizes must not wait on them."""
+    import multiprocessing
+
+    raw = synthetic_blocks(GgmlType.Q8_0, 40_000, 4)  # several chunks: the pool is used
+    parent = dequantize(raw, GgmlType.Q8_0, 40_000 * 32)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(dequantize, (raw, GgmlType.Q8_0, 40_000 * 32)).get(timeout=60)
+    assert_bit_equal(child, parent)
+
+
 def test_f64_widens_exactly() -> None:
     x = np.array([1.5, -2.25, 1e-3], dtype="<f8")
     assert dequantize(x.view(np.uint8), GgmlType.F64, 3).tolist() == x.astype(np.float32).tolist()

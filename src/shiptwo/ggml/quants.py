@@ -252,14 +252,16 @@ SUPPORTED: frozenset[GgmlType] = frozenset(KERNELS)
 # About 1 MiB of float32 output per chunk: big enough to amortize the Python call, small enough
 # that a chunk's temporaries stay in cache.
 _CHUNK_VALUES = 1 << 18
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _executor() -> ThreadPoolExecutor:
+    # One pool per process: a forked child (a DataLoader worker, torchrun) inherits the pool
+    # object but not its threads, and would wait on it forever.
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="shiptwo-dequant")
-    return _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="shiptwo-dequant"))
+    return _pool[1]
 
 
 def dequantize(raw: np.ndarray, ggml_type: GgmlType, numel: int, *, what: str = "tensor") -> np.ndarray:
