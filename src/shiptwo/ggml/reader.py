@@ -26,7 +26,7 @@ import numpy as np
 
 from shiptwo.errors import FormatError
 from shiptwo.ggml import quants
-from shiptwo.ggml.quants import BLOCK, GgmlType
+from shiptwo.ggml.quants import BLOCK, GgmlType, tensor_nbytes
 
 if TYPE_CHECKING:
     import torch
@@ -399,7 +399,7 @@ class _Parser:
             field = f"tensor {name!r}"
             if name in tensors:
                 raise self.fail(field, f"the name appears twice; {_FIX}")
-            values, block_bytes = BLOCK[ggml_type]
+            values = BLOCK[ggml_type][0]
             inner = shape[-1] if shape else 1
             if inner % values:
                 raise self.fail(
@@ -410,7 +410,7 @@ class _Parser:
             numel = 1
             for d in shape:
                 numel *= d
-            nbytes = numel // values * block_bytes
+            nbytes = tensor_nbytes(ggml_type, numel)
             if rel % alignment:
                 raise self.fail(field, f"offset {rel} is not a multiple of the alignment {alignment}; {_FIX}")
             start = data_offset + rel
