@@ -473,7 +473,7 @@ class _Recorder:
 
 def _prop(report: pytest.TestReport | pytest.Item, name: str) -> Any:
     """The value of this plugin's user property `name` (the first), or None."""
-    return next((v for k, v in report.user_properties if k == f"{_PROP}.{name}"), None)
+    return next((v for k, v in getattr(report, "user_properties", ()) if k == f"{_PROP}.{name}"), None)
 
 
 def _worker_id(node: Any) -> str:

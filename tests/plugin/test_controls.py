@@ -267,7 +267,7 @@ def test_text_report_shows_the_control_count(ctl: pytest.Pytester, capsys: pytes
 
 
 def test_controls_of_a_gated_falsifier_skip_with_it(make_project: Any, pv_json: Any) -> None:
-    project = make_project(CONTRACT.replace("    prediction: nothing can fail it\n", "    prediction: nothing can fail it\n    requires: [cuda]\n"), TESTS)
+    project = make_project(CONTRACT.replace("    prediction: nothing can fail it\n", "    prediction: nothing can fail it\n    requires: [qwen-artifacts]\n"), TESTS)
     project.runpytest("-k", "blind").assert_outcomes(skipped=2)
     verdict = falsifiers(pv_json(project.path)[1])["FALSIFY-CTL-BLIND-001"]
     assert verdict["status"] == "HOST-GATED"

@@ -8,11 +8,21 @@ from typing import Any
 
 import pytest
 
+_RECORD: dict[str, str] = {}  # name -> text of the one record, made by the first test that needs it
+
 
 def one_record(demo: pytest.Pytester) -> Path:
-    demo.runpytest("-k", "test_pass")
-    (path,) = (demo.path / "evidence" / "runs").glob("*.json")
-    return path
+    """The run record of `pytest -k test_pass` on the demo project (run once, then copied: the project is the same)."""
+    runs = demo.path / "evidence" / "runs"
+    if not _RECORD:
+        demo.runpytest("-k", "test_pass")
+        (path,) = runs.glob("*.json")
+        _RECORD[path.name] = path.read_text()
+        return path
+    ((name, text),) = _RECORD.items()
+    runs.mkdir(parents=True)
+    (runs / name).write_text(text)
+    return runs / name
 
 
 @pytest.mark.parametrize(
@@ -27,8 +37,30 @@ def one_record(demo: pytest.Pytester) -> Path:
         (lambda text: text.replace('"loss": [\n     2.0\n    ]', '"loss": ["2.0"]'), "tests[0].measurements.loss is not a list of numbers"),
         (lambda text: text.replace('"git": {', '"git": "abc", "_git": {'), "git is not an object"),
         (lambda text: _set(text, "finished_at", None), "finished_at is not a UTC time string"),
+        # Every field is type-checked before anything computes with it or writes it into a contract.
+        (lambda text: _set(text, "finished_at", "zzz-sorts-last"), "finished_at is not a UTC time string (ISO 8601 with Z or +00:00) (found 'zzz-sorts-last'); delete the record or re-run pytest"),
+        (lambda text: _set(text, "finished_at", "2026-11-21T21:00:42"), "finished_at is not a UTC time string (ISO 8601 with Z or +00:00) (found '2026-11-21T21:00:42')"),
+        (lambda text: _set(text, "started_at", "yesterday"), "started_at is not a UTC time string (ISO 8601 with Z or +00:00) (found 'yesterday')"),
+        (lambda text: _set(text, "git.commit", 12345), "git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found 12345); delete the record or re-run pytest"),
+        (lambda text: _set(text, "git.commit", "HEAD; rm -rf"), "git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found 'HEAD; rm -rf')"),
+        (lambda text: _set(text, "git.dirty", "yes"), "git.dirty is not true, false or null (found 'yes')"),
+        (lambda text: _set(text, "run_id", "a'\nb: c"), "run_id is not a run id (letters, digits and ._:+-, at most 128) (found \"a'\\nb: c\")"),
+        (lambda text: _set(text, "sequence", -1), "sequence is not a non-negative integer (found -1)"),
+        (lambda text: _set(text, "sequence", True), "sequence is not a non-negative integer (found True)"),
+        (lambda text: _set(text, "host.hostname", 7), "host.hostname is not a string (found 7)"),
+        (lambda text: _set(text, "tests.0.duration", "fast"), "tests[0].duration is not a number of seconds (found 'fast')"),
+        (lambda text: _set(text, "tests.0.fingerprints", {"FALSIFY-DEMO-PASS-001": 5}), "tests[0].fingerprints is not an object of sha256 strings (found {'FALSIFY-DEMO-PASS-001': 5})"),
+        (lambda text: _set(text, "tests.0.controls", {"FALSIFY-DEMO-PASS-001": {"c": {"outcome": "won"}}}), "tests[0].controls.FALSIFY-DEMO-PASS-001.c is not a control run (outcome refuted|survived|error|not-run) (found {'outcome': 'won'})"),
+        (lambda text: _set(text, "tests.0.controls", {"FALSIFY-DEMO-PASS-001": {"c": {"outcome": "refuted", "detail": 3}}}), "tests[0].controls.FALSIFY-DEMO-PASS-001.c.detail is not a string (found 3)"),
+        (lambda text: _set(text, "covers", {"FALSIFY-DEMO-PASS-001": {"digest": "0" * 64, "files": {"src/a.py": "1" * 64}}}), "covers.FALSIFY-DEMO-PASS-001.digest is not the digest of its files (edited by hand?) (found '0000000000"),
+        (lambda text: _set(text, "covers", {"FALSIFY-DEMO-PASS-001": {"digest": "x", "files": {"src/a.py": "abc"}}}), "covers.FALSIFY-DEMO-PASS-001.files.src/a.py is not a sha256 hex digest (found 'abc')"),
     ],
-    ids=["truncated", "garbage", "newer-schema", "foreign", "bad-outcome", "measure-int", "measure-str", "git-str", "time-null"],
+    ids=[
+        "truncated", "garbage", "newer-schema", "foreign", "bad-outcome", "measure-int", "measure-str", "git-str", "time-null",
+        "time-garbage", "time-naive", "started-garbage", "commit-int", "commit-text", "dirty-str", "run-id-newline",
+        "sequence-negative", "sequence-bool", "hostname-int", "duration-str", "fingerprint-int", "control-outcome",
+        "control-detail", "covers-digest", "covers-hash",
+    ],
 )
 def test_bad_run_record_is_a_finding_naming_the_file(
     demo: pytest.Pytester, pv_json: Any, damage: Any, message: str
@@ -42,8 +74,13 @@ def test_bad_run_record_is_a_finding_naming_the_file(
 
 
 def _set(text: str, key: str, value: Any) -> str:
+    """`text` (a record) with the field at the dotted `key` (list indices as numbers) set to `value`."""
     data = json.loads(text)
-    data[key] = value
+    *parents, last = key.split(".")
+    target = data
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    target[last] = value
     return json.dumps(data, indent=1, sort_keys=True)
 
 
@@ -81,6 +118,7 @@ def test_unwritable_evidence_dir_fails_the_run_but_keeps_results(demo: pytest.Py
 
 
 def test_record_is_written_atomically_as_json(demo: pytest.Pytester) -> None:
-    path = one_record(demo)
+    demo.runpytest("-k", "test_pass")
+    (path,) = (demo.path / "evidence" / "runs").glob("*.json")
     assert json.loads(path.read_text())["tests"][0]["outcome"] == "passed"
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "no temp file left behind"

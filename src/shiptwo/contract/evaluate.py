@@ -55,11 +55,14 @@ def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime 
     for r in results:
         for fid in r.falsifiers:
             by_falsifier.setdefault(fid, []).append(r)
+    hashed: dict[tuple[str, ...], dict[str, str]] = {}  # falsifiers often cover the same files
     for contract in validation.contracts:
         reports = []
         for f in contract.falsifiers:
             bound = validation.markers.get(f.id, [])
-            covered = covered_files(validation.root, f.covers) if f.covers else None
+            covered = None
+            if f.covers:
+                covered = hashed.get(f.covers) or hashed.setdefault(f.covers, covered_files(validation.root, f.covers))
             verdict = falsifier_status(f, bound_tests=bound, results=by_falsifier.get(f.id, []), covered=covered)
             reports.append(FalsifierReport(f, verdict))
         status = contract_status(r.verdict.status for r in reports)
