@@ -289,3 +289,10 @@ def test_two_falsifiers_sharing_a_control_id_get_distinct_runs(make_project: Any
             "*test_both[[]control=FALSIFY-CTL-BLIND-001.qkv-bias-random[]]",
         ]
     )
+
+
+def test_github_format_annotates_a_vacuous_falsifier(ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    ctl.runpytest()
+    assert main(["pv", "validate", str(ctl.path / "contracts"), "--format", "github"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "::error file=contracts/ctl-v1.yaml,title=FALSIFY-CTL-BLIND-001 VACUOUS::control 'no-op' survived: " in "\n".join(lines)
