@@ -392,8 +392,11 @@ def _exception_line(exc: BaseException) -> str:
     return first[:500] or type(exc).__name__
 
 
-def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
-    if report.when == "call" and report.passed and (_prop(report, "control_outcome") or [""])[0] == "refuted":
+def pytest_report_teststatus(
+    report: pytest.TestReport | pytest.CollectReport, config: pytest.Config
+) -> tuple[str, str, Any] | None:
+    # Collection errors come through here too, without a `when`.
+    if getattr(report, "when", None) == "call" and report.passed and (_prop(report, "control_outcome") or [""])[0] == "refuted":
         return "passed", ".", ("REFUTED", {"green": True})
     return None
 
@@ -471,7 +474,7 @@ class _Recorder:
         _summary(self.state, terminalreporter)
 
 
-def _prop(report: pytest.TestReport | pytest.Item, name: str) -> Any:
+def _prop(report: pytest.TestReport | pytest.CollectReport | pytest.Item, name: str) -> Any:
     """The value of this plugin's user property `name` (the first), or None."""
     return next((v for k, v in getattr(report, "user_properties", ()) if k == f"{_PROP}.{name}"), None)
 
