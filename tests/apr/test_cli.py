@@ -202,16 +202,15 @@ def test_output_that_is_a_directory_or_under_a_file_is_one_line_exit_2(
 
 def test_export_uses_a_unique_temp_file_and_removes_it_on_failure(
         imported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors.torch
+    from shiptwo.apr import stwriter
 
     stale = tmp_path / ".out.safetensors.tmp"  # the old fixed temp name: must be neither used nor removed
     stale.write_text("someone else's")
 
-    def half_write(_tensors: object, filename: str, metadata: object = None) -> None:
-        Path(filename).write_bytes(b"partial")
+    def disk_full(_fd: int) -> None:  # the bytes are written; making them durable fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    monkeypatch.setattr(stwriter.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         apr_convert_export(imported, tmp_path / "out.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.safetensors.tmp"]

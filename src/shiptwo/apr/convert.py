@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
 from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
-from shiptwo.apr.writer import FileRange, RawTensor, open_temp_beside, replace_into, write_raw
+from shiptwo.apr.writer import FileRange, RawTensor, write_raw
 from shiptwo.errors import FormatError, UsageError
 
 # A safetensors header larger than this is refused before it is read (the library caps at 100 MB).
@@ -273,30 +273,18 @@ def export_model(apr_path: str | os.PathLike[str], out: str | os.PathLike[str], 
                  keep_tied_copy: bool = False) -> int:
     """Export an APR v2 file to one .safetensors file; returns the number of tensors written.
 
-    The safetensors `__metadata__` recorded at import is written back, so an imported
-    single-file model exports to the same bytes.
+    The safetensors `__metadata__` recorded at import is written back in its order, through a
+    deterministic writer (`shiptwo.apr.stwriter`), so an imported single-file model exports to
+    the same bytes.
     """
-    from safetensors.torch import save_file as st_save_file
+    from shiptwo.apr.stwriter import save_safetensors
 
     with AprFile(apr_path, framework="pt", verify_footer=True) as apr:
         tensors = dict(export_tensors(apr, keep_tied_copy=keep_tied_copy))
         st_meta = apr.info.metadata.get("source_metadata")
         if not isinstance(st_meta, dict) or not all(isinstance(v, str) for v in st_meta.values()):
             st_meta = {"format": "pt"}
-    out_path = Path(out)
-    fd, tmp = open_temp_beside(out_path)  # unique: two exports to one name cannot share a temp file
-    try:
-        os.close(fd)  # safetensors opens the path itself
-        st_save_file(tensors, tmp, metadata=st_meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        replace_into(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        save_safetensors(tensors, out, metadata=st_meta)
     return len(tensors)
 
 

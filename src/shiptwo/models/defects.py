@@ -139,7 +139,9 @@ def write_defective_snapshot(src: Path, out: Path, name: str) -> None:
     exactly the seeds' mislabel; the other defects rewrite the weights or config.json.
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from shiptwo.apr.stwriter import save_safetensors
 
     defect(name)
     if out.exists():
@@ -157,8 +159,7 @@ def write_defective_snapshot(src: Path, out: Path, name: str) -> None:
     config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     tensors: dict[str, torch.Tensor] = load_file(str(weights))
     plant(name, tensors, config)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt", "defect": name})
+    save_safetensors(tensors, out / "model.safetensors", metadata={"format": "pt", "defect": name})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

@@ -22,8 +22,8 @@ LM_HEAD = "lm_head.weight"
 def write_snapshot(gguf_path: Path, out: Path, *, dtype: str = "bfloat16", tied: bool = True) -> None:
     """Write config.json, generation_config.json, tokenizer files and model.safetensors into `out`."""
     import torch
-    from safetensors.torch import save_file
 
+    from shiptwo.apr.stwriter import save_safetensors
     from shiptwo.ggml import open_gguf
     from shiptwo.ggml.qwen2 import hf_config_from_gguf, iter_hf_tensors
     from shiptwo.ggml.tokenizer import tokenizer_files_from_gguf
@@ -51,8 +51,7 @@ def write_snapshot(gguf_path: Path, out: Path, *, dtype: str = "bfloat16", tied:
         "pad_token_id": config.get("pad_token_id", config.get("bos_token_id")),
         "do_sample": False,
     })
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt", "source": gguf_path.name})
+    save_safetensors(tensors, out / "model.safetensors", metadata={"format": "pt", "source": gguf_path.name})
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
