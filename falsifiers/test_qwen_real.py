@@ -48,12 +48,14 @@ def test_qwen_one_token_logits_are_sane(qwen_model: Any, falsifier_control: Any,
     values = logits[finite]
     record_measurement("logits_std", float(values.std()) if values.numel() > 1 else 0.0)
     record_measurement("peak_to_mean_abs", float(values.abs().max() / values.abs().mean()) if values.numel() else 0.0)
+    probs = logits.softmax(-1)
+    record_measurement("next_token_entropy", float(-(probs * probs.clamp_min(1e-300).log()).sum()))
 
 
 def _bias_stats(model: Any) -> dict[str, float]:
     out = {}
     for proj in ("q_proj", "k_proj", "v_proj"):
-        out[proj] = max(float(layer.attn.get_submodule(proj).bias.abs().max()) for layer in model.layers)
+        out[proj] = max(float(layer.attn.get_submodule(proj).bias.detach().abs().max()) for layer in model.layers)
     return out
 
 
