@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import shiptwo.model as model_mod
 from shiptwo.model import Qwen2, Qwen2Config, max_rel_err, stage_names
 from shiptwo.train import eval_batch
 
@@ -30,6 +31,46 @@ def no_tf32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def plant_cuda_path_defect(control: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a defect that lives on the CUDA path only: the seeds' H4D, a device path nobody compared.
+
+    Each patch wraps one function of the model or loss so that it misbehaves when its tensors are
+    on a CUDA device and behaves exactly as before on the CPU, as a device-specific kernel or
+    branch would.
+    """
+    if control is None:
+        return
+    if control == "cuda-rope-theta-default":
+        real_rope = model_mod.rope_cos_sin
+
+        def rope(seq_len: int, head_dim: int, theta: float, *, device: torch.device,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+            wrong = 10_000.0 if torch.device(device).type == "cuda" else theta
+            return real_rope(seq_len, head_dim, wrong, device=device, dtype=dtype)
+
+        monkeypatch.setattr(model_mod, "rope_cos_sin", rope)
+    elif control == "cuda-rms-eps-wrong":
+        real_norm = model_mod.RMSNorm.forward
+
+        def norm(self: model_mod.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+            if not x.is_cuda:
+                return real_norm(self, x)
+            x32 = x.float()
+            return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-2)).to(x.dtype)
+
+        monkeypatch.setattr(model_mod.RMSNorm, "forward", norm)
+    elif control == "cuda-loss-divided-twice":
+        real_ce = model_mod.chunked_cross_entropy
+
+        def ce(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, **kw: object) -> torch.Tensor:
+            loss = real_ce(head, hidden, targets, **kw)  # type: ignore[arg-type]
+            return loss / hidden.shape[0] if hidden.is_cuda else loss
+
+        monkeypatch.setattr(model_mod, "chunked_cross_entropy", ce)
+    else:
+        raise AssertionError(f"unknown control {control!r}")  # pragma: no cover - the contract lists them
 
 
 def random_model(dtype: torch.dtype) -> Qwen2:
@@ -67,21 +108,27 @@ def compare_devices(dtype: torch.dtype, limit: float) -> tuple[float, float]:
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-001")
-def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement, falsifier_spec) -> None:
+def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement, falsifier_spec, falsifier_control,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    plant_cuda_path_defect(falsifier_control, monkeypatch)
     hidden, logits = compare_devices(torch.float32, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-BF16-001")
-def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement, falsifier_spec) -> None:
+def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement, falsifier_spec, falsifier_control,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    plant_cuda_path_defect(falsifier_control, monkeypatch)
     hidden, logits = compare_devices(torch.bfloat16, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-EVAL-001")
-def test_eval_batch_same_loss_on_cpu_and_cuda(no_tf32: None, record_measurement) -> None:
+def test_eval_batch_same_loss_on_cpu_and_cuda(no_tf32: None, record_measurement, falsifier_control,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    plant_cuda_path_defect(falsifier_control, monkeypatch)
     cpu = random_model(torch.float32)
     gpu = copy.deepcopy(cpu).to("cuda")
     ids = torch.randint(0, CFG.vocab_size, (4, 65), generator=torch.Generator().manual_seed(2))
@@ -102,7 +149,7 @@ def _python_ids(tokenizer_json: Path, n_tokens: int) -> torch.Tensor:
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-QWEN-CUDA-001")
-def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_measurement) -> None:
+def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_measurement, falsifier_control) -> None:
     from shiptwo.checkpoint import from_pretrained
 
     root = qwen_dir
@@ -112,6 +159,12 @@ def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_mea
         ref = cpu(ids)
     del cpu
     gpu = from_pretrained(root, device="cuda", dtype=torch.float32)
+    if falsifier_control == "cuda-qkv-bias-dropped":
+        # The seeds' H2 on one device path: the copy to the GPU leaves q/k/v biases at zero.
+        with torch.no_grad():
+            for layer in gpu.layers:
+                for proj in (layer.attn.q_proj, layer.attn.k_proj, layer.attn.v_proj):
+                    proj.bias.zero_()
     with torch.no_grad():
         out = gpu(ids.to("cuda"))
     record_measurement("logits_max_rel_err", max_rel_err(out, ref))

@@ -40,12 +40,22 @@ def random_reference(name: str, seed: int) -> torch.nn.Module:
     return model
 
 
+def planted(model: torch.nn.Module, control: object) -> torch.nn.Module:
+    """The loaded model, or a copy with the control's loader defect planted (shiptwo.models.defects)."""
+    if control is None:
+        return model
+    from shiptwo.models.defects import plant_into_model
+
+    return plant_into_model(control.id, model)  # type: ignore[attr-defined]
+
+
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record_measurement, falsifier_spec) -> None:
+def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record_measurement, falsifier_spec,
+                                               falsifier_control) -> None:
     ref = random_reference(name, seed=1)
     ref.save_pretrained(tmp_path)
-    ours = from_pretrained(tmp_path, dtype=torch.float32)
+    ours = planted(from_pretrained(tmp_path, dtype=torch.float32), falsifier_control)
     ids = torch.randint(0, ref.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(2))
     errs, logits_err, report = compare(ours, ref, ids)
     # The judgement is record_measurement's (against the contract); the stage named here is only
@@ -58,11 +68,12 @@ def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-BF16-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, record_measurement, falsifier_spec) -> None:
+def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, record_measurement, falsifier_spec,
+                                                 falsifier_control) -> None:
     """Our bf16 forward against transformers in fp32 (the truth), beside transformers' own bf16."""
     ref = random_reference(name, seed=3)
     ref.save_pretrained(tmp_path)
-    ours = from_pretrained(tmp_path, dtype=torch.bfloat16)
+    ours = planted(from_pretrained(tmp_path, dtype=torch.bfloat16), falsifier_control)
     assert next(ours.parameters()).dtype == torch.bfloat16
     ids = torch.randint(0, ref.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(4))
     errs, logits_err, report = compare(ours, ref, ids)
