@@ -128,7 +128,7 @@ def test_tensor_in_two_shards_is_refused(tmp_path: Path) -> None:
                                                           '"num_hidden_layers": 1, "num_attention_heads": 2, '
                                                           '"intermediate_size": 8}')),
      "no *.safetensors weights"),
-    (lambda p: None, "neither an .apr file nor a Hugging Face model directory"),
+    (lambda p: None, "neither a GGUF, an .apr file nor a Hugging Face model directory"),
 ])
 def test_bad_paths_are_refused_by_name(setup, needle: str, tmp_path: Path) -> None:
     path = tmp_path / "m"
