@@ -108,7 +108,7 @@ def main() -> None:
                        "throughput_ratio": t_peer / t_ours, "loss_shiptwo": loss_ours, "loss_transformers": loss_peer}
     print(f"eval {args.batch}x{args.seq} fp32: shiptwo {tokens / t_ours:.0f} tok/s, transformers {tokens / t_peer:.0f} "
           f"tok/s -> throughput ratio {t_peer / t_ours:.3f}x (goal >= 1.0x); loss {loss_ours:.4f} vs {loss_peer:.4f} nats")
-    del peer
+    peer = None  # free its 2 GB before the bf16 copy
     gc.collect()
 
     bf16 = ours.to(torch.bfloat16)
