@@ -3,6 +3,9 @@
 Oracles: Hugging Face `transformers`' Qwen2Tokenizer, which builds its own pipeline (Qwen2's regex,
 NFC, byte-level) from vocab.json + merges.txt, and a tiktoken-style rank BPE written here over
 the ranks file itself, which needs no recovered merges at all.
+
+Each falsifier's controls (contracts/bpe-format-v1.yaml) plant the defect its `if_fails` names
+into the real code, through monkeypatch, and run the same prediction.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 import regex
 
-from shiptwo.tokenize import load_tokenizer
+from shiptwo.tokenize import bytelevel, load_tokenizer
 from shiptwo.tokenize._testing import python_sources
 from shiptwo.tokenize.bytelevel import QWEN2_PRETOKENIZE_REGEX, load_vocab_merges, read_tiktoken_ranks
 from shiptwo.tokenize.qwen2 import (
@@ -40,6 +43,8 @@ TRICKY = [
     "\u00a0\u2003\u3000 tabs\t\tand  spaces",
     "<|endoftext|>",
 ]
+# GPT-2's pre-tokenizer regex: digit runs and letter runs kept whole, no case-insensitive contractions.
+GPT2_PRETOKENIZE_REGEX = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,16 @@ def python_texts() -> list[str]:
 
 
 @pytest.mark.falsifier("FALSIFY-BPE-UPSTREAM-001")
-def test_real_qwen2_vocab_encodes_python_with_no_unk(qwen: Any, python_texts: list[str], record_measurement: Any) -> None:
+def test_real_qwen2_vocab_encodes_python_with_no_unk(
+    qwen: Any, qwen_dir: Path, python_texts: list[str], falsifier_control: Any, record_measurement: Any
+) -> None:
+    if falsifier_control == "no-byte-level-mapping":
+        # A fresh load of the same tokenizer.json whose pre-tokenizer keeps Qwen2's regex split but
+        # has lost the ByteLevel step that spells text in the vocab's byte characters.
+        from tokenizers import Regex, pre_tokenizers
+
+        qwen = load_tokenizer(qwen_dir)
+        qwen.tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated")
     encoded = qwen.encode_batch(python_texts)
     total = sum(len(ids) for ids in encoded)
     # Qwen2 has no <unk> id, so an unk ratio would be 0 by construction. What can fail for a
@@ -77,8 +91,25 @@ def test_real_qwen2_vocab_encodes_python_with_no_unk(qwen: Any, python_texts: li
 
 @pytest.mark.falsifier("FALSIFY-BPE-UPSTREAM-002")
 def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
-    qwen: Any, qwen_dir: Path, python_texts: list[str], record_measurement: Any
+    qwen: Any, qwen_dir: Path, python_texts: list[str], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch,
+    record_measurement: Any
 ) -> None:
+    if falsifier_control == "whitespace-split":
+        # The pair loader's pipeline with aprender's split: a word with its leading space, every
+        # other whitespace character alone (this gives the seeds' ids for "def fibonacci(n):...").
+        from tokenizers import Regex, pre_tokenizers
+
+        real_build = bytelevel.build_pipeline
+
+        def whitespace_split(vocab: dict[str, int], merges: list[tuple[str, str]], *, pretokenizer: str) -> Any:
+            tok = real_build(vocab, merges, pretokenizer=pretokenizer)
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(r" ?\S+|\s"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+            ])
+            return tok
+
+        monkeypatch.setattr(bytelevel, "build_pipeline", whitespace_split)
     pair_from_config: Any = load_tokenizer(qwen_dir / "vocab.json")  # pre-tokenizer from tokenizer_config.json
     pair_named = load_vocab_merges(qwen_dir / "vocab.json", pretokenizer="qwen2")
     assert "qwen2" in pair_from_config.layout
@@ -142,20 +173,65 @@ def _assert_matches_oracles(tok: Any, built: Path, texts: list[str]) -> None:
     ) == [750, 75698, 1445, 982, 262, 470, 308, 198]
 
 
+def _first_split_merges(ranks: dict[bytes, int], *, source: Path | str = "ranks") -> list[tuple[bytes, bytes]]:
+    """Merge recovery done wrong: each token split at its first point where both halves are
+    lower-ranked tokens, instead of where BPE over the lower ranks leaves it."""
+    merges: list[tuple[bytes, bytes]] = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) == 1:
+            continue
+        split = next(
+            i for i in range(1, len(token)) if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank
+        )
+        merges.append((token[:split], token[split:]))
+    return merges
+
+
+def _plant_builder_defect(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the control's defect into the code that builds the Qwen2 files from the ranks."""
+    if control == "gpt2-regex":
+        monkeypatch.setattr(bytelevel, "QWEN2_PRETOKENIZE_REGEX", GPT2_PRETOKENIZE_REGEX)
+    elif control == "no-nfc":
+        real_build = bytelevel.build_pipeline
+
+        def without_nfc(vocab: dict[str, int], merges: list[tuple[str, str]], *, pretokenizer: str) -> Any:
+            tok = real_build(vocab, merges, pretokenizer=pretokenizer)
+            tok.normalizer = None
+            return tok
+
+        monkeypatch.setattr(bytelevel, "build_pipeline", without_nfc)
+    elif control == "merges-first-split":
+        monkeypatch.setattr(bytelevel, "merges_from_ranks", _first_split_merges)
+
+
 @pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
-def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(qwen: Any, qwen_dir: Path, python_texts: list[str]) -> None:
+def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(
+    qwen: Any, qwen_dir: Path, python_texts: list[str], tmp_path: Path, falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if falsifier_control is not None:
+        # The cache as a builder with the control's defect wrote it, from the same cached ranks.
+        (tmp_path / RANKS_FILE).write_bytes((qwen_dir / RANKS_FILE).read_bytes())
+        with monkeypatch.context() as m:
+            _plant_builder_defect(falsifier_control, m)
+            build_qwen2_files(tmp_path / RANKS_FILE, tmp_path)
+        qwen_dir, qwen = tmp_path, load_tokenizer(tmp_path)
     _assert_matches_oracles(qwen, qwen_dir, TRICKY + [t[:3000] for t in python_texts[:8]])
 
 
 @pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
-def test_current_builder_rebuilds_the_cache_and_matches_hf(qwen_dir: Path, tmp_path: Path, python_texts: list[str]) -> None:
+def test_current_builder_rebuilds_the_cache_and_matches_hf(
+    qwen_dir: Path, tmp_path: Path, python_texts: list[str], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The test above judges the cached files, which an older builder may have written: a
     # regression in today's builder (merge recovery, NFC, regex) would go unseen on a warm
     # cache. So build again, now, from the cached ranks, and judge that build by the oracles
     # (red even when the cache came from the same broken builder) and the cache by it.
     assert (qwen_dir / PROVENANCE).is_file(), f"{qwen_dir} has no {PROVENANCE}: not a fetch-qwen2 build"
     (tmp_path / RANKS_FILE).write_bytes((qwen_dir / RANKS_FILE).read_bytes())
-    build_qwen2_files(tmp_path / RANKS_FILE, tmp_path)
+    with monkeypatch.context() as m:
+        _plant_builder_defect(falsifier_control, m)  # today's builder, with the control's defect
+        build_qwen2_files(tmp_path / RANKS_FILE, tmp_path)
     _assert_matches_oracles(load_tokenizer(tmp_path), tmp_path, TRICKY + [t[:3000] for t in python_texts[:4]])
     cached_by = json.loads((qwen_dir / PROVENANCE).read_text(encoding="utf-8")).get("builder")
     for name in (*BUILT_FILES, "tokenizer_config.json"):

@@ -1,11 +1,17 @@
-"""Falsifiers of pretokenize-bin-v1: shard format and EOS placement, unk refusal, entropy, determinism, resume."""
+"""Falsifiers of pretokenize-bin-v1: shard format and EOS placement, unk refusal, entropy, determinism, resume.
+
+Each falsifier's controls (contracts/pretokenize-bin-v1.yaml) plant the defect its `if_fails`
+names into shiptwo.tokenize.corpus, through monkeypatch, and run the same prediction.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +56,32 @@ def _manifest_sans_timing(out: Path) -> dict[str, Any]:
     return m
 
 
+def _write_shard_int64(path: Path, ids: np.ndarray) -> str:
+    """corpus._write_shard with numpy's default integer: 8 bytes an id, not little-endian u32."""
+    data = ids.astype(np.int64).tobytes()
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
 @pytest.mark.falsifier("FALSIFY-SHARD-FORMAT-001")
 @pytest.mark.parametrize("policy", ["between", "after", "none"])
 def test_shards_hold_documents_whole_with_eos_by_policy(
-    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], texts: list[str], policy: str
+    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], texts: list[str], policy: str,
+    falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if falsifier_control == "eos-never-placed":
+        if policy == "none":
+            pytest.skip("policy none places no EOS: the defect changes nothing here")
+        monkeypatch.setattr(
+            corpus_module, "_place_eos", lambda flat, lengths, eos, eos_id, *, first_document: (flat, lengths)
+        )
+    elif falsifier_control == "ids-as-int64":
+        monkeypatch.setattr(corpus_module, "_write_shard", _write_shard_int64)
     out = tmp_path / "shards"
     manifest = encode_corpus(hex_dir, corpus_files, out, eos_policy=policy, shard_tokens=3000, progress=False)
     tok = HexByteTokenizer.load(hex_dir)
@@ -117,7 +144,19 @@ def _refusing_hex_vocab(hex_dir: Path, dest: Path) -> Path:
 
 
 @pytest.mark.falsifier("FALSIFY-SHARD-UNK-REFUSAL-001")
-def test_encode_corpus_refuses_unk_heavy_corpus(tmp_path: Path, hex_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_encode_corpus_refuses_unk_heavy_corpus(
+    tmp_path: Path, hex_dir: Path, capsys: pytest.CaptureFixture[str], falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if falsifier_control == "no-unk-threshold":
+        # encode-corpus as aprender had it: the audit is computed, but no threshold is ever applied.
+        real_encode = corpus_module.encode_corpus
+
+        def no_threshold(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            kwargs["max_unk_ratio"] = None
+            return real_encode(*args, **kwargs)
+
+        monkeypatch.setattr(corpus_module, "encode_corpus", no_threshold)
     vocab_dir = _refusing_hex_vocab(hex_dir, tmp_path / "vocab")
     corpus = write_jsonl(tmp_path / "ru.jsonl", ["Привет, мир! " * 20, "def f():\n    return 'данные'\n", "你好世界"])
     out = tmp_path / "out"
@@ -137,8 +176,21 @@ def test_encode_corpus_refuses_unk_heavy_corpus(tmp_path: Path, hex_dir: Path, c
     assert audit["unk_ratio"] == pytest.approx(ratio, abs=1e-6) and audit["max_unk_ratio"] is None
 
 
+class _NumpyWithNaturalLog:
+    """numpy as corpus.py sees it when its audit takes np.log where np.log2 was meant."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    log2 = staticmethod(np.log)
+
+
 @pytest.mark.falsifier("FALSIFY-SHARD-ENTROPY-001")
-def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(tmp_path: Path, record_measurement: Any) -> None:
+def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(
+    tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch, record_measurement: Any
+) -> None:
+    if falsifier_control == "entropy-in-nats":
+        monkeypatch.setattr(corpus_module, "np", _NumpyWithNaturalLog())
     qwen = find_qwen2_tokenizer_dir()
     assert qwen is not None
     sources = [text for _, text in python_sources(60, max_bytes=40_000)]
@@ -172,8 +224,32 @@ def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(tmp_path: Path,
     record_measurement("entropy_bits", entropy)
 
 
+def _plant_results_by_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker pipeline deals batches round-robin to the workers and hands on each worker's
+    results in turn (all of worker 0's, then worker 1's, ...): order depends on the worker count."""
+    real_map = corpus_module._Encoder.map
+
+    def by_worker(self: Any, batches: Iterator[list[Any]]) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
+        if self.pool is None:
+            yield from real_map(self, batches)
+            return
+        dealt = list(batches)
+        for k in range(self.workers):
+            mine = dealt[k :: self.workers]
+            texts = [[d.text for d in b if isinstance(d, corpus_module._Doc)] for b in mine]
+            results = [self.pool.apply_async(corpus_module._worker_encode, (t,)) for t in texts]
+            for batch, result in zip(mine, results):
+                yield batch, *result.get()
+
+    monkeypatch.setattr(corpus_module._Encoder, "map", by_worker)
+
+
 @pytest.mark.falsifier("FALSIFY-SHARD-DETERMINISM-001")
-def test_worker_counts_write_identical_shards_and_manifests(tmp_path: Path, hex_dir: Path, corpus_files: list[Path]) -> None:
+def test_worker_counts_write_identical_shards_and_manifests(
+    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if falsifier_control == "results-by-worker":
+        _plant_results_by_worker(monkeypatch)
     runs = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
@@ -185,8 +261,19 @@ def test_worker_counts_write_identical_shards_and_manifests(tmp_path: Path, hex_
 
 @pytest.mark.falsifier("FALSIFY-SHARD-RESUME-001")
 def test_resume_after_interruption_is_byte_identical(
-    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], monkeypatch: pytest.MonkeyPatch, falsifier_control: Any
 ) -> None:
+    if falsifier_control == "resume-reads-from-start":
+        # Resuming reloads the finished shards and their counts but reads the input from its start.
+        real_prepare = corpus_module._prepare_output
+
+        def from_start(out: Path, settings: dict[str, Any], resume: bool, *args: Any, **kwargs: Any) -> Any:
+            state, histogram = real_prepare(out, settings, resume, *args, **kwargs)
+            if resume:
+                state.position = (0, 0, 0)
+            return state, histogram
+
+        monkeypatch.setattr(corpus_module, "_prepare_output", from_start)
     ref = tmp_path / "ref"
     encode_corpus(hex_dir, corpus_files, ref, shard_tokens=2500, progress=False)
     assert len(_shards(ref)) >= 4
