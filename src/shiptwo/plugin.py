@@ -666,7 +666,7 @@ def _fingerprints(state: _State) -> dict[str, str]:
 
 
 def build_record(state: _State, exitstatus: int) -> dict[str, Any]:
-    """The run record of this session (see shared/specs/contract-format.md, "Run evidence")."""
+    """The run record of this session (see docs/contract-format.md, "Run records")."""
     tests = []
     for entry in state.results.values():
         entry = dict(entry)

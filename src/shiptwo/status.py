@@ -1,7 +1,7 @@
 """Falsifier and contract status, computed from run evidence alone.
 
 One pure function decides a falsifier's status (the plugin's summary and `pv validate` both
-call it), so the two can never disagree. The rules (shared/specs/contract-format.md):
+call it), so the two can never disagree. The rules (docs/contract-format.md, "Falsifier status"):
 
 - UNBOUND: no test carries the marker. NOT-RUN: bound, but no run mentions it.
 - Per test, the newest decisive (non-skipped) result counts; a skip never demotes a decisive

@@ -5,7 +5,7 @@ a free function of the model and a batch only: it runs under `torch.inference_mo
 and restores the previous mode, so nothing the optimizer or a training step holds can reach it
 (the seeds' H1: val_loss 0.00081 at train_loss 1.20).
 
-Gates (shared/specs/aprender-interop.md section 3), each raising `GateError` that names itself:
+Gates (docs/aprender-interop.md, "Gates"), each raising `GateError` that names itself:
 - GATE-TRAIN-007: NaN/Inf in train loss, grad norm, lr or val loss aborts - before the optimizer
   step, so a poisoned update is never applied or saved.
 - GATE-TRAIN-005: epoch-0 val_loss non-finite or above 10.0, or a later val_loss more than twice

@@ -1,6 +1,6 @@
 """On-disk constants of APR v2: magic, header layout, flags, dtype codes and sizes.
 
-Everything here is read from shared/specs/apr-v2.md (aprender's crates/aprender-core/src/format/v2).
+Everything here is documented in docs/apr-v2.md (read from aprender's crates/aprender-core/src/format/v2).
 No numpy or torch at import time: the CLI imports this to register commands.
 """
 
@@ -54,7 +54,7 @@ class Flag(enum.IntFlag):
 KNOWN_FLAGS = 0x0FFF
 # Payload transforms shiptwo does not implement: reading through them would decode garbage.
 UNSUPPORTED_FLAGS = Flag.ENCRYPTED | Flag.SIGNED
-# Compression bits. aprender's writer sets LZ4 without compressing (shared/specs/apr-v2.md), so a
+# Compression bits. aprender's writer sets LZ4 without compressing (docs/apr-v2.md, Flags), so a
 # file with one of these is read when every tensor's stored size is exactly shape x dtype size
 # (the payload is demonstrably raw) and refused as compressed otherwise.
 COMPRESSION_FLAGS = Flag.LZ4 | Flag.ZSTD

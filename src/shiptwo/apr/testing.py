@@ -78,7 +78,7 @@ def _align64(n: int) -> int:
 
 def spec_file(entries: list[tuple[str, int, list[int], bytes]], metadata: bytes, *, flags: int = 0x0400,
               data_order: list[int] | None = None) -> bytes:
-    """An APR v2 image built straight from shared/specs/apr-v2.md, sharing no code with the writer.
+    """An APR v2 image built straight from docs/apr-v2.md, sharing no code with the writer.
 
     Entries are indexed in the order given (sort them for a valid file); `data_order` lays the
     data out in another order.

@@ -1,6 +1,6 @@
 """`encode-corpus`: JSONL documents -> pretokenize-bin-v1 shards, audited, deterministic, resumable.
 
-Output (shared/specs/aprender-interop.md section 2): `shard-00000.bin`, ... flat little-endian
+Output (docs/pretokenize-bin-v1.md): `shard-00000.bin`, ... flat little-endian
 u32 ids; a shard is closed after the whole document that brings it to >= shard_tokens. EOS goes
 before every document but the first (`between`), after every document (`after`) or nowhere.
 

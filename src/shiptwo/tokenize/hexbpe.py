@@ -1,6 +1,6 @@
 """Hex-byte BPE, compatible with the vocab.json + merges.txt that aprender's `apr tokenize train` writes.
 
-Layout (shared/specs/aprender-interop.md section 1): ids 0-4 are `<unk> <s> </s> <pad> <mask>`,
+Layout (docs/aprender-interop.md, "Hex-byte BPE"): ids 0-4 are `<unk> <s> </s> <pad> <mask>`,
 ids 5-260 the 256 lowercase hex strings "00".."ff", then one id per merge. A text is one word:
 its UTF-8 bytes, one hex string each, with no pre-tokenization. Merges apply in file order,
 left to right, non-overlapping; a merged token is the concatenation of its parts.
