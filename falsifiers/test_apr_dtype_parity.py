@@ -1,9 +1,15 @@
 """Falsifiers of apr-dtype-parity-v1: bytes and dtypes survive import/export; a mislabel is named;
-the decoded weights carry the statistics of a trained model (the H4 init-stats bounds)."""
+the decoded weights carry the statistics of a trained model (the H4 init-stats bounds).
+
+Controls replay the seeds' H4 root cause 1 in the real code: `apr import` writing BF16 bytes under
+F16's code, and the reader decoding BF16-tagged bytes as F16 (`plant`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,6 +26,43 @@ SPEC_CODES = {"bfloat16": 30, "float16": 1, "float32": 0}
 SAFETENSORS_NAMES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 
+# The controls: the seeds' H4 root cause 1, planted in the one function each half of it lived in.
+IMPORT_TAGS_BF16_AS_F16 = "bf16-tagged-f16-on-import"
+READ_DECODES_BF16_AS_F16 = "bf16-decoded-as-f16-on-read"
+
+
+def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the control's defect into shiptwo.apr for the rest of the test (nothing on the real run)."""
+    if control is None:
+        return
+    if control == IMPORT_TAGS_BF16_AS_F16:
+        # aprender's old import path never passed `is_bf16` to the writer: the BF16 bytes were
+        # copied unchanged under F16's dtype code.
+        from shiptwo.apr import convert
+
+        real_raw_tensor = convert.RawTensor
+
+        def raw_tensor(name: str, dtype: DType, shape: tuple[int, ...], data: Any) -> Any:
+            return real_raw_tensor(name, DType.F16 if dtype is DType.BF16 else dtype, shape, data)
+
+        monkeypatch.setattr(convert, "RawTensor", raw_tensor)
+    elif control == READ_DECODES_BF16_AS_F16:
+        # The loader that dequantized a BF16-tagged tensor through f16_to_f32.
+        from shiptwo.apr import reader
+
+        monkeypatch.setitem(reader._TORCH_DTYPES, DType.BF16, "float16")
+        real_decode_array = reader.decode_array
+
+        def decode_array(info: Any, buf: Any, *, raw_bf16: bool = False) -> Any:
+            if info.dtype is DType.BF16 and not raw_bf16:
+                info = dataclasses.replace(info, dtype=DType.F16)
+            return real_decode_array(info, buf, raw_bf16=raw_bf16)
+
+        monkeypatch.setattr(reader, "decode_array", decode_array)
+    else:
+        raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
+
+
 def _source_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
     with st_safe_open(str(model_dir / "model.safetensors"), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
@@ -32,8 +75,12 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 @pytest.mark.falsifier("FALSIFY-APR-DTYPE-PARITY-001")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_measurement) -> None:
+def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_measurement, falsifier_control: Any,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    if falsifier_control is not None and dtype != "bfloat16":
+        pytest.skip(f"{falsifier_control.id} acts on BF16 tensors only; this source holds {dtype}")
     src = make_qwen2_dir(tmp_path / "hf", dtype=dtype, tied=dtype == "bfloat16", seed=1)
+    plant(falsifier_control, monkeypatch)
     out = tmp_path / "m.apr"
     assert main(["apr", "import", str(src), "-o", str(out)]) == 0
     assert spec_problems(out) == []
@@ -56,30 +103,42 @@ def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_meas
     # The library's view must agree with the bytes on disk.
     source = _source_tensors(src)
     loaded = apr.load_file(out)
-    assert all(_bits_equal(loaded[k], source[k]) for k in source)
+    assert [k for k in source if not _bits_equal(loaded[k], source[k])] == []
 
     back = tmp_path / "back.safetensors"
     assert main(["apr", "export", str(out), "-o", str(back)]) == 0
     with st_safe_open(str(back), framework="pt") as f:
         exported = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     assert exported.keys() == source.keys()
-    assert all(_bits_equal(exported[k], source[k]) for k in source)
+    assert [k for k in source if not _bits_equal(exported[k], source[k])] == []
     assert back.read_bytes() == (src / "model.safetensors").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def trained_bf16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("trained")
-    src = make_qwen2_dir(root / "hf", dtype="bfloat16", tied=True, seed=2, trained_like=True, vocab_size=512)
-    out = root / "m.apr"
-    assert main(["apr", "import", str(src), "-o", str(out)]) == 0
-    return src, out
+    return make_qwen2_dir(root / "hf", dtype="bfloat16", tied=True, seed=2, trained_like=True, vocab_size=512)
+
+
+@pytest.fixture
+def trained_bf16(trained_source: Path, tmp_path: Path, falsifier_control: Any,
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The trained-like BF16 source and its import, made and read with the control's defect planted."""
+    plant(falsifier_control, monkeypatch)
+    out = tmp_path / "m.apr"
+    assert main(["apr", "import", str(trained_source), "-o", str(out)]) == 0
+    return trained_source, out
 
 
 @pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
-def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], falsifier_control: Any, tmp_path: Path,
+                                           capsys) -> None:
+    if falsifier_control == READ_DECODES_BF16_AS_F16:
+        # `apr diff` decodes both sides itself (shiptwo.apr.diff), never through the reader's decoder.
+        pytest.skip("apr diff does not decode through the reader; the stats test below reads through it")
     src, good = trained_bf16
-    assert main(["apr", "diff", str(good), str(src)]) == 0
+    assert main(["apr", "diff", str(good), str(src)]) == 0, f"apr diff: the fresh import differs from its source: " \
+        f"{capsys.readouterr().out.strip()}"
     bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
     assert apr.read_header(bad).tensor("model.norm.weight").dtype is DType.F16
     capsys.readouterr()
@@ -91,7 +150,8 @@ def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], tmp_
 
 
 @pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
-def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, Path], tmp_path: Path) -> None:
+def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, Path], tmp_path: Path,
+                                                     falsifier_control: Any) -> None:
     _, good = trained_bf16
     bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
     embed = apr.load_file(bad)["model.embed_tokens.weight"].double()
@@ -104,7 +164,8 @@ def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, P
 
 
 @pytest.mark.falsifier("FALSIFY-APR-INIT-STATS-001")
-def test_init_stats_of_a_trained_like_checkpoint(trained_bf16: tuple[Path, Path], record_measurement) -> None:
+def test_init_stats_of_a_trained_like_checkpoint(trained_bf16: tuple[Path, Path], record_measurement,
+                                                 falsifier_control: Any) -> None:
     _, out = trained_bf16
     with apr.safe_open(out, framework="np") as f:
         embed = f.get_tensor("model.embed_tokens.weight").astype("float64")

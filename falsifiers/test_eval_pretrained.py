@@ -4,19 +4,28 @@ A small Qwen2 is trained to fit a low-entropy corpus, saved as .apr and as a Hug
 reloaded, and evaluated: its val loss must sit far below ln(vocab), and transformers'
 Qwen2ForCausalLM on the saved weights must give the same loss on the same batch (the seeds'
 step-1 val loss of 18.55 nats, above uniform, with "correct" weights).
+
+Controls plant the seeds' suspects for that number into the real reload and eval path (`plant`):
+the tied head or a square projection mis-loaded, labels left unshifted, a loss chunk dropped.
+The loss runs in chunks, as it does for the real vocab (`chunked_loss`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+import shiptwo.model as model_mod
+from shiptwo import checkpoint
 from shiptwo.checkpoint import from_pretrained, save_apr, save_hf
 from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.models.defects import DEFECTS
 from shiptwo.tokenize.shards import ArrayWindows
 from shiptwo.train import TrainConfig, eval_batch, train
 
@@ -25,6 +34,59 @@ transformers = pytest.importorskip("transformers")
 CFG = Qwen2Config(vocab_size=256, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
                   intermediate_size=96, tied_embeddings=True)
 SEQ = 32
+CHUNK_ROWS = 48  # an 8 x 32 eval batch takes six loss chunks, as a batch of the real vocab takes several
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chunked_loss() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_mod, "LOSS_CHUNK_ELEMENTS", CFG.vocab_size * CHUNK_ROWS)
+        yield
+
+
+def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the control's defect into the real loader or eval path (nothing on the real run)."""
+    if control is None:
+        return
+    real_load_state = checkpoint.load_state
+    if control == "tied-head-random-on-load":
+        # H4A: populate fills the embedding; the tied head falls through to a fresh random init.
+        def head_left_random(model: Any, tensors: Any, *, source: str) -> None:
+            real_load_state(model, tensors, source=source)
+            emb = model.tok_embeddings.weight
+            fresh = torch.randn(emb.shape, generator=torch.Generator().manual_seed(1234)) * 0.02
+            model.lm_head.weight = torch.nn.Parameter(fresh.to(emb.dtype))
+
+        monkeypatch.setattr(checkpoint, "load_state", head_left_random)
+    elif control == "transpose-square-on-load":
+        # H4B: the loader installs q_proj and o_proj transposed; their square shapes pass every check.
+        def transposed(model: Any, tensors: Any, *, source: str) -> None:
+            tensors = dict(tensors)
+            DEFECTS["transpose-square"].plant(tensors, model.config.to_hf())
+            real_load_state(model, tensors, source=source)
+
+        monkeypatch.setattr(checkpoint, "load_state", transposed)
+    elif control == "unshifted-eval-labels":
+        # The seeds' H1C: eval's targets are its inputs, never shifted by one.
+        real_loss = model_mod.Qwen2.loss
+        monkeypatch.setattr(model_mod.Qwen2, "loss", lambda self, idx, targets: real_loss(self, idx, idx))
+    elif control == "last-chunk-dropped":
+        real_ce = model_mod.chunked_cross_entropy
+
+        def last_chunk_dropped(head: Any, hidden: torch.Tensor, targets: torch.Tensor, *,
+                               chunk_rows: int | None = None) -> torch.Tensor:
+            n = hidden.shape[0]
+            rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
+            if n <= rows:
+                return real_ce(head, hidden, targets, chunk_rows=rows)
+            total = hidden.new_zeros(())
+            for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
+                total = total + model_mod._ce_sum(head, hidden[start:start + rows], targets[start:start + rows])
+            return total / n
+
+        monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
+    else:
+        raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 
 
 def corpus(seed: int, n_tokens: int) -> np.ndarray:
@@ -53,8 +115,10 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ArrayW
 @pytest.mark.falsifier("FALSIFY-PRETRAINED-001")
 @pytest.mark.parametrize("fmt", ["apr", "hf"])
 def test_reloaded_model_beats_uniform_and_matches_transformers(
-        fmt: str, fitted: tuple[Path, Path, ArrayWindows], record_measurement) -> None:
+        fmt: str, fitted: tuple[Path, Path, ArrayWindows], record_measurement, falsifier_control: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     apr_path, hf_dir, val = fitted
+    plant(falsifier_control, monkeypatch)
     model = from_pretrained(apr_path if fmt == "apr" else hf_dir)
     window = torch.from_numpy(np.stack([val.window(i) for i in range(8)]).astype(np.int64))
     x, y = window[:, :-1], window[:, 1:]

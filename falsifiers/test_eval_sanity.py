@@ -3,23 +3,82 @@
 A fresh random model predicts nearly uniformly, so its mean token cross-entropy must sit near
 ln(vocab); one training step on another batch must not collapse a held-out batch's eval loss
 (the seeds' H1/H1A: val_loss 0.00081 at train_loss 1.20).
+
+The loss runs in chunks here (`chunked_loss`), as it does for the real 151,936-entry vocab, so the
+controls' defects in the chunked cross-entropy are on the path under test (`plant`).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import shiptwo.model as model_mod
 from shiptwo.checkpoint import save_hf
 from shiptwo.model import Qwen2, Qwen2Config
 from shiptwo.train import TrainConfig, Trainer, eval_batch
 
 CFG = Qwen2Config(vocab_size=384, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
                   intermediate_size=96, tied_embeddings=True)
+# Rows of logits per loss chunk: a 4 x 32 batch takes three chunks (48, 48, 32), as a batch of the
+# real vocab takes several of 220 rows. Left at the default, this small vocab never chunks.
+CHUNK_ROWS = 48
+
+
+@pytest.fixture(autouse=True)
+def chunked_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_mod, "LOSS_CHUNK_ELEMENTS", CFG.vocab_size * CHUNK_ROWS)
+
+
+def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the control's defect into the real loss or eval path (nothing on the real run)."""
+    if control is None:
+        return
+    real_ce = model_mod.chunked_cross_entropy
+    if control == "loss-divided-twice":
+        def divided_twice(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
+            return real_ce(head, hidden, targets, **kw) / hidden.shape[0]  # the mean, divided by N again
+
+        monkeypatch.setattr(model_mod, "chunked_cross_entropy", divided_twice)
+    elif control == "last-chunk-dropped":
+        def last_chunk_dropped(head: Any, hidden: torch.Tensor, targets: torch.Tensor, *,
+                               chunk_rows: int | None = None) -> torch.Tensor:
+            n = hidden.shape[0]
+            rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
+            if n <= rows:
+                return real_ce(head, hidden, targets, chunk_rows=rows)
+            total = hidden.new_zeros(())
+            for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
+                total = total + model_mod._ce_sum(head, hidden[start:start + rows], targets[start:start + rows])
+            return total / n
+
+        monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
+    elif control == "unshifted-eval-labels":
+        # The seeds' H1C: the held-out batch's targets are its inputs, never shifted by one.
+        real_loss = model_mod.Qwen2.loss
+        monkeypatch.setattr(model_mod.Qwen2, "loss", lambda self, idx, targets: real_loss(self, idx, idx))
+    elif control == "eval-reads-stale-training-logits":
+        # The seeds' H1A: one logits buffer shared by training and eval; a training step writes
+        # it, and eval, finding a buffer of the right size, reads it instead of its own logits.
+        buffer: dict[str, torch.Tensor] = {}
+
+        def shared_logits_buffer(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
+            if torch.is_grad_enabled():  # a training step
+                buffer["logits"] = head(hidden).detach().float()
+                return real_ce(head, hidden, targets, **kw)
+            logits = buffer.get("logits")
+            if logits is None or logits.shape[0] != hidden.shape[0]:
+                logits = buffer["logits"] = head(hidden).float()
+            return F.cross_entropy(logits, targets.long())
+
+        monkeypatch.setattr(model_mod, "chunked_cross_entropy", shared_logits_buffer)
+    else:
+        raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 
 
 def batch(seed: int, *, b: int = 4, t: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +87,22 @@ def batch(seed: int, *, b: int = 4, t: int = 32) -> tuple[torch.Tensor, torch.Te
 
 
 @pytest.mark.falsifier("FALSIFY-EVAL-SANITY-001")
-def test_fresh_model_scores_near_ln_vocab(record_measurement) -> None:
+def test_fresh_model_scores_near_ln_vocab(record_measurement, falsifier_control: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = Qwen2(CFG)
-    loss = eval_batch(model, *batch(1))
+    x, y = batch(1)
+    with torch.no_grad():
+        logits = model(x)  # (B, T, V): the whole logits, no chunking, no eval path
+    plain = F.cross_entropy(logits.reshape(-1, CFG.vocab_size), y.reshape(-1)).item()
+    plant(falsifier_control, monkeypatch)
+    loss = eval_batch(model, x, y)
     ratio = loss / math.log(CFG.vocab_size)
     record_measurement("eval_loss", loss)
     record_measurement("eval_loss_over_ln_vocab", ratio)
+    # Near ln(vocab) is not enough: a loss missing a chunk, or scored against unshifted labels,
+    # stays near it on a fresh model. The eval must be the mean token cross-entropy itself.
+    record_measurement("eval_vs_plain_ce_abs_diff", abs(loss - plain))
 
 
 def reference_loss(model: Qwen2, inputs: torch.Tensor, targets: torch.Tensor, directory: Path) -> float:
@@ -49,7 +117,9 @@ def reference_loss(model: Qwen2, inputs: torch.Tensor, targets: torch.Tensor, di
 
 
 @pytest.mark.falsifier("FALSIFY-EVAL-POLLUTION-001")
-def test_one_train_step_does_not_collapse_heldout_eval(record_measurement, tmp_path: Path) -> None:
+def test_one_train_step_does_not_collapse_heldout_eval(record_measurement, tmp_path: Path, falsifier_control: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    plant(falsifier_control, monkeypatch)
     torch.manual_seed(0)
     model = Qwen2(CFG)
     heldout = batch(10)

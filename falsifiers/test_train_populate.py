@@ -4,19 +4,68 @@ The seeds' H2: q/k/v biases were silently left at their random init, and train l
 Here each kind of tensor is removed, renamed and mis-shaped in turn, in a Hugging Face dir and in
 an .apr file, and the loader must refuse naming it; a complete checkpoint must reproduce every
 tensor of the transformers model it came from, biases included.
+
+The controls replay H2 in the real loader (`plant`): the q/k/v biases it installs are a fresh init,
+not the checkpoint's (names and shapes intact: the complete-checkpoint test sees it), or a missing
+q/k/v bias is filled with a fresh init instead of refused (the refusal tests with a removed bias
+see it). Each test skips the control its checkpoint cannot show.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from shiptwo import checkpoint
 from shiptwo.checkpoint import KEY_TABLE, checkpoint_to_module, from_pretrained, save_apr
 from shiptwo.errors import ModelError
 from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.models.defects import DEFECTS
+
+QKV_BIAS_AT_INIT = "qkv-bias-left-at-init"
+MISSING_QKV_BIAS_AT_INIT = "missing-qkv-bias-left-at-init"
+QKV_BIASES = ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias")
+
+
+def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant H2 into shiptwo.checkpoint.load_state (nothing on the real run)."""
+    if control is None:
+        return
+    real_load_state = checkpoint.load_state
+    if control == QKV_BIAS_AT_INIT:
+        def biases_never_read(model: Any, tensors: Any, *, source: str) -> None:
+            tensors = dict(tensors)
+            DEFECTS["qkv-bias-random"].plant(tensors, model.config.to_hf())
+            real_load_state(model, tensors, source=source)
+
+        monkeypatch.setattr(checkpoint, "load_state", biases_never_read)
+    elif control == MISSING_QKV_BIAS_AT_INIT:
+        def missing_biases_initialised(model: Any, tensors: Any, *, source: str) -> None:
+            tensors = dict(tensors)
+            params = dict(model.named_parameters())
+            gen = torch.Generator().manual_seed(1234)
+            for ck, mod in checkpoint.checkpoint_to_module(model.config).items():
+                if ck.endswith(QKV_BIASES) and ck not in tensors:
+                    tensors[ck] = torch.randn(params[mod].shape, generator=gen) * 0.02
+            real_load_state(model, tensors, source=source)
+
+        monkeypatch.setattr(checkpoint, "load_state", missing_biases_initialised)
+    else:
+        raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
+
+
+def skip_controls_this_checkpoint_cannot_show(control: Any, *, removed: str | None) -> None:
+    """Skip a control whose defect this test's checkpoint gives nothing to act on."""
+    if control == QKV_BIAS_AT_INIT and removed is not None:
+        pytest.skip(f"{control.id}: a defective checkpoint is refused before any value is installed; the "
+                    "complete-checkpoint test compares the values")
+    if control == MISSING_QKV_BIAS_AT_INIT and not (removed or "").endswith(QKV_BIASES):
+        pytest.skip(f"{control.id}: this checkpoint lacks no q/k/v bias (it is refused for another tensor, "
+                    "or complete)")
 
 transformers = pytest.importorskip("transformers")
 
@@ -50,7 +99,10 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
 
 
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
-def test_complete_checkpoint_fills_every_parameter(hf_dir: Path) -> None:
+def test_complete_checkpoint_fills_every_parameter(hf_dir: Path, falsifier_control: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=None)
+    plant(falsifier_control, monkeypatch)
     ours = from_pretrained(hf_dir)
     source = load_file(hf_dir / "model.safetensors")
     params = dict(ours.named_parameters())
@@ -65,7 +117,10 @@ def test_complete_checkpoint_fills_every_parameter(hf_dir: Path) -> None:
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
 @pytest.mark.parametrize("victim", VICTIMS)
 @pytest.mark.parametrize("defect", ["removed", "renamed", "misshaped"])
-def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_dir: Path, tmp_path: Path) -> None:
+def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_dir: Path, tmp_path: Path,
+                                                 falsifier_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=victim if defect == "removed" else "")
+
     def edit(t: dict[str, torch.Tensor]) -> None:
         if defect == "removed":
             del t[victim]
@@ -76,6 +131,7 @@ def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_di
             t[victim] = torch.cat([t[victim], t[victim][:1]])  # one extra row
 
     bad = _rewrite(hf_dir, tmp_path / "bad", edit)
+    plant(falsifier_control, monkeypatch)
     with pytest.raises(ModelError) as err:
         from_pretrained(bad)
     msg = str(err.value)
@@ -86,7 +142,9 @@ def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_di
 
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
 @pytest.mark.parametrize("victim", ["model.layers.0.self_attn.k_proj.bias", "lm_head.weight"])
-def test_defective_apr_is_refused_by_name(victim: str, tmp_path: Path) -> None:
+def test_defective_apr_is_refused_by_name(victim: str, tmp_path: Path, falsifier_control: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=victim)
     apr = pytest.importorskip("shiptwo.apr")
     good = tmp_path / "good.apr"
     save_apr(Qwen2(CFG), good)
@@ -95,5 +153,6 @@ def test_defective_apr_is_refused_by_name(victim: str, tmp_path: Path) -> None:
         meta = f.metadata()
     del tensors[victim]
     apr.save_file(tensors, tmp_path / "bad.apr", metadata=meta)
+    plant(falsifier_control, monkeypatch)
     with pytest.raises(ModelError, match=f"missing tensor '{victim}'"):
         from_pretrained(tmp_path / "bad.apr")
