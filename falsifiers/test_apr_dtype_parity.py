@@ -20,7 +20,7 @@ from shiptwo.apr.constants import DType
 from shiptwo.apr.testing import make_qwen2_dir, retag, safetensors_raw, spec_problems, spec_tensors
 from shiptwo.cli import main
 
-# The codes as literals from shared/specs/apr-v2.md, not shiptwo's DType: a writer and reader
+# The codes as literals from docs/apr-v2.md, not shiptwo's DType: a writer and reader
 # that agree on a swapped code would pass a check written against their own constants.
 SPEC_CODES = {"bfloat16": 30, "float16": 1, "float32": 0}
 SAFETENSORS_NAMES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}

@@ -144,7 +144,7 @@ def test_qwen_bf16_snapshot_survives_apr_import_and_export(qwen_dir: Path, tmp_p
     assert main(["apr", "import", str(source), "-o", str(out)]) == 0
     raw = safetensors_raw(qwen_dir / "model.safetensors")  # the truth: the real snapshot's bytes
     written = spec_tensors(out)
-    bf16_code = 30  # shared/specs/apr-v2.md, as a literal: not shiptwo's own DType table
+    bf16_code = 30  # docs/apr-v2.md, as a literal: not shiptwo's own DType table
     mismatched = sorted(name for name, (st_dtype, shape, data) in raw.items()
                         if st_dtype != "BF16" or written.get(name) != (bf16_code, shape, data))
     del written
