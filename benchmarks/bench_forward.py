@@ -2,7 +2,7 @@
 
 One random Qwen2 config (Qwen2.5-0.5B's layer shape: hidden 896, 14 heads, 2 KV heads, FFN 4864;
 fewer layers and a smaller vocab so a CPU run takes seconds) is built in transformers, saved, and
-loaded by `shiptwo.checkpoint.from_pretrained`; both models run the same batch under
+loaded by `shiptwo.qwen2.checkpoint.from_pretrained`; both models run the same batch under
 inference_mode, interleaved (alternating which goes first), and the best times are compared as a
 ratio (goal <= 1.1x): on a shared machine the minimum is the least disturbed estimate.
 transformers uses its default attention (sdpa), as shiptwo does.
@@ -22,8 +22,8 @@ from collections.abc import Callable
 import torch
 import transformers
 
-from shiptwo.checkpoint import from_pretrained
-from shiptwo.model import max_rel_err
+from shiptwo.qwen2.checkpoint import from_pretrained
+from shiptwo.qwen2.model import max_rel_err
 
 
 def timed(fn: Callable[[], object], device: str) -> float:

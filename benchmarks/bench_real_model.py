@@ -26,11 +26,11 @@ from typing import Any
 import torch
 import transformers
 
-from shiptwo.checkpoint import from_pretrained
-from shiptwo.gates import check_gate
+from shiptwo.qwen2.checkpoint import from_pretrained
+from shiptwo.harness.gates import check_gate
 from shiptwo.models.fetch import model_root
 from shiptwo.models.registry import DEFAULT_QWEN2, MODELS
-from shiptwo.train import eval_batch
+from shiptwo.qwen2.train import eval_batch
 
 
 def best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -20,9 +20,9 @@ import time
 import torch
 import transformers
 
-from shiptwo.checkpoint import from_pretrained
-from shiptwo.model import flops_per_token
-from shiptwo.train import TrainConfig, Trainer
+from shiptwo.qwen2.checkpoint import from_pretrained
+from shiptwo.qwen2.model import flops_per_token
+from shiptwo.qwen2.train import TrainConfig, Trainer
 
 
 def main() -> None:

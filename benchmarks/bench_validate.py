@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from shiptwo.contract.validate import validate_paths
+from shiptwo.harness.contract.validate import validate_paths
 
 REPO = Path(__file__).resolve().parents[1]
 FALSIFIER_ID = re.compile(r"FALSIFY-([A-Z0-9]+(?:-[A-Z0-9]+)*)-(\d{3})\b")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{f.path}:{f.line}: {f.rule} {f.message}", file=sys.stderr)
             print(f"generated contracts do not validate clean: {len(result.findings)} findings", file=sys.stderr)
             return 1
-        from shiptwo.contract import testrefs
+        from shiptwo.harness.contract import testrefs
 
         testrefs._scan.cache_clear()  # the first timed run pays for the test files, like a fresh CLI
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shiptwo.gates import check_gate
+from shiptwo.harness.gates import check_gate
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # CPython's own source: real Python that every machine with this interpreter holds byte for byte.
@@ -48,7 +48,7 @@ def qwen_model(qwen_dir: Path) -> Any:
     """The snapshot loaded in fp32 on the CPU, in eval mode; shared, so never modified by a test."""
     import torch
 
-    from shiptwo.checkpoint import from_pretrained
+    from shiptwo.qwen2.checkpoint import from_pretrained
 
     return from_pretrained(qwen_dir, device="cpu", dtype=torch.float32)
 

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-import shiptwo.model as model_mod
-from shiptwo import checkpoint
-from shiptwo.checkpoint import from_pretrained, save_apr, save_hf
-from shiptwo.model import Qwen2, Qwen2Config
+import shiptwo.qwen2.model as model_mod
+from shiptwo.qwen2 import checkpoint
+from shiptwo.qwen2.checkpoint import from_pretrained, save_apr, save_hf
+from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.models.defects import DEFECTS
 from shiptwo.tokenize.shards import ArrayWindows
-from shiptwo.train import TrainConfig, eval_batch, train
+from shiptwo.qwen2.train import TrainConfig, eval_batch, train
 
 transformers = pytest.importorskip("transformers")
 

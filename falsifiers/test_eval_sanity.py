@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import shiptwo.model as model_mod
-from shiptwo.checkpoint import save_hf
-from shiptwo.model import Qwen2, Qwen2Config
-from shiptwo.train import TrainConfig, Trainer, eval_batch
+import shiptwo.qwen2.model as model_mod
+from shiptwo.qwen2.checkpoint import save_hf
+from shiptwo.qwen2.model import Qwen2, Qwen2Config
+from shiptwo.qwen2.train import TrainConfig, Trainer, eval_batch
 
 CFG = Qwen2Config(vocab_size=384, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
                   intermediate_size=96, tied_embeddings=True)

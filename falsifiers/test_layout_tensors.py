@@ -21,7 +21,7 @@ from safetensors import safe_open as st_safe_open
 from shiptwo import apr
 from shiptwo.apr.constants import DType, Flag
 from shiptwo.apr.testing import make_qwen2_dir, rehash, spec_file
-from shiptwo.checkpoint import from_pretrained
+from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.cli import main
 from shiptwo.errors import FormatError
 
@@ -41,7 +41,7 @@ def _random_like_bytes(dtype: DType, shape: tuple[int, ...]) -> bytes:
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plant the control's defect into the real import, reader or loader (nothing on the real run)."""
-    from shiptwo import checkpoint
+    from shiptwo.qwen2 import checkpoint
     from shiptwo.apr import convert, reader
     from shiptwo.apr.writer import FileRange, RawTensor
 

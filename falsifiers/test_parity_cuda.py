@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import shiptwo.model as model_mod
-from shiptwo.model import Qwen2, Qwen2Config, max_rel_err, stage_names
-from shiptwo.train import eval_batch
+import shiptwo.qwen2.model as model_mod
+from shiptwo.qwen2.model import Qwen2, Qwen2Config, max_rel_err, stage_names
+from shiptwo.qwen2.train import eval_batch
 
 CFG = Qwen2Config(vocab_size=512, hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2, head_dim=16,
                   intermediate_size=256, rope_theta=1_000_000.0, tied_embeddings=True)
@@ -150,7 +150,7 @@ def _python_ids(tokenizer_json: Path, n_tokens: int) -> torch.Tensor:
 
 @pytest.mark.falsifier("FALSIFY-PARITY-QWEN-CUDA-001")
 def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_measurement, falsifier_control) -> None:
-    from shiptwo.checkpoint import from_pretrained
+    from shiptwo.qwen2.checkpoint import from_pretrained
 
     root = qwen_dir
     ids = _python_ids(root / "tokenizer.json", 128)

@@ -2,7 +2,7 @@
 
 The oracle is transformers' eager attention path; its weights reach our model through a saved
 Hugging Face directory and `from_pretrained`, so the key table is under test too. Stages are
-compared by `shiptwo.parity` (forward hooks on the reference).
+compared by `shiptwo.qwen2.parity` (forward hooks on the reference).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from shiptwo.checkpoint import from_pretrained
-from shiptwo.parity import compare, first_over, reference_stages
+from shiptwo.qwen2.checkpoint import from_pretrained
+from shiptwo.qwen2.parity import compare, first_over, reference_stages
 
 # Small configs that still exercise GQA, non-default theta, head_dim != hidden/heads, both heads.
 CONFIGS = {

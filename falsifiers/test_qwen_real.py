@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 
-from shiptwo.model import ln_vocab
+from shiptwo.qwen2.model import ln_vocab
 from shiptwo.models.defects import plant_into_model
-from shiptwo.train import eval_batch
+from shiptwo.qwen2.train import eval_batch
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -83,7 +83,7 @@ def gguf_reference(qwen_gguf: Path, qwen_batch: torch.Tensor) -> dict[str, Any]:
     dropped as soon as they are taken.
     """
     transformers = pytest.importorskip("transformers")
-    from shiptwo.parity import reference_stages
+    from shiptwo.qwen2.parity import reference_stages
 
     ids, targets = qwen_batch[:2, :128], qwen_batch[:2, 1:129]
     ref = transformers.AutoModelForCausalLM.from_pretrained(
@@ -103,9 +103,9 @@ def test_qwen_gguf_matches_transformers_layer_by_layer(qwen_gguf: Path, gguf_ref
     compared and the first one over the contract's tolerance is named (the seeds' H4B/H4D
     bisection, done for them).
     """
-    from shiptwo.checkpoint import from_pretrained
-    from shiptwo.model import max_rel_err, stage_names
-    from shiptwo.parity import first_over
+    from shiptwo.qwen2.checkpoint import from_pretrained
+    from shiptwo.qwen2.model import max_rel_err, stage_names
+    from shiptwo.qwen2.parity import first_over
 
     ids, targets = gguf_reference["ids"], gguf_reference["targets"]
     ours = _subject(from_pretrained(qwen_gguf, dtype=torch.float32), falsifier_control)
@@ -188,8 +188,8 @@ def test_qwen_short_finetune_from_the_real_init(qwen_dir: Path, qwen_shards: Pat
     validation windows: a plain `cross_entropy` of the logits, none of the trainer's eval code.
     The control replays the seeds' eval pollution: evaluation reads the training data.
     """
-    import shiptwo.train as train_mod
-    from shiptwo.checkpoint import from_pretrained
+    import shiptwo.qwen2.train as train_mod
+    from shiptwo.qwen2.checkpoint import from_pretrained
     from shiptwo.tokenize.shards import ShardReader
 
     if falsifier_control == "eval-reads-train-data":
@@ -236,7 +236,7 @@ def test_snapshot_tokenizer_matches_the_independently_built_vocab(qwen_dir: Path
     """
     from tokenizers import Tokenizer, pre_tokenizers
 
-    from shiptwo.gates import check_gate
+    from shiptwo.harness.gates import check_gate
 
     gate = check_gate("qwen-tokenizer")
     if not gate.ok:

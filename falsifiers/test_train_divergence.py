@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-import shiptwo.train as train_mod
+import shiptwo.qwen2.train as train_mod
 from shiptwo.errors import GateError
-from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.tokenize.shards import ArrayWindows
-from shiptwo.train import TrainConfig, train
+from shiptwo.qwen2.train import TrainConfig, train
 
 # The gate each control disables.
 CONTROL_GATE = {"divergence-gate-disabled": "GATE-TRAIN-005", "nonfinite-gate-disabled": "GATE-TRAIN-007"}
 
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch, *, expected_gate: str) -> None:
-    """Disable the control's gate in shiptwo.train; skip when this test expects the other gate."""
+    """Disable the control's gate in shiptwo.qwen2.train; skip when this test expects the other gate."""
     if control is None:
         return
     if CONTROL_GATE[control.id] != expected_gate:

@@ -27,13 +27,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import shiptwo.model as model_mod
-import shiptwo.train as train_mod
-from shiptwo.checkpoint import from_pretrained, save_apr
+import shiptwo.qwen2.model as model_mod
+import shiptwo.qwen2.train as train_mod
+from shiptwo.qwen2.checkpoint import from_pretrained, save_apr
 from shiptwo.cli import main
-from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.tokenize.shards import ShardReader
-from shiptwo.train import EPOCH_METADATA_KEYS
+from shiptwo.qwen2.train import EPOCH_METADATA_KEYS
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN_MODULES = ("shlex.py", "fnmatch.py", "bisect.py")  # about 9,500 tokens: two short epochs

@@ -20,10 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shiptwo import checkpoint
-from shiptwo.checkpoint import KEY_TABLE, checkpoint_to_module, from_pretrained, save_apr
+from shiptwo.qwen2 import checkpoint
+from shiptwo.qwen2.checkpoint import KEY_TABLE, checkpoint_to_module, from_pretrained, save_apr
 from shiptwo.errors import ModelError
-from shiptwo.model import Qwen2, Qwen2Config
+from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.models.defects import DEFECTS
 
 QKV_BIAS_AT_INIT = "qkv-bias-left-at-init"
@@ -32,7 +32,7 @@ QKV_BIASES = ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_pro
 
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plant H2 into shiptwo.checkpoint.load_state (nothing on the real run)."""
+    """Plant H2 into shiptwo.qwen2.checkpoint.load_state (nothing on the real run)."""
     if control is None:
         return
     real_load_state = checkpoint.load_state

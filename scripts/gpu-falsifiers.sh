@@ -5,7 +5,7 @@
 #   scripts/gpu-falsifiers.sh [pytest args...]
 #
 # Needs shiptwo installed (the README's set-up, with `torch` for the machine instead of the CPU
-# pin) or PYTHONPATH=src with the plugin named (SHIPTWO_PLUGIN_ARG="-p shiptwo.plugin"). Offline
+# pin) or PYTHONPATH=src with the plugin named (SHIPTWO_PLUGIN_ARG="-p shiptwo.harness.plugin"). Offline
 # machines pass the pinned files: QWEN_GGUF=/path/to/the.gguf DASHSCOPE_WHEEL=/path/to/dashscope.whl.
 set -euo pipefail
 cd "$(dirname "$0")/.."

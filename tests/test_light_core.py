@@ -11,7 +11,7 @@ def test_pv_validate_and_plugin_import_no_heavy_libraries() -> None:
         "import sys\n"
         "from shiptwo.cli import build_parser\n"
         "build_parser()\n"
-        "import shiptwo, shiptwo.contract.validate, shiptwo.contract.evaluate, shiptwo.plugin, shiptwo.status\n"
+        "import shiptwo, shiptwo.harness.contract.validate, shiptwo.harness.evaluate, shiptwo.harness.plugin, shiptwo.harness.status\n"
         "heavy = sorted(m for m in ('torch', 'tokenizers', 'transformers', 'numpy') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

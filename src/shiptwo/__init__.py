@@ -1,7 +1,7 @@
 """shiptwo: falsifier-first contract verification for shipping ML models.
 
 The harness core (contracts, status, evidence) imports neither torch nor tokenizers;
-the subjects under test (`shiptwo.tokenize`, `shiptwo.apr`, `shiptwo.model`) import them
+the subjects under test (`shiptwo.tokenize`, `shiptwo.apr`, `shiptwo.qwen2.model`) import them
 where they are used.
 """
 
@@ -22,9 +22,9 @@ from shiptwo.errors import (
 # The subjects under test import torch; they load on first use so that the harness core
 # (`shiptwo pv validate`, the pytest plugin) stays light.
 _LAZY = {
-    "Qwen2": "shiptwo.model",
-    "Qwen2Config": "shiptwo.qwen2_config",
-    "from_pretrained": "shiptwo.checkpoint",
+    "Qwen2": "shiptwo.qwen2.model",
+    "Qwen2Config": "shiptwo.qwen2.config",
+    "from_pretrained": "shiptwo.qwen2.checkpoint",
     "detect_format": "shiptwo.tokenize",
     "load_tokenizer": "shiptwo.tokenize",
 }

@@ -17,11 +17,11 @@ from shiptwo.errors import ShiptwoError, UsageError
 
 # Modules whose `register(subparsers)` adds commands, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "shiptwo.contract.cli",
+    "shiptwo.harness.cli",
     "shiptwo.tokenize.cli",
     "shiptwo.apr.cli",
     "shiptwo.models.cli",
-    "shiptwo.train_cli",
+    "shiptwo.qwen2.cli",
 )
 
 

@@ -1,4 +1,5 @@
-"""Files written so that a reader never sees half of one, and hashed without loading them whole.
+"""Files written so that a reader never sees half of one, hashed without loading them whole, and
+output directories checked before a long run writes into them.
 
 Shared by the run records, the contract write-back and the tokenizer's outputs; the APR writer
 streams its own temp file but follows the same rule (fsync, then rename).
@@ -10,6 +11,8 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from shiptwo.errors import UsageError
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
@@ -40,3 +43,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def check_output_dir(option: str, path: Path) -> Path:
+    """`path` if a run may write into it: an existing directory, or one mkdir can create.
+
+    A file in its place (or in place of a parent) is a UsageError naming `option`, instead of the
+    FileExistsError / NotADirectoryError a later mkdir would raise mid-run.
+    """
+    for at in (path, *path.parents):
+        if at.exists():
+            if not at.is_dir():
+                where = "" if at == path else f" (its parent {at} is a file)"
+                raise UsageError(f"{option} {path}: exists and is not a directory{where}; give a directory "
+                                 "path (it is created when missing)")
+            break
+    return path

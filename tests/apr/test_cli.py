@@ -16,7 +16,7 @@ from safetensors.torch import save_file as st_save_file
 
 from shiptwo import apr
 from shiptwo.apr.constants import DType
-from shiptwo.apr.convert import metadata_from_config
+from shiptwo.apr.metadata import metadata_from_config
 from shiptwo.apr.testing import make_qwen2_dir, retag, spec_problems
 from shiptwo.cli import main
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shiptwo import apr
-from shiptwo.checkpoint import from_pretrained
+from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.cli import main
 
 gguf = pytest.importorskip("gguf")

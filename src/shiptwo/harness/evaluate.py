@@ -1,0 +1,78 @@
+"""Join validation with run evidence: every contract's falsifiers and their statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from shiptwo.harness.contract.findings import Finding, finding
+from shiptwo.harness.contract.model import Contract, Falsifier
+from shiptwo.harness.contract.validate import ValidationResult
+from shiptwo.harness.evidence import RecordFromTheFuture, TestResult, covered_files, read_run_records
+from shiptwo.harness.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
+
+
+@dataclass(frozen=True)
+class FalsifierReport:
+    falsifier: Falsifier
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    contract: Contract
+    status: ContractStatus
+    falsifiers: tuple[FalsifierReport, ...]
+
+
+@dataclass
+class Evaluation:
+    validation: ValidationResult
+    contracts: list[ContractReport] = field(default_factory=list)
+    evidence_findings: list[Finding] = field(default_factory=list)
+    runs: int = 0
+
+    @property
+    def findings(self) -> list[Finding]:
+        return sorted(self.validation.findings + self.evidence_findings)
+
+
+def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime | None = None) -> Evaluation:
+    """Compute every falsifier's status from the run records under `evidence_dir`.
+
+    A record that cannot be read, or that finished after `now` (default: this machine's clock),
+    is a finding and decides nothing. Falsifiers that `cover` files are judged against those
+    files as they are on disk now.
+    """
+    records, errors = read_run_records(evidence_dir, now=now)
+    out = Evaluation(validation, runs=len(records))
+    for exc in errors:
+        rule = "evidence-from-the-future" if isinstance(exc, RecordFromTheFuture) else "evidence-unreadable"
+        out.evidence_findings.append(finding(rule, str(exc).split(":", 1)[0], 1, 1, str(exc)))
+    results: list[TestResult] = [r for record in records for r in record.results()]
+    by_falsifier: dict[str, list[TestResult]] = {}
+    for r in results:
+        for fid in r.falsifiers:
+            by_falsifier.setdefault(fid, []).append(r)
+    hashed: dict[tuple[str, ...], dict[str, str]] = {}  # falsifiers often cover the same files
+    for contract in validation.contracts:
+        reports = []
+        for f in contract.falsifiers:
+            bound = validation.markers.get(f.id, [])
+            covered = None
+            if f.covers:
+                covered = hashed.get(f.covers) or hashed.setdefault(f.covers, covered_files(validation.root, f.covers))
+            verdict = falsifier_status(f, bound_tests=bound, results=by_falsifier.get(f.id, []), covered=covered)
+            reports.append(FalsifierReport(f, verdict))
+        status = contract_status(r.verdict.status for r in reports)
+        out.contracts.append(ContractReport(contract, status, tuple(reports)))
+    return out
+
+
+def statuses_tally(evaluation: Evaluation) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for c in evaluation.contracts:
+        for f in c.falsifiers:
+            tally[f.verdict.status.value] = tally.get(f.verdict.status.value, 0) + 1
+    return dict(sorted(tally.items(), key=lambda kv: list(Status).index(Status(kv[0]))))

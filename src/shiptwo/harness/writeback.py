@@ -1,0 +1,246 @@
+"""Write falsifier and contract statuses back into contract YAML, touching nothing else.
+
+A round-trip re-dump (even ruamel's) can re-wrap folded text, re-indent sequences or re-quote
+scalars. Here only the byte spans of `status:` / `evidence:` lines change: the composer gives
+each node's span, we splice new lines in, then re-parse and check that everything but those
+keys is unchanged before the file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from shiptwo.harness.contract.yamlsafe import parse_yaml
+from shiptwo.errors import ContractError
+
+if TYPE_CHECKING:
+    from shiptwo.harness.evaluate import Evaluation
+    from shiptwo.harness.status import Verdict
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class FalsifierUpdate:
+    status: str
+    evidence: dict[str, Any] | None  # None removes an `evidence:` key
+
+
+def render_scalar(value: Any) -> str:
+    """A YAML 1.1 scalar that PyYAML and ruamel read back as the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        mantissa, _, exponent = text.partition("e")
+        if "." not in mantissa:  # PyYAML reads 1e-05 as a string; 1.0e-05 is a float
+            mantissa += ".0"
+        return f"{mantissa}e{exponent}" if exponent else mantissa
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {render_scalar(v)}" for k, v in value.items()) + "}"
+    text = str(value).replace("\n", " ")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _last_line(node: yaml.Node) -> int:
+    """0-based last line holding text of `node` (block collections end where the next token starts)."""
+    if isinstance(node, yaml.ScalarNode) or getattr(node, "flow_style", False):
+        end = node.end_mark
+        return end.line if end.column > 0 else end.line - 1
+    last = node.start_mark.line
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    for child in children:
+        last = max(last, _last_line(child))
+    return last
+
+
+def _key_span(mapping: yaml.MappingNode, key: str) -> tuple[int, int] | None:
+    """0-based (first, last) lines of `key: value` in `mapping`, or None."""
+    for key_node, value_node in mapping.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return key_node.start_mark.line, max(key_node.start_mark.line, _last_line(value_node))
+    return None
+
+
+def apply_updates(
+    text: str, updates: dict[str, FalsifierUpdate], contract_status: str, *, source: str = "<contract>"
+) -> str:
+    """Return `text` with statuses and evidence of the falsifiers in `updates` (by id) rewritten."""
+    root = yaml.compose(text, Loader=_Loader)
+    if not isinstance(root, yaml.MappingNode):
+        raise ContractError(f"{source}: not a mapping; cannot write statuses")
+    lines = text.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += newline
+    # (first line, last line, replacement lines); applied bottom-up so earlier offsets stay valid.
+    edits: list[tuple[int, int, list[str]]] = []
+
+    falsifiers = next((v for k, v in root.value if k.value == "falsifiers"), None)
+    if isinstance(falsifiers, yaml.SequenceNode):
+        for node in falsifiers.value:
+            if not isinstance(node, yaml.MappingNode) or not node.value:
+                continue
+            fid = next((v.value for k, v in node.value if k.value == "id" and isinstance(v, yaml.ScalarNode)), None)
+            if fid not in updates:
+                continue
+            update = updates[fid]
+            indent = " " * node.value[0][0].start_mark.column
+            new = {
+                "status": [f"{indent}status: {update.status}{newline}"],
+                "evidence": [f"{indent}evidence: {render_scalar(update.evidence)}{newline}"] if update.evidence else [],
+            }
+            append_at = _last_line(node) + 1
+            status_span, evidence_span = _key_span(node, "status"), _key_span(node, "evidence")
+            if status_span is None and evidence_span is None:
+                edits.append((append_at, append_at - 1, new["status"] + new["evidence"]))
+                continue
+            if status_span is not None:
+                edits.append((status_span[0], status_span[1], new["status"]))
+            else:
+                edits.append((append_at, append_at - 1, new["status"]))
+            if evidence_span is not None:
+                edits.append((evidence_span[0], evidence_span[1], new["evidence"]))
+            elif new["evidence"]:
+                at = status_span[1] + 1 if status_span is not None else append_at
+                edits.append((at, at - 1, new["evidence"]))
+
+    status_line = f"status: {contract_status}{newline}"
+    span = _key_span(root, "status")
+    if span is not None:
+        edits.append((span[0], span[1], [status_line]))
+    else:
+        after = _last_line(falsifiers) + 1 if falsifiers is not None else len(lines)
+        edits.append((after, after - 1, [status_line]))
+
+    # Bottom-up; at one insertion line the contract's status goes in first so that the last
+    # falsifier's lines, inserted at the same index afterwards, land above it.
+    contract_edit = edits[-1]
+    for first, last, replacement in sorted(edits, key=lambda e: (e[0], e is contract_edit), reverse=True):
+        lines[first : last + 1] = replacement
+    out = "".join(lines)
+    _verify(text, out, updates, contract_status, source)
+    return out
+
+
+_WRITTEN = ("status", "evidence")
+
+
+def _strip(data: Any) -> Any:
+    data = {k: v for k, v in data.items() if k not in _WRITTEN}
+    data["falsifiers"] = [
+        {k: v for k, v in f.items() if k not in _WRITTEN} if isinstance(f, dict) else f
+        for f in data.get("falsifiers", [])
+    ]
+    return data
+
+
+def _verify(before: str, after: str, updates: dict[str, FalsifierUpdate], status: str, source: str) -> None:
+    """Refuse to write unless only the status fields changed and they read back as intended."""
+    old, new = parse_yaml(before.encode()), parse_yaml(after.encode())
+    if new.data is None or new.problems or _strip(old.data) != _strip(new.data):
+        raise ContractError(
+            f"{source}: writing statuses would change other content (unusual layout?); file left as it was"
+        )
+    if new.data.get("status") != status:
+        raise ContractError(f"{source}: contract status did not read back as {status}; file left as it was")
+    for f in new.data.get("falsifiers", []):
+        want = updates.get(f.get("id"))
+        if want and (f.get("status") != want.status or f.get("evidence") != _normalise(want.evidence)):
+            raise ContractError(f"{source}: {f.get('id')}: status did not read back as written; file left as it was")
+
+
+def _normalise(value: Any) -> Any:
+    """The value as our YAML reader returns it (dates stay text, floats stay floats)."""
+    if value is None:
+        return None
+    return parse_yaml(f"v: {render_scalar(value)}\n".encode()).data["v"]
+
+
+
+
+# Statuses whose reason is the news: why it is gated, blind to its defect, out of date, unproven.
+_REASONED = ("HOST-GATED", "VACUOUS", "STALE", "NOT-RUN")
+
+
+def evidence_of(verdict: Verdict, *, controls_declared: bool) -> dict[str, Any] | None:
+    """The `evidence:` mapping written beside a falsifier's status (None: remove it)."""
+    by = verdict.decided_by
+    if by is None:
+        return None
+    evidence: dict[str, Any] = {"run": by.run_id, "commit": by.commit, "at": by.finished_at}
+    if by.dirty:
+        evidence["dirty"] = True  # the commit alone does not reproduce this result
+    status = verdict.status.value
+    if status in _REASONED:
+        evidence["reason"] = verdict.reason[:300]
+    if status != "HOST-GATED" and verdict.measured:
+        evidence["measured"] = dict(verdict.measured)
+    if controls_declared and by.outcome not in ("skipped", "interrupted"):
+        # The count watched red: how many declared controls the deciding run saw refuted.
+        evidence["controls"] = {"declared": len(verdict.controls), "refuted": verdict.refuted}
+    return evidence
+
+
+def _check_evidence(path: Path, fid: str, evidence: dict[str, Any] | None) -> None:
+    """Refuse to write evidence the contract schema would reject: a record's values reach YAML only checked."""
+    if evidence is None:
+        return
+    errors = list(_evidence_validator().iter_errors(evidence))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "evidence"
+        raise ContractError(
+            f"{path}: {fid}: evidence.{where}: {errors[0].message}; not writing it (a run record holds a value "
+            "the contract format does not allow: re-run pytest)"
+        )
+
+
+@cache
+def _evidence_validator() -> Any:
+    import jsonschema
+
+    from shiptwo.harness.contract.schema import contract_schema
+
+    schema = contract_schema()
+    return jsonschema.Draft202012Validator({**schema["$defs"]["evidence"], "$defs": schema["$defs"]})
+
+
+def write_statuses(evaluation: Evaluation) -> list[str]:
+    """Write every contract's computed statuses into its file; returns the paths that changed."""
+    from shiptwo.fileio import atomic_write_bytes
+
+    changed = []
+    for report in evaluation.contracts:
+        path = report.contract.path
+        updates = {}
+        for f in report.falsifiers:
+            evidence = evidence_of(f.verdict, controls_declared=bool(f.falsifier.controls))
+            _check_evidence(path, f.falsifier.id, evidence)
+            updates[f.falsifier.id] = FalsifierUpdate(f.verdict.status.value, evidence)
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"{path}: not UTF-8; cannot write statuses") from exc
+        new = apply_updates(text, updates, report.status.value, source=str(path))
+        if new != text:
+            atomic_write_bytes(path, new.encode("utf-8"))
+            changed.append(str(path))
+    return changed
