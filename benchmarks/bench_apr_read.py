@@ -35,18 +35,26 @@ def qwen_like(layers: int, vocab: int) -> dict[str, torch.Tensor]:
         return (torch.randn(*shape, generator=g) * 0.02).to(torch.bfloat16)
 
     # Untied (an lm_head of its own), so both files hold exactly the same tensors.
-    out = {"model.embed_tokens.weight": w(vocab, HIDDEN), "model.norm.weight": w(HIDDEN),
-           "lm_head.weight": w(vocab, HIDDEN)}
+    out = {
+        "model.embed_tokens.weight": w(vocab, HIDDEN),
+        "model.norm.weight": w(HIDDEN),
+        "lm_head.weight": w(vocab, HIDDEN),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
         out |= {
-            p + "self_attn.q_proj.weight": w(HIDDEN, HIDDEN), p + "self_attn.q_proj.bias": w(HIDDEN),
-            p + "self_attn.k_proj.weight": w(KV, HIDDEN), p + "self_attn.k_proj.bias": w(KV),
-            p + "self_attn.v_proj.weight": w(KV, HIDDEN), p + "self_attn.v_proj.bias": w(KV),
+            p + "self_attn.q_proj.weight": w(HIDDEN, HIDDEN),
+            p + "self_attn.q_proj.bias": w(HIDDEN),
+            p + "self_attn.k_proj.weight": w(KV, HIDDEN),
+            p + "self_attn.k_proj.bias": w(KV),
+            p + "self_attn.v_proj.weight": w(KV, HIDDEN),
+            p + "self_attn.v_proj.bias": w(KV),
             p + "self_attn.o_proj.weight": w(HIDDEN, HIDDEN),
-            p + "mlp.gate_proj.weight": w(FFN, HIDDEN), p + "mlp.up_proj.weight": w(FFN, HIDDEN),
+            p + "mlp.gate_proj.weight": w(FFN, HIDDEN),
+            p + "mlp.up_proj.weight": w(FFN, HIDDEN),
             p + "mlp.down_proj.weight": w(HIDDEN, FFN),
-            p + "input_layernorm.weight": w(HIDDEN), p + "post_attention_layernorm.weight": w(HIDDEN),
+            p + "input_layernorm.weight": w(HIDDEN),
+            p + "post_attention_layernorm.weight": w(HIDDEN),
         }
     return out
 
@@ -123,23 +131,34 @@ def main() -> None:
             args.repeats,
         )
         assert apr.read_header(apr_path).names == sorted(st_load_file(str(st_path)))
-        print(f"model: {args.layers} layers, vocab {args.vocab}, BF16, {mb:.0f} MB, "
-              f"{len(apr.read_header(apr_path).tensors)} tensors; torch {torch.__version__}")
+        print(
+            f"model: {args.layers} layers, vocab {args.vocab}, BF16, {mb:.0f} MB, "
+            f"{len(apr.read_header(apr_path).tensors)} tensors; torch {torch.__version__}"
+        )
         for name, seconds in t.items():
             print(f"  {name:<38} {seconds * 1e3:8.1f} ms  {mb / seconds:8.0f} MB/s")
+
         def ratio(a: str, b: str) -> float:
             return t[a] / t[b]
 
-        print(f"read every tensor (open + get_tensor, zero-copy), apr / safetensors: "
-              f"{ratio('shiptwo.apr.safe_open', 'safetensors.safe_open'):.2f}x (goal <= 1.1x)")
-        print(f"read and touch every byte (get_tensor + copy), apr / safetensors: "
-              f"{ratio('shiptwo.apr.safe_open + copy', 'safetensors.safe_open + copy'):.2f}x (goal <= 1.1x)")
-        print(f"load_file, apr (header CRC) / safetensors: "
-              f"{ratio('shiptwo.apr.load_file (header CRC)', 'safetensors.torch.load_file'):.2f}x; with the "
-              f"footer CRC pass over the file: "
-              f"{ratio('shiptwo.apr.load_file (both CRCs)', 'safetensors.torch.load_file'):.2f}x")
-        print(f"import: {mb / import_s:.0f} MB/s ({import_s * 1e3:.0f} ms); plain file copy: "
-              f"{mb / copy_s:.0f} MB/s ({copy_s * 1e3:.0f} ms); import / copy time: {import_s / copy_s:.2f}x")
+        print(
+            f"read every tensor (open + get_tensor, zero-copy), apr / safetensors: "
+            f"{ratio('shiptwo.apr.safe_open', 'safetensors.safe_open'):.2f}x (goal <= 1.1x)"
+        )
+        print(
+            f"read and touch every byte (get_tensor + copy), apr / safetensors: "
+            f"{ratio('shiptwo.apr.safe_open + copy', 'safetensors.safe_open + copy'):.2f}x (goal <= 1.1x)"
+        )
+        print(
+            f"load_file, apr (header CRC) / safetensors: "
+            f"{ratio('shiptwo.apr.load_file (header CRC)', 'safetensors.torch.load_file'):.2f}x; with the "
+            f"footer CRC pass over the file: "
+            f"{ratio('shiptwo.apr.load_file (both CRCs)', 'safetensors.torch.load_file'):.2f}x"
+        )
+        print(
+            f"import: {mb / import_s:.0f} MB/s ({import_s * 1e3:.0f} ms); plain file copy: "
+            f"{mb / copy_s:.0f} MB/s ({copy_s * 1e3:.0f} ms); import / copy time: {import_s / copy_s:.2f}x"
+        )
 
 
 if __name__ == "__main__":

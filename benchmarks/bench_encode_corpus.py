@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", type=Path, default=None)
     parser.add_argument("--max-files", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-chars", type=int, default=1 << 20, help="encode-corpus batch size in characters")
+    parser.add_argument(
+        "--batch-chars", type=int, default=1 << 20, help="encode-corpus batch size in characters"
+    )
     args = parser.parse_args(argv)
     tokenizer = args.tokenizer or find_qwen2_tokenizer_dir()
     if tokenizer is None:
@@ -80,28 +82,49 @@ def main(argv: list[str] | None = None) -> int:
                     del_me = bare_tok.encode_batch_fast(texts, add_special_tokens=False)
                     del del_me
                 else:
-                    manifest = encode_corpus(tokenizer, [corpus], Path(tmp) / f"out{r}", eos_policy="none",
-                                             progress=False, batch_chars=args.batch_chars)
+                    manifest = encode_corpus(
+                        tokenizer,
+                        [corpus],
+                        Path(tmp) / f"out{r}",
+                        eos_policy="none",
+                        progress=False,
+                        batch_chars=args.batch_chars,
+                    )
                 wall[name].append(time.perf_counter() - w0)
                 cpu[name].append(time.process_time() - c0)
             if manifest["total_tokens"] != bare_tokens:
-                print(f"token counts differ: command {manifest['total_tokens']}, bare {bare_tokens}", file=sys.stderr)
+                print(
+                    f"token counts differ: command {manifest['total_tokens']}, bare {bare_tokens}",
+                    file=sys.stderr,
+                )
                 return 1
-            print(f"run {r}: wall s bare {wall['bare'][-1]:.2f}, fast {wall['fast'][-1]:.2f}, "
-                  f"encode-corpus {wall['cmd'][-1]:.2f}; {bare_tokens:,} tokens")
+            print(
+                f"run {r}: wall s bare {wall['bare'][-1]:.2f}, fast {wall['fast'][-1]:.2f}, "
+                f"encode-corpus {wall['cmd'][-1]:.2f}; {bare_tokens:,} tokens"
+            )
         best = {k: min(v) for k, v in wall.items()}
         best_cpu = {k: min(v) for k, v in cpu.items()}
         rate = {k: bare_tokens / v for k, v in best.items()}
         print(f"bare tokenizers encode_batch: {rate['bare']:,.0f} tokens/s (best of {args.repeats})")
-        print(f"bare encode_batch_fast:       {rate['fast']:,.0f} tokens/s (no offsets; what encode-corpus calls)")
-        print(f"shiptwo encode-corpus:        {rate['cmd']:,.0f} tokens/s (hash, read, parse, encode, audit, write)")
-        print(f"ratio encode-corpus / bare encode_batch:      {rate['cmd'] / rate['bare']:.2f}x wall, "
-              f"{best_cpu['bare'] / best_cpu['cmd']:.2f}x CPU time  (goal >= 0.90)")
-        print(f"ratio encode-corpus / bare encode_batch_fast: {rate['cmd'] / rate['fast']:.2f}x wall, "
-              f"{best_cpu['fast'] / best_cpu['cmd']:.2f}x CPU time")
+        print(
+            f"bare encode_batch_fast:       {rate['fast']:,.0f} tokens/s (no offsets; what encode-corpus calls)"
+        )
+        print(
+            f"shiptwo encode-corpus:        {rate['cmd']:,.0f} tokens/s (hash, read, parse, encode, audit, write)"
+        )
+        print(
+            f"ratio encode-corpus / bare encode_batch:      {rate['cmd'] / rate['bare']:.2f}x wall, "
+            f"{best_cpu['bare'] / best_cpu['cmd']:.2f}x CPU time  (goal >= 0.90)"
+        )
+        print(
+            f"ratio encode-corpus / bare encode_batch_fast: {rate['cmd'] / rate['fast']:.2f}x wall, "
+            f"{best_cpu['fast'] / best_cpu['cmd']:.2f}x CPU time"
+        )
         audit = manifest["audit"]
-        print(f"audit: unk {audit['unk_ratio']:.4%}, entropy {audit['entropy_bits']:.2f} bits of "
-              f"{audit['max_entropy_bits']:.2f}, {audit['distinct_tokens']:,} distinct tokens")
+        print(
+            f"audit: unk {audit['unk_ratio']:.4%}, entropy {audit['entropy_bits']:.2f} bits of "
+            f"{audit['max_entropy_bits']:.2f}, {audit['distinct_tokens']:,} distinct tokens"
+        )
     return 0
 
 

@@ -49,9 +49,16 @@ def main() -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
 
     torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(vocab_size=args.vocab, hidden_size=896, intermediate_size=4864,
-                                   num_hidden_layers=args.layers, num_attention_heads=14, num_key_value_heads=2,
-                                   rope_theta=1_000_000.0, tie_word_embeddings=True)
+    cfg = transformers.Qwen2Config(
+        vocab_size=args.vocab,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=args.layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+    )
     peer = transformers.Qwen2ForCausalLM(cfg).eval()
     with tempfile.TemporaryDirectory() as tmp:
         peer.save_pretrained(tmp)
@@ -68,11 +75,17 @@ def main() -> None:
                 times.append(timed(fn, args.device))
     m_ours, m_peer = min(t_ours), min(t_peer)
     tokens = args.batch * args.seq
-    print(f"config: {args.layers} layers, hidden 896, 14/2 heads, vocab {args.vocab}; batch {args.batch}x{args.seq} "
-          f"on {args.device} {args.dtype}, torch threads {torch.get_num_threads()}; logits rel err {err:.2e}")
-    print(f"shiptwo      {m_ours * 1e3:8.1f} ms  {tokens / m_ours:10.0f} tok/s  (best of {args.repeats}; median {statistics.median(t_ours) * 1e3:.1f} ms)")
-    print(f"transformers {m_peer * 1e3:8.1f} ms  {tokens / m_peer:10.0f} tok/s  "
-          f"(median {statistics.median(t_peer) * 1e3:.1f} ms)")
+    print(
+        f"config: {args.layers} layers, hidden 896, 14/2 heads, vocab {args.vocab}; batch {args.batch}x{args.seq} "
+        f"on {args.device} {args.dtype}, torch threads {torch.get_num_threads()}; logits rel err {err:.2e}"
+    )
+    print(
+        f"shiptwo      {m_ours * 1e3:8.1f} ms  {tokens / m_ours:10.0f} tok/s  (best of {args.repeats}; median {statistics.median(t_ours) * 1e3:.1f} ms)"
+    )
+    print(
+        f"transformers {m_peer * 1e3:8.1f} ms  {tokens / m_peer:10.0f} tok/s  "
+        f"(median {statistics.median(t_peer) * 1e3:.1f} ms)"
+    )
     print(f"ratio shiptwo/transformers time: {m_ours / m_peer:.3f}x (goal <= 1.1x)")
 
 

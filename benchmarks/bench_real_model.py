@@ -26,10 +26,10 @@ from typing import Any
 import torch
 import transformers
 
-from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.harness.gates import check_gate
 from shiptwo.models.fetch import model_root
 from shiptwo.models.registry import DEFAULT_QWEN2, MODELS
+from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.qwen2.train import eval_batch
 
 
@@ -51,7 +51,9 @@ def python_batch(tokenizer_json: Path, batch: int, seq: int) -> torch.Tensor:
     tok = Tokenizer.from_file(str(tokenizer_json))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     rows = []
-    for name in ("textwrap.py", "shlex.py", "fnmatch.py", "getopt.py", "argparse.py", "dataclasses.py")[:batch]:
+    for name in ("textwrap.py", "shlex.py", "fnmatch.py", "getopt.py", "argparse.py", "dataclasses.py")[
+        :batch
+    ]:
         rows.append(tok.encode((stdlib / name).read_text(encoding="utf-8")).ids[: seq + 1])
     return torch.tensor(rows, dtype=torch.long)
 
@@ -59,7 +61,9 @@ def python_batch(tokenizer_json: Path, batch: int, seq: int) -> torch.Tensor:
 def peer_loss(model: Any, batch: torch.Tensor) -> float:
     with torch.inference_mode():
         logits = model(batch[:, :-1]).logits.float()
-        return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)))
+        return float(
+            torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        )
 
 
 def main() -> None:
@@ -77,22 +81,33 @@ def main() -> None:
     batch = python_batch(snapshot / "tokenizer.json", args.batch, args.seq)
     figures: dict[str, Any] = {"batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads()}
 
-    t_peer_load, peer = best(lambda: transformers.AutoModelForCausalLM.from_pretrained(
-        str(snapshot), dtype=torch.float32).eval(), args.repeats)
+    t_peer_load, peer = best(
+        lambda: transformers.AutoModelForCausalLM.from_pretrained(str(snapshot), dtype=torch.float32).eval(),
+        args.repeats,
+    )
     t_hf, ours = best(lambda: from_pretrained(snapshot, dtype=torch.float32), args.repeats)
     t_apr, _ = best(lambda: from_pretrained(apr_file, dtype=torch.float32), args.repeats)
     t_gguf, _ = best(lambda: from_pretrained(gguf, dtype=torch.float32), args.repeats)
     gc.collect()
-    figures["load_s"] = {"transformers_snapshot": t_peer_load, "shiptwo_snapshot": t_hf, "shiptwo_apr": t_apr,
-                         "shiptwo_gguf": t_gguf}
-    print(f"load (fp32, best of {args.repeats}): transformers snapshot {t_peer_load:.2f} s | shiptwo snapshot "
-          f"{t_hf:.2f} s ({t_hf / t_peer_load:.2f}x) | APR {t_apr:.2f} s ({t_apr / t_peer_load:.2f}x) | GGUF "
-          f"{t_gguf:.2f} s ({t_gguf / t_peer_load:.2f}x)")
+    figures["load_s"] = {
+        "transformers_snapshot": t_peer_load,
+        "shiptwo_snapshot": t_hf,
+        "shiptwo_apr": t_apr,
+        "shiptwo_gguf": t_gguf,
+    }
+    print(
+        f"load (fp32, best of {args.repeats}): transformers snapshot {t_peer_load:.2f} s | shiptwo snapshot "
+        f"{t_hf:.2f} s ({t_hf / t_peer_load:.2f}x) | APR {t_apr:.2f} s ({t_apr / t_peer_load:.2f}x) | GGUF "
+        f"{t_gguf:.2f} s ({t_gguf / t_peer_load:.2f}x)"
+    )
 
     tokens = args.batch * args.seq
     ours_times, peer_times, loss_ours, loss_peer = [], [], 0.0, 0.0
     for i in range(args.repeats + 1):  # interleaved; the first pair is the warm-up
-        pair = [("ours", lambda: eval_batch(ours, batch[:, :-1], batch[:, 1:])), ("peer", lambda: peer_loss(peer, batch))]
+        pair = [
+            ("ours", lambda: eval_batch(ours, batch[:, :-1], batch[:, 1:])),
+            ("peer", lambda: peer_loss(peer, batch)),
+        ]
         for who, fn in pair if i % 2 == 0 else pair[::-1]:
             start = time.perf_counter()
             value = fn()
@@ -104,18 +119,27 @@ def main() -> None:
             else:
                 loss_peer = value
     t_ours, t_peer = min(ours_times), min(peer_times)
-    figures["eval"] = {"shiptwo_tok_s": tokens / t_ours, "transformers_tok_s": tokens / t_peer,
-                       "throughput_ratio": t_peer / t_ours, "loss_shiptwo": loss_ours, "loss_transformers": loss_peer}
-    print(f"eval {args.batch}x{args.seq} fp32: shiptwo {tokens / t_ours:.0f} tok/s, transformers {tokens / t_peer:.0f} "
-          f"tok/s -> throughput ratio {t_peer / t_ours:.3f}x (goal >= 1.0x); loss {loss_ours:.4f} vs {loss_peer:.4f} nats")
+    figures["eval"] = {
+        "shiptwo_tok_s": tokens / t_ours,
+        "transformers_tok_s": tokens / t_peer,
+        "throughput_ratio": t_peer / t_ours,
+        "loss_shiptwo": loss_ours,
+        "loss_transformers": loss_peer,
+    }
+    print(
+        f"eval {args.batch}x{args.seq} fp32: shiptwo {tokens / t_ours:.0f} tok/s, transformers {tokens / t_peer:.0f} "
+        f"tok/s -> throughput ratio {t_peer / t_ours:.3f}x (goal >= 1.0x); loss {loss_ours:.4f} vs {loss_peer:.4f} nats"
+    )
     peer = None  # free its 2 GB before the bf16 copy
     gc.collect()
 
     bf16 = ours.to(torch.bfloat16)
     t_bf16, loss_bf16 = best(lambda: eval_batch(bf16, batch[:, :-1], batch[:, 1:]), args.repeats)
     figures["bf16"] = {"tok_s": tokens / t_bf16, "speedup_vs_fp32": t_ours / t_bf16, "loss": loss_bf16}
-    print(f"eval bf16 weights: {tokens / t_bf16:.0f} tok/s = {t_ours / t_bf16:.2f}x fp32 throughput; "
-          f"loss {loss_bf16:.4f} nats")
+    print(
+        f"eval bf16 weights: {tokens / t_bf16:.0f} tok/s = {t_ours / t_bf16:.2f}x fp32 throughput; "
+        f"loss {loss_bf16:.4f} nats"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

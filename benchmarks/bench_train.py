@@ -41,15 +41,23 @@ def main() -> None:
     bf16 = args.device == "cuda"
 
     torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 4,
-                                   num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                   num_key_value_heads=args.kv_heads, tie_word_embeddings=True)
+    cfg = transformers.Qwen2Config(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 4,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        tie_word_embeddings=True,
+    )
     peer = transformers.Qwen2ForCausalLM(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         peer.save_pretrained(tmp)
         ours = from_pretrained(tmp, device=args.device)
     peer = peer.to(args.device).train()
-    trainer = Trainer(ours, TrainConfig(lr=1e-4, warmup_steps=0, autocast_bf16=bf16), total_steps=args.steps + 1)
+    trainer = Trainer(
+        ours, TrainConfig(lr=1e-4, warmup_steps=0, autocast_bf16=bf16), total_steps=args.steps + 1
+    )
     opt = torch.optim.AdamW(peer.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
     def peer_step(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -85,17 +93,23 @@ def main() -> None:
     tokens = args.batch * args.seq
     # Best step on a shared machine: the least disturbed estimate of each side.
     ours_tps, peer_tps = tokens / min(t_ours), tokens / min(t_peer)
-    print(f"config: {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads, vocab {args.vocab}; "
-          f"batch {args.batch}x{args.seq} on {args.device}{' bf16 autocast' if bf16 else ' fp32'}, "
-          f"torch threads {torch.get_num_threads()}; last losses {a:.4f} / {b:.4f}")
-    print(f"shiptwo      {ours_tps:10.0f} train tok/s  (best of {args.steps} steps; median {tokens / statistics.median(t_ours):.0f})")
+    print(
+        f"config: {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads, vocab {args.vocab}; "
+        f"batch {args.batch}x{args.seq} on {args.device}{' bf16 autocast' if bf16 else ' fp32'}, "
+        f"torch threads {torch.get_num_threads()}; last losses {a:.4f} / {b:.4f}"
+    )
+    print(
+        f"shiptwo      {ours_tps:10.0f} train tok/s  (best of {args.steps} steps; median {tokens / statistics.median(t_ours):.0f})"
+    )
     print(f"transformers {peer_tps:10.0f} train tok/s  (median {tokens / statistics.median(t_peer):.0f})")
     print(f"ratio shiptwo/transformers throughput: {ours_tps / peer_tps:.3f}x (goal >= 0.9x)")
     if args.device == "cuda":
         ours_cfg = ours.config
         mfu = flops_per_token(ours_cfg, args.seq) * ours_tps / (args.peak_tflops * 1e12)
-        print(f"model FLOPs utilisation: {mfu * 100:.1f}% of {args.peak_tflops:.0f} TFLOP/s "
-              f"({flops_per_token(ours_cfg, args.seq) / 1e6:.1f} MFLOP per token)")
+        print(
+            f"model FLOPs utilisation: {mfu * 100:.1f}% of {args.peak_tflops:.0f} TFLOP/s "
+            f"({flops_per_token(ours_cfg, args.seq) / 1e6:.1f} MFLOP per token)"
+        )
 
 
 if __name__ == "__main__":

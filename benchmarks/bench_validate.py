@@ -71,11 +71,22 @@ def _write_marked_tests(root: Path, data: dict) -> None:  # type: ignore[type-ar
                 cls, name = node.split("::")
                 classes[cls].append((name, ids))
                 continue
-            lines += ["", *(f'@pytest.mark.falsifier("{fid}")' for fid in sorted(ids)), f"def {node}():", "    pass", ""]
+            lines += [
+                "",
+                *(f'@pytest.mark.falsifier("{fid}")' for fid in sorted(ids)),
+                f"def {node}():",
+                "    pass",
+                "",
+            ]
         for cls, methods in classes.items():
             lines += ["", f"class {cls}:"]
             for name, ids in methods:
-                lines += [*(f'    @pytest.mark.falsifier("{fid}")' for fid in sorted(ids)), f"    def {name}(self):", "        pass", ""]
+                lines += [
+                    *(f'    @pytest.mark.falsifier("{fid}")' for fid in sorted(ids)),
+                    f"    def {name}(self):",
+                    "        pass",
+                    "",
+                ]
         (root / file).write_text("\n".join(lines) + "\n")
 
 
@@ -116,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         if result.findings or len(result.contracts) != args.contracts:
             for f in result.findings[:20]:
                 print(f"{f.path}:{f.line}: {f.rule} {f.message}", file=sys.stderr)
-            print(f"generated contracts do not validate clean: {len(result.findings)} findings", file=sys.stderr)
+            print(
+                f"generated contracts do not validate clean: {len(result.findings)} findings", file=sys.stderr
+            )
             return 1
         from shiptwo.harness.contract import testrefs
 
@@ -139,10 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parse_wall, parse_cpu = (min(r[i] for r in parse_runs) for i in (0, 1))
     validate_wall, validate_cpu = (min(r[i] for r in validate_runs) for i in (0, 1))
     first_cpu = validate_runs[0][1]
-    print(f"{args.contracts} contracts, {falsifiers} falsifiers, {size / 1e6:.1f} MB of YAML; best of {args.repeats}")
-    print(f"parse     (read + yaml.load CSafeLoader): {parse_cpu * 1e3:8.1f} ms cpu  {parse_wall * 1e3:8.1f} ms wall")
-    print(f"validate  (validate_paths), best        : {validate_cpu * 1e3:8.1f} ms cpu  {validate_wall * 1e3:8.1f} ms wall")
-    print(f"validate  (validate_paths), first run   : {first_cpu * 1e3:8.1f} ms cpu  (parses the test files too)")
+    print(
+        f"{args.contracts} contracts, {falsifiers} falsifiers, {size / 1e6:.1f} MB of YAML; best of {args.repeats}"
+    )
+    print(
+        f"parse     (read + yaml.load CSafeLoader): {parse_cpu * 1e3:8.1f} ms cpu  {parse_wall * 1e3:8.1f} ms wall"
+    )
+    print(
+        f"validate  (validate_paths), best        : {validate_cpu * 1e3:8.1f} ms cpu  {validate_wall * 1e3:8.1f} ms wall"
+    )
+    print(
+        f"validate  (validate_paths), first run   : {first_cpu * 1e3:8.1f} ms cpu  (parses the test files too)"
+    )
     print(
         f"ratio validate/parse: {validate_cpu / parse_cpu:.2f}x cpu, {validate_wall / parse_wall:.2f}x wall "
         f"(first run {first_cpu / parse_cpu:.2f}x; goal <= 3x); "

@@ -53,7 +53,9 @@ def qwen_model(qwen_dir: Path) -> Any:
     return from_pretrained(qwen_dir, device="cpu", dtype=torch.float32)
 
 
-def python_windows(tokenizer_json: Path, *, seq: int = EVAL_SEQ, modules: tuple[str, ...] = EVAL_MODULES) -> Any:
+def python_windows(
+    tokenizer_json: Path, *, seq: int = EVAL_SEQ, modules: tuple[str, ...] = EVAL_MODULES
+) -> Any:
     """One window of seq + 1 ids from the start of each module: different files, real code."""
     import torch
     from tokenizers import Tokenizer

@@ -69,14 +69,20 @@ def _source_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
-        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(
+            a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
+        )
+    )
 
 
 @pytest.mark.falsifier("FALSIFY-APR-DTYPE-PARITY-001")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_measurement, falsifier_control: Any,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_and_export_are_bit_exact(
+    tmp_path: Path, dtype: str, record_measurement, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if falsifier_control is not None and dtype != "bfloat16":
         pytest.skip(f"{falsifier_control.id} acts on BF16 tensors only; this source holds {dtype}")
     src = make_qwen2_dir(tmp_path / "hf", dtype=dtype, tied=dtype == "bfloat16", seed=1)
@@ -90,12 +96,18 @@ def test_import_and_export_are_bit_exact(tmp_path: Path, dtype: str, record_meas
     raw = safetensors_raw(src / "model.safetensors")
     written = spec_tensors(out)
     assert {st_dtype for st_dtype, _, _ in raw.values()} == {SAFETENSORS_NAMES[dtype]}
-    mismatched = sorted(name for name, (_, shape, data) in raw.items()
-                        if written.get(name) != (SPEC_CODES[dtype], shape, data))
+    mismatched = sorted(
+        name
+        for name, (_, shape, data) in raw.items()
+        if written.get(name) != (SPEC_CODES[dtype], shape, data)
+    )
     # A tied source has no lm_head.weight; the import writes it as a copy of the embedding.
     extra = sorted(set(written) - set(raw))
-    mismatched += [name for name in extra
-                   if name != "lm_head.weight" or written[name] != written["model.embed_tokens.weight"]]
+    mismatched += [
+        name
+        for name in extra
+        if name != "lm_head.weight" or written[name] != written["model.embed_tokens.weight"]
+    ]
     record_measurement("mismatched_tensors", len(mismatched))
     assert mismatched == []
     assert extra == (["lm_head.weight"] if dtype == "bfloat16" else [])
@@ -121,8 +133,9 @@ def trained_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def trained_bf16(trained_source: Path, tmp_path: Path, falsifier_control: Any,
-                 monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def trained_bf16(
+    trained_source: Path, tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
     """The trained-like BF16 source and its import, made and read with the control's defect planted."""
     plant(falsifier_control, monkeypatch)
     out = tmp_path / "m.apr"
@@ -131,14 +144,16 @@ def trained_bf16(trained_source: Path, tmp_path: Path, falsifier_control: Any,
 
 
 @pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
-def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], falsifier_control: Any, tmp_path: Path,
-                                           capsys) -> None:
+def test_diff_names_a_bf16_as_f16_mislabel(
+    trained_bf16: tuple[Path, Path], falsifier_control: Any, tmp_path: Path, capsys
+) -> None:
     if falsifier_control == READ_DECODES_BF16_AS_F16:
         # `apr diff` decodes both sides itself (shiptwo.apr.diff), never through the reader's decoder.
         pytest.skip("apr diff does not decode through the reader; the stats test below reads through it")
     src, good = trained_bf16
-    assert main(["apr", "diff", str(good), str(src)]) == 0, f"apr diff: the fresh import differs from its source: " \
-        f"{capsys.readouterr().out.strip()}"
+    assert main(["apr", "diff", str(good), str(src)]) == 0, (
+        f"apr diff: the fresh import differs from its source: {capsys.readouterr().out.strip()}"
+    )
     bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
     assert apr.read_header(bad).tensor("model.norm.weight").dtype is DType.F16
     capsys.readouterr()
@@ -150,8 +165,9 @@ def test_diff_names_a_bf16_as_f16_mislabel(trained_bf16: tuple[Path, Path], fals
 
 
 @pytest.mark.falsifier("FALSIFY-APR-MISLABEL-001")
-def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, Path], tmp_path: Path,
-                                                     falsifier_control: Any) -> None:
+def test_mislabel_moves_the_init_stats_out_of_bounds(
+    trained_bf16: tuple[Path, Path], tmp_path: Path, falsifier_control: Any
+) -> None:
     _, good = trained_bf16
     bad = retag(good, tmp_path / "mislabeled.apr", src=DType.BF16, dst=DType.F16)
     embed = apr.load_file(bad)["model.embed_tokens.weight"].double()
@@ -164,8 +180,9 @@ def test_mislabel_moves_the_init_stats_out_of_bounds(trained_bf16: tuple[Path, P
 
 
 @pytest.mark.falsifier("FALSIFY-APR-INIT-STATS-001")
-def test_init_stats_of_a_trained_like_checkpoint(trained_bf16: tuple[Path, Path], record_measurement,
-                                                 falsifier_control: Any) -> None:
+def test_init_stats_of_a_trained_like_checkpoint(
+    trained_bf16: tuple[Path, Path], record_measurement, falsifier_control: Any
+) -> None:
     _, out = trained_bf16
     with apr.safe_open(out, framework="np") as f:
         embed = f.get_tensor("model.embed_tokens.weight").astype("float64")

@@ -70,8 +70,9 @@ def skip_crc_controls(control: Any, why: str) -> None:
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     root = tmp_path_factory.mktemp("integrity")
-    src = make_qwen2_dir(root / "hf", dtype="bfloat16", tied=True, seed=3, vocab_size=64, hidden_size=16,
-                         num_layers=1)
+    src = make_qwen2_dir(
+        root / "hf", dtype="bfloat16", tied=True, seed=3, vocab_size=64, hidden_size=16, num_layers=1
+    )
     out = root / "m.apr"
     assert main(["apr", "import", str(src), "-o", str(out)]) == 0
     return out.read_bytes()
@@ -80,15 +81,31 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def _boundaries(data: bytes) -> list[int]:
     info = apr.parse_bytes(data)
     h = info.header
-    cuts = {0, 1, 4, 6, 40, 63, 64, h.metadata_offset + h.metadata_size, h.tensor_index_offset,
-            h.tensor_index_offset + 1, h.data_offset - 1, h.data_offset, len(data) - 4, len(data) - 1}
+    cuts = {
+        0,
+        1,
+        4,
+        6,
+        40,
+        63,
+        64,
+        h.metadata_offset + h.metadata_size,
+        h.tensor_index_offset,
+        h.tensor_index_offset + 1,
+        h.data_offset - 1,
+        h.data_offset,
+        len(data) - 4,
+        len(data) - 1,
+    }
     for t in info.tensors:
         cuts |= {t.start, t.start + 1, t.start + t.size, t.start + t.size - 1}
     return sorted(c for c in cuts if 0 <= c < len(data))
 
 
 @pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
-def test_truncation_at_every_section_boundary_is_refused(image: bytes, tmp_path: Path, falsifier_control: Any) -> None:
+def test_truncation_at_every_section_boundary_is_refused(
+    image: bytes, tmp_path: Path, falsifier_control: Any
+) -> None:
     skip_crc_controls(falsifier_control, "a truncation must be refused by structure alone, CRCs or not")
     cuts = _boundaries(image)
     assert len(cuts) > 40
@@ -105,8 +122,9 @@ def test_truncation_at_every_section_boundary_is_refused(image: bytes, tmp_path:
 
 
 @pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
-def test_a_flipped_byte_is_caught_by_the_crc_that_covers_it(image: bytes, falsifier_control: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flipped_byte_is_caught_by_the_crc_that_covers_it(
+    image: bytes, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant(falsifier_control, monkeypatch)
     info = apr.parse_bytes(image)
     for at in range(8, 64):
@@ -131,7 +149,9 @@ def test_a_flipped_byte_is_caught_by_the_crc_that_covers_it(image: bytes, falsif
     bad = bytearray(image)
     bad[start] ^= 0x01
     apr.parse_bytes(bytes(bad), "m", verify_footer=False)
-    with pytest.raises(FormatError, match=r"m: footer checksum: stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}"):
+    with pytest.raises(
+        FormatError, match=r"m: footer checksum: stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}"
+    ):
         apr.parse_bytes(bytes(bad), "m")
 
 
@@ -142,7 +162,9 @@ HEADER_FIELDS = [("<H", 6), ("<I", 8), ("<Q", 12), ("<I", 20), ("<Q", 24), ("<Q"
 
 @pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
 def test_absurd_header_fields_are_refused_without_allocating(image: bytes, falsifier_control: Any) -> None:
-    skip_crc_controls(falsifier_control, "every damaged header here is rehashed: the structural checks are the subject")
+    skip_crc_controls(
+        falsifier_control, "every damaged header here is rehashed: the structural checks are the subject"
+    )
     tracemalloc.start()
     try:
         for fmt, at in HEADER_FIELDS:
@@ -176,7 +198,9 @@ EXPECTED = {
 
 @pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
 def test_malformed_index_fields_are_refused_by_name(image: bytes, falsifier_control: Any) -> None:
-    skip_crc_controls(falsifier_control, "every damaged index here is rehashed: the structural checks are the subject")
+    skip_crc_controls(
+        falsifier_control, "every damaged index here is rehashed: the structural checks are the subject"
+    )
     info = apr.parse_bytes(image)
     pos = info.header.tensor_index_offset
     checked = 0
@@ -222,13 +246,20 @@ def damaged(draw: st.DrawFn, image: bytes) -> bytes:
 
 @pytest.mark.falsifier("FALSIFY-APR-INTEGRITY-001")
 def test_bounded_fuzz_raises_only_format_errors(image: bytes, falsifier_control: Any) -> None:
-    skip_crc_controls(falsifier_control, "the fuzz asserts only FormatError, no hang, no crash; the CRCs are the "
-                      "flipped-byte test's")
+    skip_crc_controls(
+        falsifier_control,
+        "the fuzz asserts only FormatError, no hang, no crash; the CRCs are the flipped-byte test's",
+    )
     started = time.perf_counter()
     seen = {"refused": 0, "accepted": 0}
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(data=st.data())
     def fuzz(data: st.DataObject) -> None:
         buf = data.draw(damaged(image))

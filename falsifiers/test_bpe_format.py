@@ -83,7 +83,9 @@ def test_hex_loader_refuses_byte_level_vocab(
 def _plant_detect_defect(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the classification inside detect_format with the dispatch the control names."""
 
-    def counted(path: Path, vocab: dict[str, Any], layout: Any, files: Any, fmt: VocabFormat, why: str) -> FormatReport:
+    def counted(
+        path: Path, vocab: dict[str, Any], layout: Any, files: Any, fmt: VocabFormat, why: str
+    ) -> FormatReport:
         hex_keys = detect.count_hex_keys(vocab)
         byte_chars = detect.count_byte_chars(vocab)
         reason = f"{hex_keys} of 256 hex-byte keys present: {why}"
@@ -94,16 +96,22 @@ def _plant_detect_defect(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         # refuses; with PR #1585 still open, the hex loader refused nothing by count.
         _skip_hex_fail_fast(monkeypatch)
 
-        def classify(path: Path, vocab: dict[str, Any], *, layout: Any, files: Any, exempt: Any) -> FormatReport:
+        def classify(
+            path: Path, vocab: dict[str, Any], *, layout: Any, files: Any, exempt: Any
+        ) -> FormatReport:
             try:
                 HexByteTokenizer.load(path)
             except FormatError:
-                return counted(path, vocab, layout, files, VocabFormat.BYTE_LEVEL, "the hex loader refused it")
+                return counted(
+                    path, vocab, layout, files, VocabFormat.BYTE_LEVEL, "the hex loader refused it"
+                )
             return counted(path, vocab, layout, files, VocabFormat.HEX_BYTE, "the hex loader took it")
 
     elif control == "below-threshold-is-byte-level":
         # The seeds' rule read literally: "any vocab without them is byte-level format".
-        def classify(path: Path, vocab: dict[str, Any], *, layout: Any, files: Any, exempt: Any) -> FormatReport:
+        def classify(
+            path: Path, vocab: dict[str, Any], *, layout: Any, files: Any, exempt: Any
+        ) -> FormatReport:
             if detect.count_hex_keys(vocab) >= detect.HEX_BYTE_THRESHOLD:
                 return counted(path, vocab, layout, files, VocabFormat.HEX_BYTE, "hex-byte")
             return counted(path, vocab, layout, files, VocabFormat.BYTE_LEVEL, "fewer than 200: byte-level")
@@ -114,9 +122,13 @@ def _plant_detect_defect(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.falsifier("FALSIFY-BPE-DETECT-001")
-def test_detect_hex_vocab_has_256_keys(hex_dir: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_detect_hex_vocab_has_256_keys(
+    hex_dir: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if falsifier_control is not None:
-        pytest.skip(f"a hex-byte vocab is hex-byte under {falsifier_control.id} too; the other two tests catch it")
+        pytest.skip(
+            f"a hex-byte vocab is hex-byte under {falsifier_control.id} too; the other two tests catch it"
+        )
     report = detect_format(hex_dir)
     assert report.format is VocabFormat.HEX_BYTE
     assert report.hex_keys == 256
@@ -128,7 +140,9 @@ def test_detect_real_qwen2_vocab_is_byte_level_36_of_256(
     falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if falsifier_control == "below-threshold-is-byte-level":
-        pytest.skip("the real Qwen2 vocab is byte-level under that rule too; the unknown-format test catches it")
+        pytest.skip(
+            "the real Qwen2 vocab is byte-level under that rule too; the unknown-format test catches it"
+        )
     _plant_detect_defect(falsifier_control, monkeypatch)
     qwen = find_qwen2_tokenizer_dir()
     assert qwen is not None
@@ -170,7 +184,9 @@ class _MaxHeapOfWholeTuples:
 
     @staticmethod
     def _key(item: Any) -> Any:
-        return (item[0], -item[1], -item[2]) if len(item) == 3 else item  # the encoder's 4-tuples pass as they are
+        return (
+            (item[0], -item[1], -item[2]) if len(item) == 3 else item
+        )  # the encoder's 4-tuples pass as they are
 
     def heapify(self, heap: list[Any]) -> None:
         heap[:] = [self._key(x) for x in heap]
@@ -205,7 +221,13 @@ def test_hex_layout_merge_order_and_reload(
     vocab = json.loads((hex_dir / "vocab.json").read_text())
     lines = (hex_dir / "merges.txt").read_text().splitlines()
     assert lines[0] == "#version: 0.2"
-    assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:5] == ["<unk>", "<s>", "</s>", "<pad>", "<mask>"]
+    assert [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:5] == [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<pad>",
+        "<mask>",
+    ]
     assert all(vocab[f"{b:02x}"] == 5 + b for b in range(256))
     # Merge k creates id 261 + k (in file order) unless its string already existed.
     next_id = 261
@@ -249,7 +271,9 @@ text_strategy = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
 
 
 @pytest.fixture
-def hex_roundtrip_subject(hex_tok: HexByteTokenizer, tmp_path: Path, falsifier_control: Any) -> HexByteTokenizer:
+def hex_roundtrip_subject(
+    hex_tok: HexByteTokenizer, tmp_path: Path, falsifier_control: Any
+) -> HexByteTokenizer:
     """The trained hex tokenizer; under `hex-bytes-missing`, its files written without the keys of
     bytes 0xd0..0xff (208 of 256 keys: still hex-byte by count, so every loader takes it)."""
     if falsifier_control is None:
@@ -257,7 +281,11 @@ def hex_roundtrip_subject(hex_tok: HexByteTokenizer, tmp_path: Path, falsifier_c
     if falsifier_control != "hex-bytes-missing":
         pytest.skip("a byte-level defect; test_roundtrip_byte_level catches it")
     dropped = {HEX_BYTE_KEYS[b] for b in range(0xD0, 0x100)}
-    vocab = {t: i for t, i in hex_tok.vocab.items() if not any(t[j : j + 2] in dropped for j in range(0, len(t), 2))}
+    vocab = {
+        t: i
+        for t, i in hex_tok.vocab.items()
+        if not any(t[j : j + 2] in dropped for j in range(0, len(t), 2))
+    }
     merges = [(a, b) for a, b in hex_tok.merges if a + b in vocab]
     HexByteTokenizer(vocab, merges).save(tmp_path / "hex")
     return HexByteTokenizer.load(tmp_path / "hex")

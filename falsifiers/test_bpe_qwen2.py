@@ -74,14 +74,18 @@ def test_real_qwen2_vocab_encodes_python_with_no_unk(
         from tokenizers import Regex, pre_tokenizers
 
         qwen = load_tokenizer(qwen_dir)
-        qwen.tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated")
+        qwen.tokenizer.pre_tokenizer = pre_tokenizers.Split(
+            Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated"
+        )
     encoded = qwen.encode_batch(python_texts)
     total = sum(len(ids) for ids in encoded)
     # Qwen2 has no <unk> id, so an unk ratio would be 0 by construction. What can fail for a
     # byte-level vocab is loss: a byte with no token is dropped, not marked. So count the
     # documents that do not come back whole, and the ids that turned text into a special token.
     assert qwen.unk_id is None
-    mismatched = sum(qwen.decode(ids) != unicodedata.normalize("NFC", text) for text, ids in zip(python_texts, encoded))
+    mismatched = sum(
+        qwen.decode(ids) != unicodedata.normalize("NFC", text) for text, ids in zip(python_texts, encoded)
+    )
     special = sum(i >= 151_643 for ids in encoded for i in ids)  # Qwen2's added tokens start at 151,643
     record_measurement("roundtrip_mismatched_documents", mismatched)
     record_measurement("special_token_ids", special)
@@ -91,8 +95,12 @@ def test_real_qwen2_vocab_encodes_python_with_no_unk(
 
 @pytest.mark.falsifier("FALSIFY-BPE-UPSTREAM-002")
 def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
-    qwen: Any, qwen_dir: Path, python_texts: list[str], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch,
-    record_measurement: Any
+    qwen: Any,
+    qwen_dir: Path,
+    python_texts: list[str],
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    record_measurement: Any,
 ) -> None:
     if falsifier_control == "whitespace-split":
         # The pair loader's pipeline with aprender's split: a word with its leading space, every
@@ -101,16 +109,22 @@ def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
 
         real_build = bytelevel.build_pipeline
 
-        def whitespace_split(vocab: dict[str, int], merges: list[tuple[str, str]], *, pretokenizer: str) -> Any:
+        def whitespace_split(
+            vocab: dict[str, int], merges: list[tuple[str, str]], *, pretokenizer: str
+        ) -> Any:
             tok = real_build(vocab, merges, pretokenizer=pretokenizer)
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(r" ?\S+|\s"), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-            ])
+            tok.pre_tokenizer = pre_tokenizers.Sequence(
+                [
+                    pre_tokenizers.Split(Regex(r" ?\S+|\s"), behavior="isolated"),
+                    pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+                ]
+            )
             return tok
 
         monkeypatch.setattr(bytelevel, "build_pipeline", whitespace_split)
-    pair_from_config: Any = load_tokenizer(qwen_dir / "vocab.json")  # pre-tokenizer from tokenizer_config.json
+    pair_from_config: Any = load_tokenizer(
+        qwen_dir / "vocab.json"
+    )  # pre-tokenizer from tokenizer_config.json
     pair_named = load_vocab_merges(qwen_dir / "vocab.json", pretokenizer="qwen2")
     assert "qwen2" in pair_from_config.layout
     texts = python_texts + TRICKY
@@ -133,7 +147,11 @@ def _rank_bpe(ranks: dict[bytes, int], text: str) -> list[int]:
         parts = [bytes([b]) for b in piece.encode("utf-8")]
         while len(parts) > 1:
             best = min(
-                ((ranks[parts[i] + parts[i + 1]], i) for i in range(len(parts) - 1) if parts[i] + parts[i + 1] in ranks),
+                (
+                    (ranks[parts[i] + parts[i + 1]], i)
+                    for i in range(len(parts) - 1)
+                    if parts[i] + parts[i + 1] in ranks
+                ),
                 default=None,
             )
             if best is None:
@@ -162,18 +180,26 @@ def _assert_matches_oracles(tok: Any, built: Path, texts: list[str]) -> None:
             assert ours == _rank_bpe(ranks, text), text
         assert tok.decode(ours) == unicodedata.normalize("NFC", text)
     # Published facts: Qwen2's added tokens sit at 151,643.. and total 151,665 with Qwen2.5's 22.
-    assert [tok.encode(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [[151643], [151644], [151645]]
+    assert [tok.encode(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [
+        [151643],
+        [151644],
+        [151645],
+    ]
     assert tok.vocab_size == 151_665 and tok.eos_id == 151_643
     # Ids quoted in the seeds (aprender PR #1598, real Qwen2 tokenizer.json) name these pieces.
     seed_ids = [750, 75698, 1445, 1648, 198, 220, 220, 220, 470, 308, 198]
     assert tok.decode(seed_ids) == "def fibonacci(n):\n    return n\n"
     # ...and Hugging Face's own pipeline merges "):\n" and the indent, which aprender's whitespace split did not.
-    assert tok.encode("def fibonacci(n):\n    return n\n") == hf.encode(
-        "def fibonacci(n):\n    return n\n", add_special_tokens=False
-    ) == [750, 75698, 1445, 982, 262, 470, 308, 198]
+    assert (
+        tok.encode("def fibonacci(n):\n    return n\n")
+        == hf.encode("def fibonacci(n):\n    return n\n", add_special_tokens=False)
+        == [750, 75698, 1445, 982, 262, 470, 308, 198]
+    )
 
 
-def _first_split_merges(ranks: dict[bytes, int], *, source: Path | str = "ranks") -> list[tuple[bytes, bytes]]:
+def _first_split_merges(
+    ranks: dict[bytes, int], *, source: Path | str = "ranks"
+) -> list[tuple[bytes, bytes]]:
     """Merge recovery done wrong: each token split at its first point where both halves are
     lower-ranked tokens, instead of where BPE over the lower ranks leaves it."""
     merges: list[tuple[bytes, bytes]] = []
@@ -181,7 +207,9 @@ def _first_split_merges(ranks: dict[bytes, int], *, source: Path | str = "ranks"
         if len(token) == 1:
             continue
         split = next(
-            i for i in range(1, len(token)) if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank
+            i
+            for i in range(1, len(token))
+            if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank
         )
         merges.append((token[:split], token[split:]))
     return merges
@@ -206,8 +234,12 @@ def _plant_builder_defect(control: Any, monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
 def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(
-    qwen: Any, qwen_dir: Path, python_texts: list[str], tmp_path: Path, falsifier_control: Any,
-    monkeypatch: pytest.MonkeyPatch
+    qwen: Any,
+    qwen_dir: Path,
+    python_texts: list[str],
+    tmp_path: Path,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if falsifier_control is not None:
         # The cache as a builder with the control's defect wrote it, from the same cached ranks.
@@ -221,7 +253,11 @@ def test_rebuilt_qwen2_matches_hf_qwen2_tokenizer_and_rank_bpe(
 
 @pytest.mark.falsifier("FALSIFY-BPE-HF-PARITY-001")
 def test_current_builder_rebuilds_the_cache_and_matches_hf(
-    qwen_dir: Path, tmp_path: Path, python_texts: list[str], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+    qwen_dir: Path,
+    tmp_path: Path,
+    python_texts: list[str],
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The test above judges the cached files, which an older builder may have written: a
     # regression in today's builder (merge recovery, NFC, regex) would go unseen on a warm

@@ -22,17 +22,25 @@ import pytest
 import torch
 
 import shiptwo.qwen2.model as model_mod
+from shiptwo.models.defects import DEFECTS
 from shiptwo.qwen2 import checkpoint
 from shiptwo.qwen2.checkpoint import from_pretrained, save_apr, save_hf
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
-from shiptwo.models.defects import DEFECTS
-from shiptwo.tokenize.shards import ArrayWindows
 from shiptwo.qwen2.train import TrainConfig, eval_batch, train
+from shiptwo.tokenize.shards import ArrayWindows
 
 transformers = pytest.importorskip("transformers")
 
-CFG = Qwen2Config(vocab_size=256, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
-                  intermediate_size=96, tied_embeddings=True)
+CFG = Qwen2Config(
+    vocab_size=256,
+    hidden_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=12,
+    intermediate_size=96,
+    tied_embeddings=True,
+)
 SEQ = 32
 CHUNK_ROWS = 48  # an 8 x 32 eval batch takes six loss chunks, as a batch of the real vocab takes several
 
@@ -73,15 +81,18 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     elif control == "last-chunk-dropped":
         real_ce = model_mod.chunked_cross_entropy
 
-        def last_chunk_dropped(head: Any, hidden: torch.Tensor, targets: torch.Tensor, *,
-                               chunk_rows: int | None = None) -> torch.Tensor:
+        def last_chunk_dropped(
+            head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
+        ) -> torch.Tensor:
             n = hidden.shape[0]
             rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
             if n <= rows:
                 return real_ce(head, hidden, targets, chunk_rows=rows)
             total = hidden.new_zeros(())
             for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
-                total = total + model_mod._ce_sum(head, hidden[start:start + rows], targets[start:start + rows])
+                total = total + model_mod._ce_sum(
+                    head, hidden[start : start + rows], targets[start : start + rows]
+                )
             return total / n
 
         monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
@@ -104,8 +115,12 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ArrayW
     torch.manual_seed(0)
     model = Qwen2(CFG)
     val = ArrayWindows(corpus(2, 16 * (SEQ + 1)), seq_len=SEQ)
-    train(model, train_reader=ArrayWindows(corpus(1, 128 * (SEQ + 1)), seq_len=SEQ), val_reader=val,
-          config=TrainConfig(lr=1e-2, batch_size=16, seq_len=SEQ, epochs=3))
+    train(
+        model,
+        train_reader=ArrayWindows(corpus(1, 128 * (SEQ + 1)), seq_len=SEQ),
+        val_reader=val,
+        config=TrainConfig(lr=1e-2, batch_size=16, seq_len=SEQ, epochs=3),
+    )
     root = tmp_path_factory.mktemp("fitted")
     save_apr(model, root / "model.apr")
     save_hf(model, root / "hf")
@@ -115,16 +130,21 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ArrayW
 @pytest.mark.falsifier("FALSIFY-PRETRAINED-001")
 @pytest.mark.parametrize("fmt", ["apr", "hf"])
 def test_reloaded_model_beats_uniform_and_matches_transformers(
-        fmt: str, fitted: tuple[Path, Path, ArrayWindows], record_measurement, falsifier_control: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    fmt: str,
+    fitted: tuple[Path, Path, ArrayWindows],
+    record_measurement,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     apr_path, hf_dir, val = fitted
     plant(falsifier_control, monkeypatch)
     model = from_pretrained(apr_path if fmt == "apr" else hf_dir)
     window = torch.from_numpy(np.stack([val.window(i) for i in range(8)]).astype(np.int64))
     x, y = window[:, :-1], window[:, 1:]
     loss = eval_batch(model, x, y)
-    ref = transformers.Qwen2ForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
-                                                     attn_implementation="eager").eval()
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(
+        hf_dir, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     with torch.no_grad():
         logits = ref(x).logits
     ref_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).item()

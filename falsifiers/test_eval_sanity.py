@@ -23,8 +23,16 @@ from shiptwo.qwen2.checkpoint import save_hf
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import TrainConfig, Trainer, eval_batch
 
-CFG = Qwen2Config(vocab_size=384, hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=12,
-                  intermediate_size=96, tied_embeddings=True)
+CFG = Qwen2Config(
+    vocab_size=384,
+    hidden_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=12,
+    intermediate_size=96,
+    tied_embeddings=True,
+)
 # Rows of logits per loss chunk: a 4 x 32 batch takes three chunks (48, 48, 32), as a batch of the
 # real vocab takes several of 220 rows. Left at the default, this small vocab never chunks.
 CHUNK_ROWS = 48
@@ -41,20 +49,25 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         return
     real_ce = model_mod.chunked_cross_entropy
     if control == "loss-divided-twice":
+
         def divided_twice(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
             return real_ce(head, hidden, targets, **kw) / hidden.shape[0]  # the mean, divided by N again
 
         monkeypatch.setattr(model_mod, "chunked_cross_entropy", divided_twice)
     elif control == "last-chunk-dropped":
-        def last_chunk_dropped(head: Any, hidden: torch.Tensor, targets: torch.Tensor, *,
-                               chunk_rows: int | None = None) -> torch.Tensor:
+
+        def last_chunk_dropped(
+            head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
+        ) -> torch.Tensor:
             n = hidden.shape[0]
             rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
             if n <= rows:
                 return real_ce(head, hidden, targets, chunk_rows=rows)
             total = hidden.new_zeros(())
             for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
-                total = total + model_mod._ce_sum(head, hidden[start:start + rows], targets[start:start + rows])
+                total = total + model_mod._ce_sum(
+                    head, hidden[start : start + rows], targets[start : start + rows]
+                )
             return total / n
 
         monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
@@ -67,7 +80,9 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         # it, and eval, finding a buffer of the right size, reads it instead of its own logits.
         buffer: dict[str, torch.Tensor] = {}
 
-        def shared_logits_buffer(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
+        def shared_logits_buffer(
+            head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any
+        ) -> torch.Tensor:
             if torch.is_grad_enabled():  # a training step
                 buffer["logits"] = head(hidden).detach().float()
                 return real_ce(head, hidden, targets, **kw)
@@ -87,8 +102,9 @@ def batch(seed: int, *, b: int = 4, t: int = 32) -> tuple[torch.Tensor, torch.Te
 
 
 @pytest.mark.falsifier("FALSIFY-EVAL-SANITY-001")
-def test_fresh_model_scores_near_ln_vocab(record_measurement, falsifier_control: Any,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fresh_model_scores_near_ln_vocab(
+    record_measurement, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.manual_seed(0)
     model = Qwen2(CFG)
     x, y = batch(1)
@@ -109,7 +125,9 @@ def reference_loss(model: Qwen2, inputs: torch.Tensor, targets: torch.Tensor, di
     """The held-out loss by an independent forward: transformers on the same weights, fresh process state."""
     transformers = pytest.importorskip("transformers")
     save_hf(model, directory)
-    ref = transformers.Qwen2ForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
+    ref = transformers.Qwen2ForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, attn_implementation="eager"
+    )
     ref.eval()
     with torch.no_grad():
         logits = ref(inputs).logits
@@ -117,8 +135,9 @@ def reference_loss(model: Qwen2, inputs: torch.Tensor, targets: torch.Tensor, di
 
 
 @pytest.mark.falsifier("FALSIFY-EVAL-POLLUTION-001")
-def test_one_train_step_does_not_collapse_heldout_eval(record_measurement, tmp_path: Path, falsifier_control: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_train_step_does_not_collapse_heldout_eval(
+    record_measurement, tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant(falsifier_control, monkeypatch)
     torch.manual_seed(0)
     model = Qwen2(CFG)

@@ -21,9 +21,9 @@ from safetensors import safe_open as st_safe_open
 from shiptwo import apr
 from shiptwo.apr.constants import DType, Flag
 from shiptwo.apr.testing import make_qwen2_dir, rehash, spec_file
-from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.cli import main
 from shiptwo.errors import FormatError
+from shiptwo.qwen2.checkpoint import from_pretrained
 
 SQUARE_PROJECTIONS = ("self_attn.q_proj.weight", "self_attn.o_proj.weight")  # [hidden, hidden] in Qwen2
 
@@ -41,9 +41,9 @@ def _random_like_bytes(dtype: DType, shape: tuple[int, ...]) -> bytes:
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plant the control's defect into the real import, reader or loader (nothing on the real run)."""
-    from shiptwo.qwen2 import checkpoint
     from shiptwo.apr import convert, reader
     from shiptwo.apr.writer import FileRange, RawTensor
+    from shiptwo.qwen2 import checkpoint
 
     if control is None:
         return
@@ -104,8 +104,11 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     elif control == "column-major-flag-ignored":
         # The reader that never looks at LAYOUT_COLUMN_MAJOR and reads the data as row-major.
         real_check_flags = reader._check_flags
-        monkeypatch.setattr(reader, "_check_flags",
-                            lambda flags, path: real_check_flags(flags & ~Flag.LAYOUT_COLUMN_MAJOR, path))
+        monkeypatch.setattr(
+            reader,
+            "_check_flags",
+            lambda flags, path: real_check_flags(flags & ~Flag.LAYOUT_COLUMN_MAJOR, path),
+        )
     else:
         raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 
@@ -123,8 +126,9 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.falsifier("FALSIFY-LAYOUT-LINEAR-001")
-def test_linear_weights_stay_out_in_row_major(tmp_path: Path, falsifier_control: Any,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_linear_weights_stay_out_in_row_major(
+    tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = make_qwen2_dir(tmp_path / "hf", dtype="float32", tied=False, seed=4)
     plant(falsifier_control, monkeypatch)
     out = tmp_path / "m.apr"
@@ -146,9 +150,18 @@ def test_linear_weights_stay_out_in_row_major(tmp_path: Path, falsifier_control:
     assert torch.equal(_logits(fresh), _logits(reference))
 
 
-def _state_image(tensors: dict[str, torch.Tensor], metadata: dict[str, Any], *, lm_head: bytes | None) -> bytes:
-    entries = [(n, {torch.bfloat16: 30, torch.float32: 0}[t.dtype], list(t.shape),
-                t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()) for n, t in tensors.items()]
+def _state_image(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, Any], *, lm_head: bytes | None
+) -> bytes:
+    entries = [
+        (
+            n,
+            {torch.bfloat16: 30, torch.float32: 0}[t.dtype],
+            list(t.shape),
+            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(),
+        )
+        for n, t in tensors.items()
+    ]
     if lm_head is not None:
         embed = tensors["model.embed_tokens.weight"]
         # aprender's defect: a 0-byte F32 placeholder of full shape beside BF16 embeddings.
@@ -158,8 +171,9 @@ def _state_image(tensors: dict[str, torch.Tensor], metadata: dict[str, Any], *, 
 
 
 @pytest.mark.falsifier("FALSIFY-LAYOUT-TIED-001")
-def test_tied_embeddings_survive_import_export_and_read_back_tied(tmp_path: Path, falsifier_control: Any,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tied_embeddings_survive_import_export_and_read_back_tied(
+    tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = make_qwen2_dir(tmp_path / "hf", dtype="bfloat16", tied=True, seed=5)
     plant(falsifier_control, monkeypatch)
     with st_safe_open(str(src / "model.safetensors"), framework="pt") as f:
@@ -169,8 +183,9 @@ def test_tied_embeddings_survive_import_export_and_read_back_tied(tmp_path: Path
     info = apr.read_header(out)
     assert info.metadata["tied_embeddings"] is True
     loaded = apr.load_file(out)
-    assert torch.equal(loaded["lm_head.weight"].view(torch.int16),
-                       loaded["model.embed_tokens.weight"].view(torch.int16)), "the tied lm_head copy is not the embedding"
+    assert torch.equal(
+        loaded["lm_head.weight"].view(torch.int16), loaded["model.embed_tokens.weight"].view(torch.int16)
+    ), "the tied lm_head copy is not the embedding"
 
     back = tmp_path / "back.safetensors"
     assert main(["apr", "export", str(out), "-o", str(back)]) == 0
@@ -181,8 +196,10 @@ def test_tied_embeddings_survive_import_export_and_read_back_tied(tmp_path: Path
     source = {k: v for k, v in loaded.items() if k != "lm_head.weight"}
     # The architecture, but no tie flag: the missing or 0-byte head alone must read as tied.
     metadata = {k: v for k, v in info.metadata.items() if k not in ("tied_embeddings", "hf_lm_head_stored")}
-    for label, image in (("missing", _state_image(source, metadata, lm_head=None)),
-                         ("zero-byte", _state_image(source, metadata, lm_head=b""))):
+    for label, image in (
+        ("missing", _state_image(source, metadata, lm_head=None)),
+        ("zero-byte", _state_image(source, metadata, lm_head=b"")),
+    ):
         path = tmp_path / f"{label}.apr"
         path.write_bytes(image)
         assert apr.read_header(path).lm_head_tied, label
@@ -199,12 +216,18 @@ def test_tied_embeddings_survive_import_export_and_read_back_tied(tmp_path: Path
         assert ours.lm_head.weight is ours.tok_embeddings.weight, f"{label}: lm_head is not the embedding"
         ids = torch.arange(12).reshape(2, 6) % ours.config.vocab_size
         with torch.no_grad():
-            torch.testing.assert_close(ours(ids), want, rtol=1e-4, atol=1e-5, msg=lambda m, lb=label: f"{lb}: {m}")
+            torch.testing.assert_close(
+                ours(ids), want, rtol=1e-4, atol=1e-5, msg=lambda m, lb=label: f"{lb}: {m}"
+            )
 
 
 @pytest.mark.falsifier("FALSIFY-LAYOUT-COLMAJOR-001")
-def test_column_major_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], falsifier_control: Any,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_column_major_file_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     good = tmp_path / "good.apr"
     apr.save_file({"w": torch.arange(6.0).reshape(2, 3)}, good)
     image = bytearray(good.read_bytes())
@@ -214,7 +237,9 @@ def test_column_major_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_bytes(rehash(image))
     plant(falsifier_control, monkeypatch)
     for reader in (apr.load_file, apr.read_header, lambda p: apr.safe_open(p).get_tensor("w")):
-        with pytest.raises(FormatError, match=r"colmajor\.apr: flags: 0x0c00 has LAYOUT_COLUMN_MAJOR \(0x0800\)"):
+        with pytest.raises(
+            FormatError, match=r"colmajor\.apr: flags: 0x0c00 has LAYOUT_COLUMN_MAJOR \(0x0800\)"
+        ):
             reader(bad)
     assert main(["apr", "inspect", str(bad)]) == 1
     assert "LAYOUT_COLUMN_MAJOR" in capsys.readouterr().err

@@ -18,8 +18,17 @@ import shiptwo.qwen2.model as model_mod
 from shiptwo.qwen2.model import Qwen2, Qwen2Config, max_rel_err, stage_names
 from shiptwo.qwen2.train import eval_batch
 
-CFG = Qwen2Config(vocab_size=512, hidden_size=128, num_layers=3, num_heads=8, num_kv_heads=2, head_dim=16,
-                  intermediate_size=256, rope_theta=1_000_000.0, tied_embeddings=True)
+CFG = Qwen2Config(
+    vocab_size=512,
+    hidden_size=128,
+    num_layers=3,
+    num_heads=8,
+    num_kv_heads=2,
+    head_dim=16,
+    intermediate_size=256,
+    rope_theta=1_000_000.0,
+    tied_embeddings=True,
+)
 
 
 @pytest.fixture
@@ -45,8 +54,9 @@ def plant_cuda_path_defect(control: object, monkeypatch: pytest.MonkeyPatch) -> 
     if control == "cuda-rope-theta-default":
         real_rope = model_mod.rope_cos_sin
 
-        def rope(seq_len: int, head_dim: int, theta: float, *, device: torch.device,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        def rope(
+            seq_len: int, head_dim: int, theta: float, *, device: torch.device, dtype: torch.dtype
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             wrong = 10_000.0 if torch.device(device).type == "cuda" else theta
             return real_rope(seq_len, head_dim, wrong, device=device, dtype=dtype)
 
@@ -64,7 +74,9 @@ def plant_cuda_path_defect(control: object, monkeypatch: pytest.MonkeyPatch) -> 
     elif control == "cuda-loss-divided-twice":
         real_ce = model_mod.chunked_cross_entropy
 
-        def ce(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, **kw: object) -> torch.Tensor:
+        def ce(
+            head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, **kw: object
+        ) -> torch.Tensor:
             loss = real_ce(head, hidden, targets, **kw)  # type: ignore[arg-type]
             return loss / hidden.shape[0] if hidden.is_cuda else loss
 
@@ -108,26 +120,33 @@ def compare_devices(dtype: torch.dtype, limit: float) -> tuple[float, float]:
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-001")
-def test_fp32_cpu_and_cuda_agree_every_layer(no_tf32: None, record_measurement, falsifier_spec, falsifier_control,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp32_cpu_and_cuda_agree_every_layer(
+    no_tf32: None, record_measurement, falsifier_spec, falsifier_control, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant_cuda_path_defect(falsifier_control, monkeypatch)
-    hidden, logits = compare_devices(torch.float32, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
+    hidden, logits = compare_devices(
+        torch.float32, falsifier_spec.measurements["hidden_max_rel_err"].passing.max
+    )
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-BF16-001")
-def test_bf16_cpu_and_cuda_agree_every_layer(record_measurement, falsifier_spec, falsifier_control,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_cpu_and_cuda_agree_every_layer(
+    record_measurement, falsifier_spec, falsifier_control, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant_cuda_path_defect(falsifier_control, monkeypatch)
-    hidden, logits = compare_devices(torch.bfloat16, falsifier_spec.measurements["hidden_max_rel_err"].passing.max)
+    hidden, logits = compare_devices(
+        torch.bfloat16, falsifier_spec.measurements["hidden_max_rel_err"].passing.max
+    )
     record_measurement("hidden_max_rel_err", hidden)
     record_measurement("logits_max_rel_err", logits)
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-CUDA-EVAL-001")
-def test_eval_batch_same_loss_on_cpu_and_cuda(no_tf32: None, record_measurement, falsifier_control,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_batch_same_loss_on_cpu_and_cuda(
+    no_tf32: None, record_measurement, falsifier_control, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant_cuda_path_defect(falsifier_control, monkeypatch)
     cpu = random_model(torch.float32)
     gpu = copy.deepcopy(cpu).to("cuda")
@@ -149,7 +168,9 @@ def _python_ids(tokenizer_json: Path, n_tokens: int) -> torch.Tensor:
 
 
 @pytest.mark.falsifier("FALSIFY-PARITY-QWEN-CUDA-001")
-def test_real_qwen_logits_cpu_and_cuda(no_tf32: None, qwen_dir: Path, record_measurement, falsifier_control) -> None:
+def test_real_qwen_logits_cpu_and_cuda(
+    no_tf32: None, qwen_dir: Path, record_measurement, falsifier_control
+) -> None:
     from shiptwo.qwen2.checkpoint import from_pretrained
 
     root = qwen_dir

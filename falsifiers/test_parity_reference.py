@@ -19,12 +19,29 @@ from shiptwo.qwen2.parity import compare, first_over, reference_stages
 
 # Small configs that still exercise GQA, non-default theta, head_dim != hidden/heads, both heads.
 CONFIGS = {
-    "tied-gqa": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
-                     "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6},
-    "untied-mha-headdim": {"vocab_size": 300, "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 3,
-                               "num_attention_heads": 3, "num_key_value_heads": 3, "head_dim": 32,
-                               "tie_word_embeddings": False, "rope_theta": 10_000.0, "rms_norm_eps": 1e-5},
+    "tied-gqa": {
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": True,
+        "rope_theta": 1_000_000.0,
+        "rms_norm_eps": 1e-6,
+    },
+    "untied-mha-headdim": {
+        "vocab_size": 300,
+        "hidden_size": 48,
+        "intermediate_size": 96,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 3,
+        "num_key_value_heads": 3,
+        "head_dim": 32,
+        "tie_word_embeddings": False,
+        "rope_theta": 10_000.0,
+        "rms_norm_eps": 1e-5,
+    },
 }
 
 
@@ -51,8 +68,9 @@ def planted(model: torch.nn.Module, control: object) -> torch.nn.Module:
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record_measurement, falsifier_spec,
-                                               falsifier_control) -> None:
+def test_fp32_matches_transformers_every_layer(
+    name: str, tmp_path: Path, record_measurement, falsifier_spec, falsifier_control
+) -> None:
     ref = random_reference(name, seed=1)
     ref.save_pretrained(tmp_path)
     ours = planted(from_pretrained(tmp_path, dtype=torch.float32), falsifier_control)
@@ -68,8 +86,9 @@ def test_fp32_matches_transformers_every_layer(name: str, tmp_path: Path, record
 
 @pytest.mark.falsifier("FALSIFY-PARITY-REFERENCE-BF16-001")
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, record_measurement, falsifier_spec,
-                                                 falsifier_control) -> None:
+def test_bf16_within_tolerance_of_fp32_reference(
+    name: str, tmp_path: Path, record_measurement, falsifier_spec, falsifier_control
+) -> None:
     """Our bf16 forward against transformers in fp32 (the truth), beside transformers' own bf16."""
     ref = random_reference(name, seed=3)
     ref.save_pretrained(tmp_path)
@@ -83,7 +102,8 @@ def test_bf16_within_tolerance_of_fp32_reference(name: str, tmp_path: Path, reco
     limit = falsifier_spec.measurements["hidden_max_rel_err"].passing.max
     print(f"first stage over {limit:g}: {first_over(errs, limit)} ({report})")
     assert logits_err <= 2 * peer_logits_err + 1e-3, (
-        f"our bf16 logits err {logits_err:.3e} vs transformers' own bf16 {peer_logits_err:.3e}")
+        f"our bf16 logits err {logits_err:.3e} vs transformers' own bf16 {peer_logits_err:.3e}"
+    )
     record_measurement("hidden_max_rel_err", max(errs))
     record_measurement("logits_max_rel_err", logits_err)
 

@@ -71,8 +71,13 @@ def _write_shard_int64(path: Path, ids: np.ndarray) -> str:
 @pytest.mark.falsifier("FALSIFY-SHARD-FORMAT-001")
 @pytest.mark.parametrize("policy", ["between", "after", "none"])
 def test_shards_hold_documents_whole_with_eos_by_policy(
-    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], texts: list[str], policy: str,
-    falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    hex_dir: Path,
+    corpus_files: list[Path],
+    texts: list[str],
+    policy: str,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if falsifier_control == "eos-never-placed":
         if policy == "none":
@@ -113,16 +118,29 @@ def test_shards_hold_documents_whole_with_eos_by_policy(
     assert k == len(texts) == manifest["total_documents"]
     assert sum(r["tokens"] for r in manifest["shards"]) == manifest["total_tokens"] == sum(map(len, docs))
     assert [f["documents"] for f in manifest["input_files"]] == [20, len(texts) - 20]
-    for key in ("tokenizer_sha256", "producer", "vocab_size", "content_field", "elapsed_seconds", "eos_policy"):
+    for key in (
+        "tokenizer_sha256",
+        "producer",
+        "vocab_size",
+        "content_field",
+        "elapsed_seconds",
+        "eos_policy",
+    ):
         assert key in manifest
     # Every input named with its own sha256; the corpus sum covers all input bytes in order.
     assert [(f["path"], f["sha256"]) for f in manifest["input_files"]] == [
         (str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in corpus_files
     ]
-    assert manifest["corpus_sha256"] == hashlib.sha256(b"".join(p.read_bytes() for p in corpus_files)).hexdigest()
-    assert manifest["tokenizer_sha256"] == hashlib.sha256(
-        (hex_dir / "vocab.json").read_bytes() + (hex_dir / "merges.txt").read_bytes()
-    ).hexdigest()
+    assert (
+        manifest["corpus_sha256"]
+        == hashlib.sha256(b"".join(p.read_bytes() for p in corpus_files)).hexdigest()
+    )
+    assert (
+        manifest["tokenizer_sha256"]
+        == hashlib.sha256(
+            (hex_dir / "vocab.json").read_bytes() + (hex_dir / "merges.txt").read_bytes()
+        ).hexdigest()
+    )
     # The reader agrees: windows of seq_len + 1 over each shard, tails dropped.
     reader = ShardReader(out, seq_len=63)
     assert len(reader) == sum(r["tokens"] // 64 for r in manifest["shards"])
@@ -135,8 +153,16 @@ def _refusing_hex_vocab(hex_dir: Path, dest: Path) -> Path:
     # Cyrillic and CJK text has no spelling in it.
     vocab = json.loads((hex_dir / "vocab.json").read_text())
     dropped = {f"{b:02x}" for b in range(0xD0, 0x100)}
-    kept = {t: i for t, i in vocab.items() if t not in dropped and not any(t[j:j + 2] in dropped for j in range(0, len(t), 2))}
-    merges = [m for m in (hex_dir / "merges.txt").read_text().splitlines()[1:] if all(p in kept for p in m.split(" ")) and "".join(m.split(" ")) in kept]
+    kept = {
+        t: i
+        for t, i in vocab.items()
+        if t not in dropped and not any(t[j : j + 2] in dropped for j in range(0, len(t), 2))
+    }
+    merges = [
+        m
+        for m in (hex_dir / "merges.txt").read_text().splitlines()[1:]
+        if all(p in kept for p in m.split(" ")) and "".join(m.split(" ")) in kept
+    ]
     dest.mkdir()
     (dest / "vocab.json").write_text(json.dumps(kept))
     (dest / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in merges))
@@ -145,8 +171,11 @@ def _refusing_hex_vocab(hex_dir: Path, dest: Path) -> Path:
 
 @pytest.mark.falsifier("FALSIFY-SHARD-UNK-REFUSAL-001")
 def test_encode_corpus_refuses_unk_heavy_corpus(
-    tmp_path: Path, hex_dir: Path, capsys: pytest.CaptureFixture[str], falsifier_control: Any,
-    monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    hex_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if falsifier_control == "no-unk-threshold":
         # encode-corpus as aprender had it: the audit is computed, but no threshold is ever applied.
@@ -158,10 +187,23 @@ def test_encode_corpus_refuses_unk_heavy_corpus(
 
         monkeypatch.setattr(corpus_module, "encode_corpus", no_threshold)
     vocab_dir = _refusing_hex_vocab(hex_dir, tmp_path / "vocab")
-    corpus = write_jsonl(tmp_path / "ru.jsonl", ["Привет, мир! " * 20, "def f():\n    return 'данные'\n", "你好世界"])
+    corpus = write_jsonl(
+        tmp_path / "ru.jsonl", ["Привет, мир! " * 20, "def f():\n    return 'данные'\n", "你好世界"]
+    )
     out = tmp_path / "out"
-    code = shiptwo_main(["tokenize", "encode-corpus", "--tokenizer", str(vocab_dir), "--corpus", str(corpus),
-                         "--output", str(out), "--no-progress"])
+    code = shiptwo_main(
+        [
+            "tokenize",
+            "encode-corpus",
+            "--tokenizer",
+            str(vocab_dir),
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(out),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert not (out / "manifest.json").exists()
@@ -169,8 +211,20 @@ def test_encode_corpus_refuses_unk_heavy_corpus(
     ratio = float(err.split("unk ratio ")[1].split("%")[0]) / 100
     assert ratio > 0.01
     # Told otherwise, it finishes and the audit still carries the ratio.
-    code = shiptwo_main(["tokenize", "encode-corpus", "--tokenizer", str(vocab_dir), "--corpus", str(corpus),
-                         "--output", str(tmp_path / "ok"), "--allow-unk", "--no-progress"])
+    code = shiptwo_main(
+        [
+            "tokenize",
+            "encode-corpus",
+            "--tokenizer",
+            str(vocab_dir),
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(tmp_path / "ok"),
+            "--allow-unk",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     audit = json.loads((tmp_path / "ok" / "manifest.json").read_text())["audit"]
     assert audit["unk_ratio"] == pytest.approx(ratio, abs=1e-6) and audit["max_unk_ratio"] is None
@@ -198,7 +252,9 @@ def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(
     manifest = encode_corpus(qwen, [corpus], tmp_path / "out", shard_tokens=100_000, progress=False)
     audit = manifest["audit"]
     # Cross-check the audit against a histogram computed here from the shards themselves.
-    ids = np.concatenate([np.fromfile(p, dtype="<u4") for p in sorted((tmp_path / "out").glob("shard-*.bin"))])
+    ids = np.concatenate(
+        [np.fromfile(p, dtype="<u4") for p in sorted((tmp_path / "out").glob("shard-*.bin"))]
+    )
     counts = np.bincount(ids)
     p = counts[counts > 0] / ids.size
     entropy = float(-(p * np.log2(p)).sum())
@@ -229,7 +285,9 @@ def _plant_results_by_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     results in turn (all of worker 0's, then worker 1's, ...): order depends on the worker count."""
     real_map = corpus_module._Encoder.map
 
-    def by_worker(self: Any, batches: Iterator[list[Any]]) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
+    def by_worker(
+        self: Any, batches: Iterator[list[Any]]
+    ) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
         if self.pool is None:
             yield from real_map(self, batches)
             return
@@ -246,14 +304,20 @@ def _plant_results_by_worker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.falsifier("FALSIFY-SHARD-DETERMINISM-001")
 def test_worker_counts_write_identical_shards_and_manifests(
-    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    hex_dir: Path,
+    corpus_files: list[Path],
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if falsifier_control == "results-by-worker":
         _plant_results_by_worker(monkeypatch)
     runs = {}
     for workers in (1, 2, 3):
         out = tmp_path / f"w{workers}"
-        encode_corpus(hex_dir, corpus_files, out, shard_tokens=2500, workers=workers, batch_chars=8_000, progress=False)
+        encode_corpus(
+            hex_dir, corpus_files, out, shard_tokens=2500, workers=workers, batch_chars=8_000, progress=False
+        )
         runs[workers] = (_shards(out), _manifest_sans_timing(out))
     assert len(runs[1][0]) >= 3
     assert runs[1] == runs[2] == runs[3]
@@ -261,7 +325,11 @@ def test_worker_counts_write_identical_shards_and_manifests(
 
 @pytest.mark.falsifier("FALSIFY-SHARD-RESUME-001")
 def test_resume_after_interruption_is_byte_identical(
-    tmp_path: Path, hex_dir: Path, corpus_files: list[Path], monkeypatch: pytest.MonkeyPatch, falsifier_control: Any
+    tmp_path: Path,
+    hex_dir: Path,
+    corpus_files: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    falsifier_control: Any,
 ) -> None:
     if falsifier_control == "resume-reads-from-start":
         # Resuming reloads the finished shards and their counts but reads the input from its start.

@@ -20,8 +20,8 @@ import torch
 import shiptwo.qwen2.train as train_mod
 from shiptwo.errors import GateError
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
-from shiptwo.tokenize.shards import ArrayWindows
 from shiptwo.qwen2.train import TrainConfig, train
+from shiptwo.tokenize.shards import ArrayWindows
 
 # The gate each control disables.
 CONTROL_GATE = {"divergence-gate-disabled": "GATE-TRAIN-005", "nonfinite-gate-disabled": "GATE-TRAIN-007"}
@@ -32,7 +32,9 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch, *, expected_gate: str) 
     if control is None:
         return
     if CONTROL_GATE[control.id] != expected_gate:
-        pytest.skip(f"{control.id} disables {CONTROL_GATE[control.id]}; this test expects {expected_gate} to fire")
+        pytest.skip(
+            f"{control.id} disables {CONTROL_GATE[control.id]}; this test expects {expected_gate} to fire"
+        )
     if control == "divergence-gate-disabled":
         # GATE-TRAIN-005 switched off: only the finiteness check of the val loss is left.
         def val_gate_without_005(epoch: int, val_loss: float, previous: float | None) -> None:
@@ -45,8 +47,16 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch, *, expected_gate: str) 
     else:
         raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 
-CFG = Qwen2Config(vocab_size=128, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  intermediate_size=64)
+
+CFG = Qwen2Config(
+    vocab_size=128,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=64,
+)
 SEQ = 16
 
 
@@ -57,7 +67,9 @@ def aborts_at_a_gate(expected: str, run: Any) -> None:
     except GateError as exc:
         assert re.search(expected, str(exc)), f"{str(exc)!r} does not match {expected!r}"
     except Exception as exc:  # noqa: BLE001 - any other way out means the gates let the divergence through
-        pytest.fail(f"the diverged run was not stopped by a gate: it ran on until {type(exc).__name__}: {exc}")
+        pytest.fail(
+            f"the diverged run was not stopped by a gate: it ran on until {type(exc).__name__}: {exc}"
+        )
     else:
         pytest.fail(f"the diverged run finished: no gate fired ({expected!r} expected)")
 
@@ -68,23 +80,37 @@ def data(seed: int) -> ArrayWindows:
 
 
 @pytest.mark.falsifier("FALSIFY-TRAIN-DIVERGENCE-001")
-@pytest.mark.parametrize(("lr", "clip", "expected"), [
-    (10.0, 1.0, r"GATE-TRAIN-005 fired: epoch-0 val_loss \d+\.\d+ nats > 10\.0"),  # weights blow up
-    (50.0, 1e9, r"GATE-TRAIN-007 fired at step \d+: grad_norm=nan"),  # arithmetic overflows
-])
-def test_huge_learning_rate_aborts(lr: float, clip: float, expected: str, tmp_path: Path, falsifier_control: Any,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("lr", "clip", "expected"),
+    [
+        (10.0, 1.0, r"GATE-TRAIN-005 fired: epoch-0 val_loss \d+\.\d+ nats > 10\.0"),  # weights blow up
+        (50.0, 1e9, r"GATE-TRAIN-007 fired at step \d+: grad_norm=nan"),  # arithmetic overflows
+    ],
+)
+def test_huge_learning_rate_aborts(
+    lr: float,
+    clip: float,
+    expected: str,
+    tmp_path: Path,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     plant(falsifier_control, monkeypatch, expected_gate=expected[:14])
     torch.manual_seed(0)
     cfg = TrainConfig(lr=lr, warmup_steps=0, grad_clip=clip, batch_size=8, seq_len=SEQ, epochs=3)
-    aborts_at_a_gate(expected, lambda: train(Qwen2(CFG), train_reader=data(1), val_reader=data(2), config=cfg,
-                                             output_dir=tmp_path / "out"))
+    aborts_at_a_gate(
+        expected,
+        lambda: train(
+            Qwen2(CFG), train_reader=data(1), val_reader=data(2), config=cfg, output_dir=tmp_path / "out"
+        ),
+    )
     assert not list(tmp_path.glob("out/epoch-*")), "a diverged run wrote a checkpoint"
 
 
 @pytest.mark.falsifier("FALSIFY-TRAIN-DIVERGENCE-001")
-def test_nan_in_loss_aborts_with_gate_007(tmp_path: Path, falsifier_control: Any,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_in_loss_aborts_with_gate_007(
+    tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plant(falsifier_control, monkeypatch, expected_gate="GATE-TRAIN-007")
     torch.manual_seed(0)
     model = Qwen2(CFG)
@@ -99,23 +125,35 @@ def test_nan_in_loss_aborts_with_gate_007(tmp_path: Path, falsifier_control: Any
     model.lm_head.register_forward_hook(poison)
     cfg = TrainConfig(lr=1e-3, batch_size=8, seq_len=SEQ, epochs=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    aborts_at_a_gate(r"GATE-TRAIN-007 fired at step \d+: train_loss=nan",
-                     lambda: train(model, train_reader=data(1), val_reader=data(2), config=cfg,
-                                   output_dir=tmp_path / "out"))
+    aborts_at_a_gate(
+        r"GATE-TRAIN-007 fired at step \d+: train_loss=nan",
+        lambda: train(
+            model, train_reader=data(1), val_reader=data(2), config=cfg, output_dir=tmp_path / "out"
+        ),
+    )
     assert not (tmp_path / "out").exists(), "a diverged run wrote a checkpoint"
     assert all(torch.isfinite(v).all() for v in model.state_dict().values()), "the NaN update was applied"
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # earlier steps ran
 
 
 @pytest.mark.falsifier("FALSIFY-TRAIN-DIVERGENCE-001")
-@pytest.mark.parametrize(("epoch", "val", "prev", "needle"), [
-    (0, 12.5, None, "GATE-TRAIN-005 fired: epoch-0 val_loss 12.5000 nats > 10.0"),
-    (0, float("nan"), None, "GATE-TRAIN-007 fired at epoch 0 evaluation: val_loss=nan"),
-    (3, 5.0, 2.4, "GATE-TRAIN-005 fired: epoch-3 val_loss 5.0000 nats > 2.0 x previous 2.4000"),
-    (2, float("inf"), 2.0, "GATE-TRAIN-007 fired at epoch 2 evaluation: val_loss=inf"),
-])
-def test_val_gate_numbers(epoch: int, val: float, prev: float | None, needle: str, falsifier_control: Any,
-                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("epoch", "val", "prev", "needle"),
+    [
+        (0, 12.5, None, "GATE-TRAIN-005 fired: epoch-0 val_loss 12.5000 nats > 10.0"),
+        (0, float("nan"), None, "GATE-TRAIN-007 fired at epoch 0 evaluation: val_loss=nan"),
+        (3, 5.0, 2.4, "GATE-TRAIN-005 fired: epoch-3 val_loss 5.0000 nats > 2.0 x previous 2.4000"),
+        (2, float("inf"), 2.0, "GATE-TRAIN-007 fired at epoch 2 evaluation: val_loss=inf"),
+    ],
+)
+def test_val_gate_numbers(
+    epoch: int,
+    val: float,
+    prev: float | None,
+    needle: str,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     plant(falsifier_control, monkeypatch, expected_gate=needle[:14])
     with pytest.raises(GateError) as err:
         train_mod.check_val_gate(epoch, val, prev)  # as the trainer calls it

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 import shiptwo.qwen2.model as model_mod
 import shiptwo.qwen2.train as train_mod
-from shiptwo.qwen2.checkpoint import from_pretrained, save_apr
 from shiptwo.cli import main
+from shiptwo.qwen2.checkpoint import from_pretrained, save_apr
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
-from shiptwo.tokenize.shards import ShardReader
 from shiptwo.qwen2.train import EPOCH_METADATA_KEYS
+from shiptwo.tokenize.shards import ShardReader
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN_MODULES = ("shlex.py", "fnmatch.py", "bisect.py")  # about 9,500 tokens: two short epochs
@@ -55,6 +55,7 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     real_ce = model_mod.chunked_cross_entropy
     real_init = train_mod.Trainer.__init__
     if control == "gradients-never-zeroed":
+
         def never_zeroed(self: Any, *args: Any, **kwargs: Any) -> None:
             real_init(self, *args, **kwargs)
             self.optimizer.zero_grad = lambda set_to_none=True: None  # each step's grads add to the last's
@@ -76,20 +77,25 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(train_mod.Trainer, "__init__", remembered)
         monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_by_head)
     elif control == "loss-divided-twice":
+
         def divided_twice(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
             return real_ce(head, hidden, targets, **kw) / hidden.shape[0]  # the mean, divided by N again
 
         monkeypatch.setattr(model_mod, "chunked_cross_entropy", divided_twice)
     elif control == "last-chunk-dropped":
-        def last_chunk_dropped(head: Any, hidden: torch.Tensor, targets: torch.Tensor, *,
-                               chunk_rows: int | None = None) -> torch.Tensor:
+
+        def last_chunk_dropped(
+            head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
+        ) -> torch.Tensor:
             n = hidden.shape[0]
             rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
             if n <= rows:
                 return real_ce(head, hidden, targets, chunk_rows=rows)
             total = hidden.new_zeros(())
             for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
-                total = total + model_mod._ce_sum(head, hidden[start:start + rows], targets[start:start + rows])
+                total = total + model_mod._ce_sum(
+                    head, hidden[start : start + rows], targets[start : start + rows]
+                )
             return total / n
 
         monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
@@ -102,7 +108,9 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         # of the right size, reads what the last training step left there.
         buffer: dict[str, torch.Tensor] = {}
 
-        def shared_logits_buffer(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
+        def shared_logits_buffer(
+            head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any
+        ) -> torch.Tensor:
             if torch.is_grad_enabled():  # a training step
                 buffer["logits"] = head(hidden).detach().float()
                 return real_ce(head, hidden, targets, **kw)
@@ -121,7 +129,9 @@ def _batch(reader: ShardReader, indices: list[int]) -> tuple[torch.Tensor, torch
     return w[:, :-1], w[:, 1:]
 
 
-def replay_first_steps(init: Path, train_shards: Path, logged: list[dict[str, Any]]) -> list[tuple[float, float]]:
+def replay_first_steps(
+    init: Path, train_shards: Path, logged: list[dict[str, Any]]
+) -> list[tuple[float, float]]:
     """(train loss, grad norm) of the run's first steps, redone in plain torch from init.apr.
 
     The documented recipe: the epoch-0 order is numpy's permutation seeded with --seed (0), batches
@@ -132,14 +142,19 @@ def replay_first_steps(init: Path, train_shards: Path, logged: list[dict[str, An
     torch.manual_seed(0)
     model = from_pretrained(init).train()
     params = list(model.parameters())
-    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                                  lr=LR, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        betas=(0.9, 0.95),
+    )
     reader = ShardReader(train_shards, seq_len=SEQ)
     order = np.random.default_rng(0).permutation(len(reader)).tolist()
     out = []
     for step, record in enumerate(logged):
-        x, y = _batch(reader, order[step * BATCH:(step + 1) * BATCH])
+        x, y = _batch(reader, order[step * BATCH : (step + 1) * BATCH])
         for p in params:
             p.grad = None
         logits = model(x)
@@ -172,8 +187,10 @@ def plain_val_loss(checkpoint: Path, val_shards: Path) -> float:
 
 
 def _jsonl(path: Path, modules: tuple[str, ...]) -> Path:
-    path.write_text("".join(json.dumps({"content": (STDLIB / m).read_text(encoding="utf-8")}) + "\n"
-                            for m in modules), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"content": (STDLIB / m).read_text(encoding="utf-8")}) + "\n" for m in modules),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -188,29 +205,97 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     train, val = _jsonl(root / "train.jsonl", TRAIN_MODULES), _jsonl(root / "val.jsonl", VAL_MODULES)
-    for argv in (["tokenize", "train", "--corpus", str(train), "--vocab-size", str(VOCAB), "--output", str(root / "tok")],
-                 ["tokenize", "encode-corpus", "--tokenizer", str(root / "tok"), "--corpus", str(train),
-                  "--output", str(root / "train"), "--no-progress"],
-                 ["tokenize", "encode-corpus", "--tokenizer", str(root / "tok"), "--corpus", str(val),
-                  "--output", str(root / "val"), "--no-progress"]):
+    for argv in (
+        [
+            "tokenize",
+            "train",
+            "--corpus",
+            str(train),
+            "--vocab-size",
+            str(VOCAB),
+            "--output",
+            str(root / "tok"),
+        ],
+        [
+            "tokenize",
+            "encode-corpus",
+            "--tokenizer",
+            str(root / "tok"),
+            "--corpus",
+            str(train),
+            "--output",
+            str(root / "train"),
+            "--no-progress",
+        ],
+        [
+            "tokenize",
+            "encode-corpus",
+            "--tokenizer",
+            str(root / "tok"),
+            "--corpus",
+            str(val),
+            "--output",
+            str(root / "val"),
+            "--no-progress",
+        ],
+    ):
         if main(argv) != 0:
             raise RuntimeError(f"shiptwo {' '.join(argv)} failed")
     torch.manual_seed(0)
-    save_apr(Qwen2(Qwen2Config(vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                               head_dim=16, intermediate_size=128, max_position_embeddings=256)), root / "init.apr")
+    save_apr(
+        Qwen2(
+            Qwen2Config(
+                vocab_size=VOCAB,
+                hidden_size=64,
+                num_layers=2,
+                num_heads=4,
+                num_kv_heads=2,
+                head_dim=16,
+                intermediate_size=128,
+                max_position_embeddings=256,
+            )
+        ),
+        root / "init.apr",
+    )
     return root
 
 
 @pytest.mark.falsifier("FALSIFY-FINETUNE-005")
-def test_shiptwo_train_lowers_val_loss(shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                       record_measurement, falsifier_control: Any,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shiptwo_train_lowers_val_loss(
+    shards: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    record_measurement,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     plant(falsifier_control, monkeypatch)
     run = tmp_path / "run"
-    out = _cli(capsys, "train", "--init", str(shards / "init.apr"), "--shards", str(shards / "train"),
-               "--val-shards", str(shards / "val"), "--epochs", "2", "--lr", str(LR),
-               "--batch-size", str(BATCH), "--seq-len", str(SEQ), "--run-dir", str(run),
-               "--output", str(tmp_path / "ckpt"), "--no-progress", "--format", "json")
+    out = _cli(
+        capsys,
+        "train",
+        "--init",
+        str(shards / "init.apr"),
+        "--shards",
+        str(shards / "train"),
+        "--val-shards",
+        str(shards / "val"),
+        "--epochs",
+        "2",
+        "--lr",
+        str(LR),
+        "--batch-size",
+        str(BATCH),
+        "--seq-len",
+        str(SEQ),
+        "--run-dir",
+        str(run),
+        "--output",
+        str(tmp_path / "ckpt"),
+        "--no-progress",
+        "--format",
+        "json",
+    )
     summary = json.loads(out)
     assert summary["step0_val_loss"] == pytest.approx(math.log(VOCAB), rel=0.05)  # a fresh model is uniform
     assert summary["final_val_loss"] < summary["step0_val_loss"]
@@ -232,8 +317,22 @@ def test_shiptwo_train_lowers_val_loss(shards: Path, tmp_path: Path, capsys: pyt
     # `shiptwo eval` on the saved checkpoint reproduces the trainer's final val_loss.
     last_apr = tmp_path / "ckpt" / "epoch-001.apr"
     assert json.loads((tmp_path / "ckpt" / "epoch-001.metadata.json").read_text()) == last
-    scored = json.loads(_cli(capsys, "eval", "--model", str(last_apr), "--shards", str(shards / "val"),
-                             "--batch-size", "8", "--seq-len", "32", "--format", "json"))
+    scored = json.loads(
+        _cli(
+            capsys,
+            "eval",
+            "--model",
+            str(last_apr),
+            "--shards",
+            str(shards / "val"),
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "32",
+            "--format",
+            "json",
+        )
+    )
     assert scored["val_loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)
     assert scored["ln_vocab"] == pytest.approx(math.log(VOCAB))
     assert from_pretrained(last_apr).config.vocab_size == VOCAB
@@ -245,6 +344,10 @@ def test_shiptwo_train_lowers_val_loss(shards: Path, tmp_path: Path, capsys: pyt
     replayed = replay_first_steps(shards / "init.apr", shards / "train", logged)
     pairs = list(zip(logged, replayed, strict=True))
     record_measurement("replay_train_loss_abs_diff", max(abs(r["loss"] - loss) for r, (loss, _) in pairs))
-    record_measurement("replay_grad_norm_rel_diff", max(abs(r["grad_norm"] - norm) / norm for r, (_, norm) in pairs))
-    record_measurement("final_val_loss_abs_diff_plain",
-                       abs(summary["final_val_loss"] - plain_val_loss(last_apr, shards / "val")))
+    record_measurement(
+        "replay_grad_norm_rel_diff", max(abs(r["grad_norm"] - norm) / norm for r, (_, norm) in pairs)
+    )
+    record_measurement(
+        "final_val_loss_abs_diff_plain",
+        abs(summary["final_val_loss"] - plain_val_loss(last_apr, shards / "val")),
+    )

@@ -20,11 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from shiptwo.errors import ModelError
+from shiptwo.models.defects import DEFECTS
 from shiptwo.qwen2 import checkpoint
 from shiptwo.qwen2.checkpoint import KEY_TABLE, checkpoint_to_module, from_pretrained, save_apr
-from shiptwo.errors import ModelError
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
-from shiptwo.models.defects import DEFECTS
 
 QKV_BIAS_AT_INIT = "qkv-bias-left-at-init"
 MISSING_QKV_BIAS_AT_INIT = "missing-qkv-bias-left-at-init"
@@ -37,6 +37,7 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         return
     real_load_state = checkpoint.load_state
     if control == QKV_BIAS_AT_INIT:
+
         def biases_never_read(model: Any, tensors: Any, *, source: str) -> None:
             tensors = dict(tensors)
             DEFECTS["qkv-bias-random"].plant(tensors, model.config.to_hf())
@@ -44,6 +45,7 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
         monkeypatch.setattr(checkpoint, "load_state", biases_never_read)
     elif control == MISSING_QKV_BIAS_AT_INIT:
+
         def missing_biases_initialised(model: Any, tensors: Any, *, source: str) -> None:
             tensors = dict(tensors)
             params = dict(model.named_parameters())
@@ -61,18 +63,38 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 def skip_controls_this_checkpoint_cannot_show(control: Any, *, removed: str | None) -> None:
     """Skip a control whose defect this test's checkpoint gives nothing to act on."""
     if control == QKV_BIAS_AT_INIT and removed is not None:
-        pytest.skip(f"{control.id}: a defective checkpoint is refused before any value is installed; the "
-                    "complete-checkpoint test compares the values")
+        pytest.skip(
+            f"{control.id}: a defective checkpoint is refused before any value is installed; the "
+            "complete-checkpoint test compares the values"
+        )
     if control == MISSING_QKV_BIAS_AT_INIT and not (removed or "").endswith(QKV_BIASES):
-        pytest.skip(f"{control.id}: this checkpoint lacks no q/k/v bias (it is refused for another tensor, "
-                    "or complete)")
+        pytest.skip(
+            f"{control.id}: this checkpoint lacks no q/k/v bias (it is refused for another tensor, "
+            "or complete)"
+        )
+
 
 transformers = pytest.importorskip("transformers")
 
-CFG = Qwen2Config(vocab_size=96, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  intermediate_size=48, tied_embeddings=False)
-CFG_HF = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "head_dim": 8, "intermediate_size": 48}
+CFG = Qwen2Config(
+    vocab_size=96,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=48,
+    tied_embeddings=False,
+)
+CFG_HF = {
+    "vocab_size": 96,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "intermediate_size": 48,
+}
 # One layer-1 instance of every per-layer rule, plus the global tensors.
 VICTIMS = [r.checkpoint.replace("{n}", "1") for r in KEY_TABLE]
 
@@ -99,8 +121,9 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
 
 
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
-def test_complete_checkpoint_fills_every_parameter(hf_dir: Path, falsifier_control: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_complete_checkpoint_fills_every_parameter(
+    hf_dir: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=None)
     plant(falsifier_control, monkeypatch)
     ours = from_pretrained(hf_dir)
@@ -117,16 +140,27 @@ def test_complete_checkpoint_fills_every_parameter(hf_dir: Path, falsifier_contr
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
 @pytest.mark.parametrize("victim", VICTIMS)
 @pytest.mark.parametrize("defect", ["removed", "renamed", "misshaped"])
-def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_dir: Path, tmp_path: Path,
-                                                 falsifier_control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=victim if defect == "removed" else "")
+def test_defective_checkpoint_is_refused_by_name(
+    victim: str,
+    defect: str,
+    hf_dir: Path,
+    tmp_path: Path,
+    falsifier_control: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    skip_controls_this_checkpoint_cannot_show(
+        falsifier_control, removed=victim if defect == "removed" else ""
+    )
 
     def edit(t: dict[str, torch.Tensor]) -> None:
         if defect == "removed":
             del t[victim]
         elif defect == "renamed":
-            t[victim.replace("model.", "model.decoder.", 1) if victim.startswith("model.")
-              else "output.weight"] = t.pop(victim)
+            t[
+                victim.replace("model.", "model.decoder.", 1)
+                if victim.startswith("model.")
+                else "output.weight"
+            ] = t.pop(victim)
         else:
             t[victim] = torch.cat([t[victim], t[victim][:1]])  # one extra row
 
@@ -142,8 +176,9 @@ def test_defective_checkpoint_is_refused_by_name(victim: str, defect: str, hf_di
 
 @pytest.mark.falsifier("FALSIFY-POPULATE-001")
 @pytest.mark.parametrize("victim", ["model.layers.0.self_attn.k_proj.bias", "lm_head.weight"])
-def test_defective_apr_is_refused_by_name(victim: str, tmp_path: Path, falsifier_control: Any,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defective_apr_is_refused_by_name(
+    victim: str, tmp_path: Path, falsifier_control: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     skip_controls_this_checkpoint_cannot_show(falsifier_control, removed=victim)
     apr = pytest.importorskip("shiptwo.apr")
     good = tmp_path / "good.apr"

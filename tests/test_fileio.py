@@ -23,7 +23,9 @@ def test_new_file_is_world_readable_and_existing_mode_is_kept(tmp_path: Path) ->
     assert old.read_bytes() == b"y" and stat.S_IMODE(old.stat().st_mode) == 0o600
 
 
-def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
 

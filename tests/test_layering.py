@@ -17,8 +17,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "shiptwo"
 SUBJECTS = ("shiptwo.tokenize", "shiptwo.apr", "shiptwo.ggml", "shiptwo.models", "shiptwo.qwen2")
 HEAVY = ("torch", "numpy", "tokenizers", "safetensors", "transformers", "gguf", "matplotlib", "tqdm")
-HARNESS = sorted([*(SRC / "harness").rglob("*.py"), SRC / "cli.py", SRC / "errors.py", SRC / "fileio.py",
-                  SRC / "__init__.py", SRC / "__main__.py"])
+HARNESS = sorted(
+    [
+        *(SRC / "harness").rglob("*.py"),
+        SRC / "cli.py",
+        SRC / "errors.py",
+        SRC / "fileio.py",
+        SRC / "__init__.py",
+        SRC / "__main__.py",
+    ]
+)
 
 
 def module_name(path: Path) -> str:
@@ -42,9 +50,11 @@ def imports(tree: ast.AST, *, top_level_only: bool = False) -> Iterator[tuple[in
 @pytest.mark.parametrize("path", HARNESS, ids=lambda p: str(p.relative_to(SRC)))
 def test_the_harness_imports_no_subject_and_no_ml_library(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    bad = [f"{path.relative_to(SRC.parent.parent)}:{line}: imports {name}"
-           for line, name in imports(tree)
-           if name.startswith(SUBJECTS) or name.split(".")[0] in HEAVY]
+    bad = [
+        f"{path.relative_to(SRC.parent.parent)}:{line}: imports {name}"
+        for line, name in imports(tree)
+        if name.startswith(SUBJECTS) or name.split(".")[0] in HEAVY
+    ]
     assert bad == [], "the harness must not depend on a subject room or the ML stack:\n" + "\n".join(bad)
 
 
@@ -72,7 +82,7 @@ def test_no_import_cycles() -> None:
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycles.append(" -> ".join([*path[path.index(dep):], dep]))
+                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
             elif dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2
@@ -87,4 +97,6 @@ def test_the_check_sees_a_planted_violation(tmp_path: Path) -> None:
     # The control of this test: a harness module importing a subject is caught, by line.
     tree = ast.parse("import os\n\ndef f():\n    from shiptwo.qwen2.model import Qwen2\n")
     assert [(line, name) for line, name in imports(tree) if name.startswith(SUBJECTS)] == [
-        (4, "shiptwo.qwen2.model"), (4, "shiptwo.qwen2.model.Qwen2")]
+        (4, "shiptwo.qwen2.model"),
+        (4, "shiptwo.qwen2.model.Qwen2"),
+    ]

@@ -86,8 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = OPTIONAL_PACKAGES.get((exc.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"error: this command needs {exc.name}, which the '{extra}' extra installs: "
-              f"pip install 'shiptwo[{extra}]' (or 'shiptwo[all]')", file=sys.stderr)
+        print(
+            f"error: this command needs {exc.name}, which the '{extra}' extra installs: "
+            f"pip install 'shiptwo[{extra}]' (or 'shiptwo[all]')",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -55,7 +55,9 @@ def check_output_dir(option: str, path: Path) -> Path:
         if at.exists():
             if not at.is_dir():
                 where = "" if at == path else f" (its parent {at} is a file)"
-                raise UsageError(f"{option} {path}: exists and is not a directory{where}; give a directory "
-                                 "path (it is created when missing)")
+                raise UsageError(
+                    f"{option} {path}: exists and is not a directory{where}; give a directory "
+                    "path (it is created when missing)"
+                )
             break
     return path

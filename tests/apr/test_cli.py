@@ -44,12 +44,21 @@ def test_import_maps_config_json_to_apr_metadata(imported: Path, hf_dir: Path) -
     assert meta["rope_theta"] == 1_000_000.0 and meta["rope_type"] == 2
     assert meta["hf_architecture"] == "Qwen2ForCausalLM" and meta["hf_model_type"] == "qwen2"
     assert "tied_embeddings" not in meta and meta["original_format"] == "safetensors"
-    assert meta["param_count"] == sum(t.numel() for t in st_load_file(str(hf_dir / "model.safetensors")).values())
+    assert meta["param_count"] == sum(
+        t.numel() for t in st_load_file(str(hf_dir / "model.safetensors")).values()
+    )
 
 
 def test_metadata_from_older_config_keys() -> None:
-    meta = metadata_from_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8,
-                                 "rope_theta": 10000, "architectures": ["LlamaForCausalLM"]})
+    meta = metadata_from_config(
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_attention_heads": 8,
+            "rope_theta": 10000,
+            "architectures": ["LlamaForCausalLM"],
+        }
+    )
     assert meta["rope_theta"] == 10000.0 and meta["num_kv_heads"] == 8 and meta["head_dim"] == 8
     assert "rope_type" not in meta  # only families known to use NEOX halves get rope_type 2
 
@@ -63,12 +72,16 @@ def test_sharded_dir_and_single_file_import(hf_dir: Path, tmp_path: Path) -> Non
     assert apr.read_header(out).metadata["tied_embeddings"] is True
 
     single = tmp_path / "one.apr"
-    assert main(["apr", "import", str(hf_dir / "model.safetensors"), "-o", str(single), "--format", "json"]) == 0
+    assert (
+        main(["apr", "import", str(hf_dir / "model.safetensors"), "-o", str(single), "--format", "json"]) == 0
+    )
     assert spec_problems(single) == []
     assert apr.read_header(single).metadata["name"] == "model"
 
 
-def test_inspect_text_json_and_stats(imported: Path, hf_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_text_json_and_stats(
+    imported: Path, hf_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["apr", "inspect", str(imported)]) == 0
     text = capsys.readouterr().out
     assert "flags           0x0400 (LAYOUT_ROW_MAJOR)" in text and "footer crc" in text
@@ -87,8 +100,9 @@ def test_inspect_text_json_and_stats(imported: Path, hf_dir: Path, capsys: pytes
     assert (row["min"], row["max"]) == (embed.min().item(), embed.max().item())
 
 
-def test_diff_names_the_first_bad_tensor_and_its_errors(imported: Path, hf_dir: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_names_the_first_bad_tensor_and_its_errors(
+    imported: Path, hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tensors = apr.load_file(imported)
     name = "model.layers.0.mlp.up_proj.weight"
     tensors[name] = tensors[name].clone()
@@ -100,8 +114,10 @@ def test_diff_names_the_first_bad_tensor_and_its_errors(imported: Path, hf_dir: 
     assert main(["apr", "diff", str(changed), str(hf_dir)]) == 1
     out = capsys.readouterr().out
     want_abs, want_rel = abs(2.0 - original), abs(2.0 - original) / abs(original)
-    assert f"1 of {len(tensors)} tensors differ from {hf_dir}; first '{name}': mismatch, max abs err {want_abs:.6g}, " \
-           f"max rel err {want_rel:.6g}" in out
+    assert (
+        f"1 of {len(tensors)} tensors differ from {hf_dir}; first '{name}': mismatch, max abs err {want_abs:.6g}, "
+        f"max rel err {want_rel:.6g}" in out
+    )
 
     del tensors["model.norm.weight"]
     apr.save_file(tensors, changed)
@@ -111,8 +127,9 @@ def test_diff_names_the_first_bad_tensor_and_its_errors(imported: Path, hf_dir: 
     assert statuses == {name: "mismatch", "model.norm.weight": "missing-in-apr"}
 
 
-def test_diff_diagnoses_f16_bytes_tagged_bf16(hf_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_diagnoses_f16_bytes_tagged_bf16(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = make_qwen2_dir(tmp_path / "f16", dtype="float16", tied=False, seed=9)
     out = tmp_path / "m.apr"
     assert main(["apr", "import", str(src), "-o", str(out)]) == 0
@@ -149,7 +166,9 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.Capture
     (untied / "config.json").write_text(json.dumps({"model_type": "qwen2", "tie_word_embeddings": False}))
     st_save_file({"model.embed_tokens.weight": torch.zeros(2, 2)}, str(untied / "model.safetensors"))
     assert main(["apr", "import", str(untied), "-o", str(tmp_path / "u.apr")]) == 1
-    assert "lm_head.weight is missing but config.json says tie_word_embeddings: false" in capsys.readouterr().err
+    assert (
+        "lm_head.weight is missing but config.json says tie_word_embeddings: false" in capsys.readouterr().err
+    )
 
     assert main(["apr", "import", str(tmp_path / "nowhere"), "-o", str(tmp_path / "n.apr")]) == 2
 
@@ -159,49 +178,77 @@ def test_export_dequantizes_and_keeps_tied_copy_on_request(tmp_path: Path) -> No
 
     q8 = struct.pack("<f", 0.5) + bytes([2, 0xFE])
     embed = struct.pack("<2e", 1.0, 2.0)
-    image = spec_file([("lm_head.weight", 1, [1, 2], embed), ("model.embed_tokens.weight", 1, [1, 2], embed),
-                       ("q", 129, [2], q8)], b'{"tied_embeddings":true}')
+    image = spec_file(
+        [
+            ("lm_head.weight", 1, [1, 2], embed),
+            ("model.embed_tokens.weight", 1, [1, 2], embed),
+            ("q", 129, [2], q8),
+        ],
+        b'{"tied_embeddings":true}',
+    )
     (tmp_path / "q.apr").write_bytes(image)
     assert main(["apr", "export", str(tmp_path / "q.apr"), "-o", str(tmp_path / "q.safetensors")]) == 0
     out = st_load_file(str(tmp_path / "q.safetensors"))
     assert sorted(out) == ["model.embed_tokens.weight", "q"] and out["q"].tolist() == [1.0, -1.0]
-    assert main(["apr", "export", str(tmp_path / "q.apr"), "-o", str(tmp_path / "k.safetensors"),
-                 "--keep-tied-copy"]) == 0
+    assert (
+        main(
+            [
+                "apr",
+                "export",
+                str(tmp_path / "q.apr"),
+                "-o",
+                str(tmp_path / "k.safetensors"),
+                "--keep-tied-copy",
+            ]
+        )
+        == 0
+    )
     assert "lm_head.weight" in st_load_file(str(tmp_path / "k.safetensors"))
 
 
 def test_cli_registration_imports_neither_numpy_nor_torch() -> None:
-    code = ("import sys, argparse; import shiptwo.apr.cli as c; p = argparse.ArgumentParser(); "
-            "c.register(p.add_subparsers()); print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, argparse; import shiptwo.apr.cli as c; p = argparse.ArgumentParser(); "
+        "c.register(p.add_subparsers()); print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_numpy_array_round_trip_without_torch(tmp_path: Path) -> None:
-    arrays: dict[str, np.ndarray] = {"a": np.arange(6, dtype=np.int16).astype(np.float32).reshape(2, 3), "b": np.array([1, -1], np.int8)}
+    arrays: dict[str, np.ndarray] = {
+        "a": np.arange(6, dtype=np.int16).astype(np.float32).reshape(2, 3),
+        "b": np.array([1, -1], np.int8),
+    }
     apr.save_file(arrays, tmp_path / "n.apr")
     back = apr.load_arrays(tmp_path / "n.apr")
     assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in arrays.items())
 
 
 def test_output_that_is_a_directory_or_under_a_file_is_one_line_exit_2(
-        imported: Path, hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    imported: Path, hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["apr", "import", str(hf_dir), "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"error: {tmp_path}: is a directory; give the output file's path, e.g. "
-                   f"{tmp_path / 'model.apr'}\n")
+    assert err == (
+        f"error: {tmp_path}: is a directory; give the output file's path, e.g. {tmp_path / 'model.apr'}\n"
+    )
     assert main(["apr", "export", str(imported), "-o", str(tmp_path)]) == 2
     assert f"error: {tmp_path}: is a directory" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["apr", "import", str(hf_dir), "-o", str(blocker / "m.apr")]) == 2
     err = capsys.readouterr().err
-    assert f"{blocker / 'm.apr'}: its parent {blocker} is a file, not a directory" in err and err.count("\n") == 1
+    assert (
+        f"{blocker / 'm.apr'}: its parent {blocker} is a file, not a directory" in err
+        and err.count("\n") == 1
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temp file left behind
 
 
 def test_export_uses_a_unique_temp_file_and_removes_it_on_failure(
-        imported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    imported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shiptwo.apr import stwriter
 
     stale = tmp_path / ".out.safetensors.tmp"  # the old fixed temp name: must be neither used nor removed
@@ -238,7 +285,8 @@ def test_inspect_notes_the_aprender_lz4_quirk(tmp_path: Path, capsys: pytest.Cap
     assert "note            LZ4 flag set but payload uncompressed (aprender writer quirk)" in text
     assert main(["apr", "inspect", str(path), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["notes"] == [
-        "LZ4 flag set but payload uncompressed (aprender writer quirk)"]
+        "LZ4 flag set but payload uncompressed (aprender writer quirk)"
+    ]
 
 
 def test_qwen2_config_without_rope_theta_imports_transformers_default() -> None:

@@ -33,15 +33,27 @@ def test_golden_bytes(tmp_path: Path) -> None:
 def test_spec_tensors_reads_codes_dims_and_bytes_of_a_spec_image(tmp_path: Path) -> None:
     path = tmp_path / "s.apr"
     b16 = struct.pack("<3H", 0x3F80, 0x40E2, 0xBF80)  # BF16 1.0, 7.0625, -1.0
-    path.write_bytes(spec_file([("a", 30, [3], b16), ("b", 1, [1, 2], b"\0\x3c\0\xbc"), ("c", 0, [0], b"")], b"{}",
-                               data_order=[2, 1, 0]))
-    assert spec_tensors(path) == {"a": (30, (3,), b16), "b": (1, (1, 2), b"\0\x3c\0\xbc"), "c": (0, (0,), b"")}
+    path.write_bytes(
+        spec_file(
+            [("a", 30, [3], b16), ("b", 1, [1, 2], b"\0\x3c\0\xbc"), ("c", 0, [0], b"")],
+            b"{}",
+            data_order=[2, 1, 0],
+        )
+    )
+    assert spec_tensors(path) == {
+        "a": (30, (3,), b16),
+        "b": (1, (1, 2), b"\0\x3c\0\xbc"),
+        "c": (0, (0,), b""),
+    }
 
 
 def test_safetensors_raw_reads_what_the_safetensors_package_wrote(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "h": torch.tensor([1.5, -2.0]).bfloat16()}
+    tensors = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "h": torch.tensor([1.5, -2.0]).bfloat16(),
+    }
     save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"format": "pt"})
     raw = safetensors_raw(tmp_path / "m.safetensors")
     assert raw == {
@@ -50,28 +62,50 @@ def test_safetensors_raw_reads_what_the_safetensors_package_wrote(tmp_path: Path
     }
 
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int32, torch.int64, torch.int8,
-           torch.uint8]
+_DTYPES = [
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int32,
+    torch.int64,
+    torch.int8,
+    torch.uint8,
+]
 
 
 @st.composite
 def tensor_dicts(draw: st.DrawFn) -> dict[str, torch.Tensor]:
-    names = draw(st.lists(st.text(min_size=1, max_size=12).filter(lambda s: len(s.encode()) <= 256),
-                          min_size=0, max_size=5, unique=True))
+    names = draw(
+        st.lists(
+            st.text(min_size=1, max_size=12).filter(lambda s: len(s.encode()) <= 256),
+            min_size=0,
+            max_size=5,
+            unique=True,
+        )
+    )
     out = {}
     for name in names:
         dtype = draw(st.sampled_from(_DTYPES))
         shape = tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
-        raw = draw(st.binary(min_size=int(np.prod(shape)) * dtype.itemsize,
-                             max_size=int(np.prod(shape)) * dtype.itemsize))
-        out[name] = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape) \
-            if raw else torch.empty(shape, dtype=dtype)
+        raw = draw(
+            st.binary(
+                min_size=int(np.prod(shape)) * dtype.itemsize, max_size=int(np.prod(shape)) * dtype.itemsize
+            )
+        )
+        out[name] = (
+            torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
+            if raw
+            else torch.empty(shape, dtype=dtype)
+        )
     return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tensors=tensor_dicts(), meta=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5),
-                                                    max_size=3))
+@given(
+    tensors=tensor_dicts(),
+    meta=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+)
 def test_round_trip_is_bit_exact(tmp_path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     path = tmp_path / "r.apr"
     apr.save_file(tensors, path, meta)
@@ -85,8 +119,11 @@ def test_round_trip_is_bit_exact(tmp_path: Path, tensors: dict[str, torch.Tensor
 
 
 def test_reader_follows_offsets_not_index_order(tmp_path: Path) -> None:
-    entries = [("a", 0, [2], struct.pack("<2f", 1, 2)), ("b", 4, [1], struct.pack("<i", -7)),
-               ("c", 30, [1], struct.pack("<H", 0x40F2))]
+    entries = [
+        ("a", 0, [2], struct.pack("<2f", 1, 2)),
+        ("b", 4, [1], struct.pack("<i", -7)),
+        ("c", 30, [1], struct.pack("<H", 0x40F2)),
+    ]
     path = tmp_path / "o.apr"
     path.write_bytes(spec_file(entries, b"{}", data_order=[2, 0, 1]))
     got = apr.load_file(path)
@@ -103,12 +140,19 @@ def test_file_without_layout_flag_reads_as_row_major(tmp_path: Path) -> None:
 def test_zero_byte_lm_head_is_left_out_and_reported_tied(tmp_path: Path) -> None:
     embed = struct.pack("<4e", 1, 2, 3, 4)
     path = tmp_path / "t.apr"
-    path.write_bytes(spec_file([("lm_head.weight", 0, [2, 2], b""), ("model.embed_tokens.weight", 1, [2, 2], embed)],
-                               b'{"tied_embeddings":true}'))
+    path.write_bytes(
+        spec_file(
+            [("lm_head.weight", 0, [2, 2], b""), ("model.embed_tokens.weight", 1, [2, 2], embed)],
+            b'{"tied_embeddings":true}',
+        )
+    )
     info = apr.read_header(path)
     assert info.placeholders == ["lm_head.weight"] and info.lm_head_tied
     assert list(apr.load_file(path)) == ["model.embed_tokens.weight"]
-    with apr.safe_open(path) as f, pytest.raises(FormatError, match=r"t.apr: tensor 'lm_head.weight': a 0-byte"):
+    with (
+        apr.safe_open(path) as f,
+        pytest.raises(FormatError, match=r"t.apr: tensor 'lm_head.weight': a 0-byte"),
+    ):
         f.get_tensor("lm_head.weight")
     missing = tmp_path / "m.apr"
     missing.write_bytes(spec_file([("model.embed_tokens.weight", 1, [2, 2], embed)], b"{}"))
@@ -198,12 +242,14 @@ def test_save_file_is_atomic_and_non_contiguous_tensors_are_written_row_major(tm
     assert [p.name for p in tmp_path.iterdir()] == ["c.apr"]
 
 
-def test_write_is_fsynced_before_the_rename_and_gets_mode_0644(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_is_fsynced_before_the_rename_and_gets_mode_0644(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
+
     def fsync(fd: int) -> None:
         events.append("fsync")
         real_fsync(fd)

@@ -53,19 +53,39 @@ CASES = [
     ("version", _patch("<B", 4, 3), r"version: 3.0 is not APR v2.x"),
     ("header-crc", _patch("<B", 50, 1, fix_crc=False), r"header checksum: stored 0x[0-9a-f]{8}, computed 0x"),
     ("column-major", _patch("<H", 6, 0x0C00), r"flags: 0x0c00 has LAYOUT_COLUMN_MAJOR \(0x0800\) set"),
-    ("lz4-compressed", rehash(_patched(("<H", 6, 0x0401), ("<Q", 149, 12))),
-     (r"tensor 'a': size: 12 bytes stored, shape \[2\] x F32 is 8 raw, and flags 0x0401 set LZ4: "
-      r"LZ4-compressed payload not supported \(decompress the file first\)")),
-    ("zstd-compressed", rehash(_patched(("<H", 6, 0x0402), ("<Q", 149, 4))),
-     r"tensor 'a': size: 4 bytes stored.*flags 0x0402 set ZSTD: ZSTD-compressed payload not supported"),
+    (
+        "lz4-compressed",
+        rehash(_patched(("<H", 6, 0x0401), ("<Q", 149, 12))),
+        (
+            r"tensor 'a': size: 12 bytes stored, shape \[2\] x F32 is 8 raw, and flags 0x0401 set LZ4: "
+            r"LZ4-compressed payload not supported \(decompress the file first\)"
+        ),
+    ),
+    (
+        "zstd-compressed",
+        rehash(_patched(("<H", 6, 0x0402), ("<Q", 149, 4))),
+        r"tensor 'a': size: 4 bytes stored.*flags 0x0402 set ZSTD: ZSTD-compressed payload not supported",
+    ),
     ("encrypted", _patch("<H", 6, 0x0404), r"flags: 0x0404 sets ENCRYPTED: such payloads are not supported"),
     ("signed", _patch("<H", 6, 0x0408), r"flags: 0x0408 sets SIGNED: such payloads are not supported"),
     ("unknown-flag", _patch("<H", 6, 0x8400), r"flags: 0x8400 has unknown bits 0x8000"),
-    ("tensor-count", _patch("<I", 8, 0xFFFFFFFF), r"tensor_count: 4294967295 entries cannot fit in the 64-byte"),
-    ("metadata-size", _patch("<I", 20, 0xFFFFFFFF), r"metadata_size: 4294967295 bytes exceeds the 16777216-byte cap"),
+    (
+        "tensor-count",
+        _patch("<I", 8, 0xFFFFFFFF),
+        r"tensor_count: 4294967295 entries cannot fit in the 64-byte",
+    ),
+    (
+        "metadata-size",
+        _patch("<I", 20, 0xFFFFFFFF),
+        r"metadata_size: 4294967295 bytes exceeds the 16777216-byte cap",
+    ),
     ("metadata-offset", _patch("<Q", 12, 1 << 40), r"metadata_offset: 1099511627776, expected 64"),
     ("index-offset", _patch("<Q", 24, 64), r"tensor_index_offset: 64, expected 128"),
-    ("data-offset", _patch("<Q", 32, 1 << 50), r"data_offset: 1125899906842624 is beyond the end of the file"),
+    (
+        "data-offset",
+        _patch("<Q", 32, 1 << 50),
+        r"data_offset: 1125899906842624 is beyond the end of the file",
+    ),
     ("data-offset-align", _patch("<Q", 32, 200), r"data_offset: 200 is not a 64-aligned offset"),
     ("name-len", _patch("<H", 128, 300), r"tensor index entry 0: name_len: 300, expected 1..256 bytes"),
     ("name-len-zero", _patch("<H", 128, 0), r"tensor index entry 0: name_len: 0"),
@@ -73,10 +93,22 @@ CASES = [
     ("dtype", _patch("<B", 131, 2), r"tensor 'a': dtype: unknown code 2"),
     ("ndim", _patch("<B", 132, 9), r"tensor 'a': ndim: 9, at most 8"),
     ("size", _patch("<Q", 149, 12), r"tensor 'a': size: 12 bytes, but shape \[2\] x F32 needs 8"),
-    ("shape", _patch("<Q", 133, 1 << 60), r"tensor 'a': size: 8 bytes, but shape \[1152921504606846976\] x F32"),
-    ("offset", _patch("<Q", 141, 1 << 40), r"tensor 'a': data \[1099511627776, 1099511627784\) exceeds the 128"),
+    (
+        "shape",
+        _patch("<Q", 133, 1 << 60),
+        r"tensor 'a': size: 8 bytes, but shape \[1152921504606846976\] x F32",
+    ),
+    (
+        "offset",
+        _patch("<Q", 141, 1 << 40),
+        r"tensor 'a': data \[1099511627776, 1099511627784\) exceeds the 128",
+    ),
     ("offset-align", _patch("<Q", 141, 8), r"tensor 'a': offset: 8 is not 64-byte aligned"),
-    ("overlap", _patch("<Q", 141, 64), r"tensor 'b': data at 64 overlaps the tensor before it|tensor 'a': data at 64"),
+    (
+        "overlap",
+        _patch("<Q", 141, 64),
+        r"tensor 'b': data at 64 overlaps the tensor before it|tensor 'a': data at 64",
+    ),
     ("footer-crc", rehash(_valid())[:-4] + b"\0\0\0\0", r"footer checksum: stored 0x00000000, computed 0x"),
 ]
 
@@ -131,8 +163,9 @@ def test_compression_bit_over_a_raw_payload_loads(tmp_path: Path, flags: int) ->
 
 
 def test_tied_placeholder_is_allowed_under_the_lz4_bit(tmp_path: Path) -> None:
-    buf = bytearray(spec_file([("lm_head.weight", 0, [2], b""), ("model.embed_tokens.weight", 0, [2], F32_2)],
-                              b"{}"))
+    buf = bytearray(
+        spec_file([("lm_head.weight", 0, [2], b""), ("model.embed_tokens.weight", 0, [2], F32_2)], b"{}")
+    )
     struct.pack_into("<H", buf, 6, 0x0401)
     path = tmp_path / "tied.apr"
     path.write_bytes(rehash(buf))

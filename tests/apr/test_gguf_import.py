@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from shiptwo import apr
-from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.cli import main
+from shiptwo.qwen2.checkpoint import from_pretrained
 
 gguf = pytest.importorskip("gguf")
 from shiptwo.ggml.testing import tiny_qwen2_gguf  # noqa: E402 - after the importorskip
 
 
-def test_a_gguf_with_any_name_imports_keeping_what_apr_can_hold(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_gguf_with_any_name_imports_keeping_what_apr_can_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "weights.bin"  # no .gguf suffix: the bytes decide
     tiny_qwen2_gguf(src)
 
@@ -39,8 +40,9 @@ def test_a_gguf_with_any_name_imports_keeping_what_apr_can_hold(tmp_path: Path,
         assert torch.equal(from_pretrained(src)(ids), from_pretrained(tmp_path / "m.apr")(ids))
 
 
-def test_a_gguf_of_another_architecture_is_refused_in_one_line(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_gguf_of_another_architecture_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "llama.gguf"
     tiny_qwen2_gguf(src, architecture="llama")
 

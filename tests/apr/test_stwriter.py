@@ -13,10 +13,15 @@ from shiptwo.apr.stwriter import save_safetensors
 from shiptwo.cli import main
 
 MIXED = {
-    "a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(3, dtype=torch.float16),
-    "c": torch.full((2, 2), 1.5, dtype=torch.bfloat16), "d": torch.zeros(1, dtype=torch.float64),
-    "e": torch.arange(3, dtype=torch.int32), "f": torch.arange(2, dtype=torch.int64),
-    "g": torch.arange(4, dtype=torch.int8), "h": torch.arange(5, dtype=torch.uint8), "a2": torch.ones(1),
+    "a": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+    "b": torch.ones(3, dtype=torch.float16),
+    "c": torch.full((2, 2), 1.5, dtype=torch.bfloat16),
+    "d": torch.zeros(1, dtype=torch.float64),
+    "e": torch.arange(3, dtype=torch.int32),
+    "f": torch.arange(2, dtype=torch.int64),
+    "g": torch.arange(4, dtype=torch.int8),
+    "h": torch.arange(5, dtype=torch.uint8),
+    "a2": torch.ones(1),
 }
 
 
@@ -46,8 +51,11 @@ def test_a_source_with_several_metadata_keys_exports_byte_for_byte(tmp_path: Pat
     # safetensors' own writer orders `__metadata__` by a per-process hash, so before the
     # deterministic writer an export of this file matched its source only by chance.
     src = tmp_path / "src.safetensors"
-    save_safetensors({"model.norm.weight": torch.ones(4, dtype=torch.bfloat16)}, src,
-                     metadata={"format": "pt", "source": "a.gguf", "z": "last", "b": "2"})
+    save_safetensors(
+        {"model.norm.weight": torch.ones(4, dtype=torch.bfloat16)},
+        src,
+        metadata={"format": "pt", "source": "a.gguf", "z": "last", "b": "2"},
+    )
     assert main(["apr", "import", str(src), "-o", str(tmp_path / "m.apr")]) == 0
     assert main(["apr", "export", str(tmp_path / "m.apr"), "-o", str(tmp_path / "back.safetensors")]) == 0
 

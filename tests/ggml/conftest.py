@@ -64,9 +64,7 @@ class GgufBytes:
         return self
 
     def tensor(self, name: str | bytes, ne: list[int], ggml_type: int, offset: int) -> GgufBytes:
-        self.infos.append(
-            gstr(name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, ggml_type, offset)
-        )
+        self.infos.append(gstr(name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, ggml_type, offset))
         return self
 
     def head(self) -> bytes:

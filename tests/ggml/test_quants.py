@@ -14,9 +14,16 @@ gguf = pytest.importorskip("gguf")
 # Byte offsets of the f16 scales inside each block type (ggml-common.h), so synthetic blocks
 # carry sane finite scales; every other byte is random.
 F16_FIELDS: dict[GgmlType, tuple[int, ...]] = {
-    GgmlType.Q4_0: (0,), GgmlType.Q4_1: (0, 2), GgmlType.Q5_0: (0,), GgmlType.Q5_1: (0, 2),
-    GgmlType.Q8_0: (0,), GgmlType.Q2_K: (80, 82), GgmlType.Q3_K: (108,), GgmlType.Q4_K: (0, 2),
-    GgmlType.Q5_K: (0, 2), GgmlType.Q6_K: (208,),
+    GgmlType.Q4_0: (0,),
+    GgmlType.Q4_1: (0, 2),
+    GgmlType.Q5_0: (0,),
+    GgmlType.Q5_1: (0, 2),
+    GgmlType.Q8_0: (0,),
+    GgmlType.Q2_K: (80, 82),
+    GgmlType.Q3_K: (108,),
+    GgmlType.Q4_K: (0, 2),
+    GgmlType.Q5_K: (0, 2),
+    GgmlType.Q6_K: (208,),
 }
 PLAIN = {GgmlType.F32: "<f4", GgmlType.F16: "<f2", GgmlType.BF16: "<u2"}  # numpy has no bfloat16
 N_BLOCKS = 700
@@ -41,8 +48,9 @@ def assert_bit_equal(mine: np.ndarray, oracle: np.ndarray) -> None:
     oracle = np.ascontiguousarray(oracle, dtype=np.float32).reshape(-1)
     assert mine.dtype == np.float32 and mine.shape == oracle.shape
     mismatch = np.flatnonzero(mine.view(np.uint32) != oracle.view(np.uint32))
-    assert mismatch.size == 0, f"{mismatch.size} values differ, first at {mismatch[0]}: " \
-                               f"{mine[mismatch[0]]} vs {oracle[mismatch[0]]}"
+    assert mismatch.size == 0, (
+        f"{mismatch.size} values differ, first at {mismatch[0]}: {mine[mismatch[0]]} vs {oracle[mismatch[0]]}"
+    )
 
 
 @pytest.mark.parametrize("ggml_type", sorted(t for t in SUPPORTED if t != GgmlType.F64), ids=lambda t: t.name)
@@ -100,10 +108,15 @@ def test_block_table_agrees_with_gguf_py() -> None:
 
 def test_unsupported_type_and_bad_size_name_the_tensor() -> None:
     raw = np.zeros(66, dtype=np.uint8)
-    with pytest.raises(FormatError, match=r"^m.gguf: tensor 'x': GGML type IQ2_XXS \(16\) has no dequantizer in "
-                                          r"shiptwo \(supported: F32, F16, Q4_0, .*\); requantize the model"):
+    with pytest.raises(
+        FormatError,
+        match=r"^m.gguf: tensor 'x': GGML type IQ2_XXS \(16\) has no dequantizer in "
+        r"shiptwo \(supported: F32, F16, Q4_0, .*\); requantize the model",
+    ):
         dequantize(raw, GgmlType.IQ2_XXS, 256, what="m.gguf: tensor 'x'")
-    with pytest.raises(FormatError, match=r"^t: 66 bytes do not hold 64 Q8_0 values \(32 values per 34-byte block\)$"):
+    with pytest.raises(
+        FormatError, match=r"^t: 66 bytes do not hold 64 Q8_0 values \(32 values per 34-byte block\)$"
+    ):
         dequantize(raw, GgmlType.Q8_0, 64, what="t")
 
 

@@ -18,8 +18,15 @@ gguf = pytest.importorskip("gguf")
 TINY = {"hidden": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "blocks": 2, "vocab": 320}
 
 
-def write_tiny_qwen2(path: Path, *, arch: str = "qwen2", drop: tuple[str, ...] = (), tied: bool = False,
-                     extra: dict[str, tuple[int, ...]] | None = None, tokens: int | None = None) -> Path:
+def write_tiny_qwen2(
+    path: Path,
+    *,
+    arch: str = "qwen2",
+    drop: tuple[str, ...] = (),
+    tied: bool = False,
+    extra: dict[str, tuple[int, ...]] | None = None,
+    tokens: int | None = None,
+) -> Path:
     """A complete tiny qwen2 GGUF (F32 and Q8_0 tensors, random values) written by gguf-py."""
     rng = np.random.default_rng(0)
     h, kv = TINY["hidden"], TINY["hidden"] // TINY["heads"] * TINY["kv_heads"]
@@ -27,15 +34,22 @@ def write_tiny_qwen2(path: Path, *, arch: str = "qwen2", drop: tuple[str, ...] =
     if not tied:
         shapes["output.weight"] = (TINY["vocab"], h)
     for n in range(TINY["blocks"]):
-        shapes.update({
-            f"blk.{n}.attn_norm.weight": (h,), f"blk.{n}.ffn_norm.weight": (h,),
-            f"blk.{n}.attn_q.weight": (h, h), f"blk.{n}.attn_q.bias": (h,),
-            f"blk.{n}.attn_k.weight": (kv, h), f"blk.{n}.attn_k.bias": (kv,),
-            f"blk.{n}.attn_v.weight": (kv, h), f"blk.{n}.attn_v.bias": (kv,),
-            f"blk.{n}.attn_output.weight": (h, h),
-            f"blk.{n}.ffn_gate.weight": (TINY["ffn"], h), f"blk.{n}.ffn_up.weight": (TINY["ffn"], h),
-            f"blk.{n}.ffn_down.weight": (h, TINY["ffn"]),
-        })
+        shapes.update(
+            {
+                f"blk.{n}.attn_norm.weight": (h,),
+                f"blk.{n}.ffn_norm.weight": (h,),
+                f"blk.{n}.attn_q.weight": (h, h),
+                f"blk.{n}.attn_q.bias": (h,),
+                f"blk.{n}.attn_k.weight": (kv, h),
+                f"blk.{n}.attn_k.bias": (kv,),
+                f"blk.{n}.attn_v.weight": (kv, h),
+                f"blk.{n}.attn_v.bias": (kv,),
+                f"blk.{n}.attn_output.weight": (h, h),
+                f"blk.{n}.ffn_gate.weight": (TINY["ffn"], h),
+                f"blk.{n}.ffn_up.weight": (TINY["ffn"], h),
+                f"blk.{n}.ffn_down.weight": (h, TINY["ffn"]),
+            }
+        )
     shapes.update(extra or {})
     w = gguf.GGUFWriter(str(path), arch=arch)
     w.add_block_count(TINY["blocks"])
@@ -55,8 +69,11 @@ def write_tiny_qwen2(path: Path, *, arch: str = "qwen2", drop: tuple[str, ...] =
             continue
         x = rng.standard_normal(shape).astype(np.float32)
         if len(shape) == 2 and "token_embd" not in name:  # a quantized matrix, as in real files
-            w.add_tensor(name, gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0),
-                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(
+                name,
+                gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0),
+                raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+            )
         else:
             w.add_tensor(name, x)
     w.write_header_to_file()
@@ -80,7 +97,9 @@ def test_name_table() -> None:
         name = pattern.format(n=3)
         assert gguf_name(hf_name(name)) == name
     for bad in ("blk.0.attn_qkv.weight", "blk.01.attn_q.weight", "rope_freqs.weight", "blk.x.attn_q.bias"):
-        with pytest.raises(FormatError, match=rf"^GGUF tensor '{bad}' is not part of a qwen2 model \(known: "):
+        with pytest.raises(
+            FormatError, match=rf"^GGUF tensor '{bad}' is not part of a qwen2 model \(known: "
+        ):
             hf_name(bad)
 
 
@@ -108,15 +127,32 @@ def test_names_agree_with_transformers_loader(qwen_gguf: GgufFile) -> None:
 def test_config_agrees_with_transformers(qwen_gguf_path: Path, qwen_gguf: GgufFile) -> None:
     import transformers
 
-    theirs = transformers.AutoConfig.from_pretrained(str(qwen_gguf_path.parent), gguf_file=qwen_gguf_path.name)
+    theirs = transformers.AutoConfig.from_pretrained(
+        str(qwen_gguf_path.parent), gguf_file=qwen_gguf_path.name
+    )
     ours = hf_config_from_gguf(qwen_gguf)
-    for key in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "max_position_embeddings", "vocab_size", "bos_token_id", "eos_token_id",
-                "pad_token_id", "tie_word_embeddings", "hidden_act", "use_sliding_window"):
+    for key in (
+        "model_type",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "vocab_size",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "tie_word_embeddings",
+        "hidden_act",
+        "use_sliding_window",
+    ):
         assert ours[key] == getattr(theirs, key), key
     # transformers keeps the float32 bits as a double (9.99999997e-07); we write the shortest
     # decimal of the same float32 (1e-06, what the upstream config.json says).
-    assert ours["rms_norm_eps"] == 1e-06 and np.float32(ours["rms_norm_eps"]) == np.float32(theirs.rms_norm_eps)
+    assert ours["rms_norm_eps"] == 1e-06 and np.float32(ours["rms_norm_eps"]) == np.float32(
+        theirs.rms_norm_eps
+    )
     assert ours["rope_theta"] == theirs.rope_parameters["rope_theta"] == 1_000_000.0
     assert ours["architectures"] == ["Qwen2ForCausalLM"]
     assert ours["tie_word_embeddings"] is False  # this file stores output.weight (Q8_0) beside token_embd
@@ -164,13 +200,26 @@ def test_tied_when_output_weight_is_absent(tiny: Callable[..., Path]) -> None:
 
 def test_refusals(tiny: Callable[..., Path]) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"arch": "llama"}, "general.architecture is 'llama'; shiptwo maps only 'qwen2' GGUFs to Qwen2ForCausalLM"),
-        ({"drop": ("blk.1.attn_k.bias", "output_norm.weight")},
-         "tensors missing for a complete qwen2 model: blk.1.attn_k.bias, output_norm.weight"),
-        ({"extra": {"blk.2.attn_norm.weight": (64,)}}, "tensor 'blk.2.attn_norm.weight' is beyond the 2 blocks of the config"),
-        ({"extra": {"blk.0.attn_k.bias": (64,)}}, "tensor 'blk.0.attn_k.bias' has shape [64], the config implies [32]"),
-        ({"extra": {"blk.0.attn_qkv.weight": (64, 64)}},
-         "GGUF tensor 'blk.0.attn_qkv.weight' is not part of a qwen2 model"),
+        (
+            {"arch": "llama"},
+            "general.architecture is 'llama'; shiptwo maps only 'qwen2' GGUFs to Qwen2ForCausalLM",
+        ),
+        (
+            {"drop": ("blk.1.attn_k.bias", "output_norm.weight")},
+            "tensors missing for a complete qwen2 model: blk.1.attn_k.bias, output_norm.weight",
+        ),
+        (
+            {"extra": {"blk.2.attn_norm.weight": (64,)}},
+            "tensor 'blk.2.attn_norm.weight' is beyond the 2 blocks of the config",
+        ),
+        (
+            {"extra": {"blk.0.attn_k.bias": (64,)}},
+            "tensor 'blk.0.attn_k.bias' has shape [64], the config implies [32]",
+        ),
+        (
+            {"extra": {"blk.0.attn_qkv.weight": (64, 64)}},
+            "GGUF tensor 'blk.0.attn_qkv.weight' is not part of a qwen2 model",
+        ),
         ({"tokens": 300}, "the vocab sizes disagree (token_embd.weight rows 320, tokenizer.ggml.tokens 300)"),
     ]
     for kwargs, message in cases:
@@ -183,21 +232,35 @@ def test_refusals(tiny: Callable[..., Path]) -> None:
 
 
 def test_bad_config_values() -> None:
-    base = {"general.architecture": "qwen2", "qwen2.embedding_length": 64, "qwen2.attention.head_count": 4,
-            "qwen2.feed_forward_length": 96, "qwen2.block_count": 2, "tokenizer.ggml.tokens": ["a"] * 10,
-            "general.name": "m"}
+    base = {
+        "general.architecture": "qwen2",
+        "qwen2.embedding_length": 64,
+        "qwen2.attention.head_count": 4,
+        "qwen2.feed_forward_length": 96,
+        "qwen2.block_count": 2,
+        "tokenizer.ggml.tokens": ["a"] * 10,
+        "general.name": "m",
+    }
     assert hf_config_from_gguf(base)["num_key_value_heads"] == 4
     cases = [
         ({"qwen2.block_count": None}, "m: metadata 'qwen2.block_count' is missing; a qwen2 GGUF needs it"),
         ({"qwen2.block_count": 0}, "m: metadata 'qwen2.block_count' is 0, expected a positive integer"),
-        ({"qwen2.attention.head_count_kv": 3},
-         "m: embedding_length 64, head_count 4, head_count_kv 3: heads must divide the width and kv heads must"),
-        ({"qwen2.attention.key_length": 32},
-         "m: metadata 'qwen2.attention.key_length' is 32, not embedding_length/head_count = 16"),
-        ({"tokenizer.ggml.eos_token_id": 10},
-         "m: metadata 'tokenizer.ggml.eos_token_id' is 10, outside the vocab of 10"),
-        ({"tokenizer.ggml.tokens": None},
-         "m: no vocab size: neither token_embd.weight nor tokenizer.ggml.tokens"),
+        (
+            {"qwen2.attention.head_count_kv": 3},
+            "m: embedding_length 64, head_count 4, head_count_kv 3: heads must divide the width and kv heads must",
+        ),
+        (
+            {"qwen2.attention.key_length": 32},
+            "m: metadata 'qwen2.attention.key_length' is 32, not embedding_length/head_count = 16",
+        ),
+        (
+            {"tokenizer.ggml.eos_token_id": 10},
+            "m: metadata 'tokenizer.ggml.eos_token_id' is 10, outside the vocab of 10",
+        ),
+        (
+            {"tokenizer.ggml.tokens": None},
+            "m: no vocab size: neither token_embd.weight nor tokenizer.ggml.tokens",
+        ),
     ]
     for change, message in cases:
         metadata = {k: v for k, v in {**base, **change}.items() if v is not None}

@@ -44,7 +44,9 @@ def test_small_file_reads(tmp_path: Path, small: Any) -> None:
         assert (b.shape, b.ggml_type, b.offset) == ((8,), GgmlType.F16, g.data_offset + 32)
         assert g.data_offset == 192
         assert g.dequantize("a").tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
-        assert g.dequantize("b").numpy().tolist() == np.linspace(-1, 1, 8).astype("<f2").astype("<f4").tolist()
+        assert (
+            g.dequantize("b").numpy().tolist() == np.linspace(-1, 1, 8).astype("<f2").astype("<f4").tolist()
+        )
         view = g.raw("a")
         assert not view.flags.writeable and view.nbytes == 32
         with pytest.raises(KeyError, match="no tensor named 'c'"):
@@ -98,19 +100,27 @@ def test_all_value_types_and_nested_arrays_match_gguf_py(tmp_path: Path) -> None
 
 
 _VALUE_KINDS = {
-    "UINT8": st.integers(0, 255), "INT32": st.integers(-(2**31), 2**31 - 1),
-    "UINT64": st.integers(0, 2**64 - 1), "FLOAT64": st.floats(allow_nan=False),
-    "BOOL": st.booleans(), "STRING": st.text(max_size=20),
+    "UINT8": st.integers(0, 255),
+    "INT32": st.integers(-(2**31), 2**31 - 1),
+    "UINT64": st.integers(0, 2**64 - 1),
+    "FLOAT64": st.floats(allow_nan=False),
+    "BOOL": st.booleans(),
+    "STRING": st.text(max_size=20),
 }
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.dictionaries(
-    st.text(alphabet="abcdefghij._", min_size=1, max_size=12),
-    st.sampled_from(sorted(_VALUE_KINDS)).flatmap(
-        lambda k: st.tuples(st.just(k), st.one_of(_VALUE_KINDS[k], st.lists(_VALUE_KINDS[k], min_size=1, max_size=5)))),
-    max_size=8,
-))
+@given(
+    st.dictionaries(
+        st.text(alphabet="abcdefghij._", min_size=1, max_size=12),
+        st.sampled_from(sorted(_VALUE_KINDS)).flatmap(
+            lambda k: st.tuples(
+                st.just(k), st.one_of(_VALUE_KINDS[k], st.lists(_VALUE_KINDS[k], min_size=1, max_size=5))
+            )
+        ),
+        max_size=8,
+    )
+)
 def test_round_trip_through_gguf_writer(tmp_path: Path, kvs: dict[str, tuple[str, Any]]) -> None:
     """Whatever gguf-py writes, we read back as written (property test over value types; gguf-py
     writes no empty arrays, test_nesting_bomb reads one)."""
@@ -193,28 +203,45 @@ def test_the_room_does_not_import_gguf_py() -> None:
 def test_empty_and_short_files(tmp_path: Path) -> None:
     _expect(tmp_path, b"", f"header: the file has 0 bytes, a GGUF header needs 24; {FIX}")
     _expect(tmp_path, b"GGUF\x03\0\0\0", f"header: the file has 8 bytes, a GGUF header needs 24; {FIX}")
-    _expect(tmp_path, b"APR\0", "magic: found b'APR\\x00', expected b'GGUF': an APR v2 model file "
-                                "(open it with shiptwo.apr)")
+    _expect(
+        tmp_path,
+        b"APR\0",
+        "magic: found b'APR\\x00', expected b'GGUF': an APR v2 model file (open it with shiptwo.apr)",
+    )
 
 
 def test_bad_magic_says_what_the_file_is(tmp_path: Path) -> None:
     header = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
     safetensors = struct.pack("<Q", len(header)) + header + b"\0" * 4
-    _expect(tmp_path, safetensors, f"magic: found {safetensors[:4]!r}, expected b'GGUF': a safetensors file "
-                                   "(open it with safetensors, or `shiptwo apr import` it)")
+    _expect(
+        tmp_path,
+        safetensors,
+        f"magic: found {safetensors[:4]!r}, expected b'GGUF': a safetensors file "
+        "(open it with safetensors, or `shiptwo apr import` it)",
+    )
     apr = b"APR\0" + b"\2\0" * 40
-    _expect(tmp_path, apr, "magic: found b'APR\\x00', expected b'GGUF': an APR v2 model file (open it with shiptwo.apr)")
+    _expect(
+        tmp_path,
+        apr,
+        "magic: found b'APR\\x00', expected b'GGUF': an APR v2 model file (open it with shiptwo.apr)",
+    )
     _expect(tmp_path, b"\x7fELF" + b"\0" * 40, "magic: found b'\\x7fELF', expected b'GGUF': not a GGUF file")
 
 
 def test_unsupported_and_big_endian_versions(tmp_path: Path, small: Any) -> None:
     small.version = 1
-    _expect(tmp_path, small.build(),
-            "version: 1 is not supported (shiptwo reads GGUF v2 and v3); re-convert with a current llama.cpp")
+    _expect(
+        tmp_path,
+        small.build(),
+        "version: 1 is not supported (shiptwo reads GGUF v2 and v3); re-convert with a current llama.cpp",
+    )
     small.version = 3 << 24
-    _expect(tmp_path, small.build(),
-            "version: 50331648 is the byte-swapped 3: a big-endian GGUF; shiptwo reads little-endian GGUF only, "
-            "convert it with llama.cpp's gguf-py (gguf_convert_endian)")
+    _expect(
+        tmp_path,
+        small.build(),
+        "version: 50331648 is the byte-swapped 3: a big-endian GGUF; shiptwo reads little-endian GGUF only, "
+        "convert it with llama.cpp's gguf-py (gguf_convert_endian)",
+    )
     small.version = 2
     assert open_gguf(small.write(tmp_path / "v2.gguf")).version == 2
 
@@ -222,32 +249,54 @@ def test_unsupported_and_big_endian_versions(tmp_path: Path, small: Any) -> None
 def test_huge_counts(tmp_path: Path, small: Any) -> None:
     size = len(small.build())
     small.n_kv = 2**64 - 1
-    _expect(tmp_path, small.build(), f"kv_count: {2**64 - 1} entries cannot fit in the {size - 24} bytes left "
-                                     f"(each takes at least 13); {FIX}")
+    _expect(
+        tmp_path,
+        small.build(),
+        f"kv_count: {2**64 - 1} entries cannot fit in the {size - 24} bytes left "
+        f"(each takes at least 13); {FIX}",
+    )
     small.n_kv = None
     small.n_tensors = 10**12
-    _expect(tmp_path, small.build(), f"tensor_count: {10**12} entries cannot fit in the {size - 94} bytes left "
-                                     f"(each takes at least 24); {FIX}")
+    _expect(
+        tmp_path,
+        small.build(),
+        f"tensor_count: {10**12} entries cannot fit in the {size - 94} bytes left "
+        f"(each takes at least 24); {FIX}",
+    )
 
 
 def test_huge_string_lengths(tmp_path: Path, gguf_kit: Any) -> None:
     image = gguf_kit().head()[:-8] + struct.pack("<Q", 1) + struct.pack("<Q", 2**63) + b"x" * 64
-    _expect(tmp_path, image, f"metadata key #0: string length {2**63} runs past the end of the file "
-                             f"(64 bytes left); {FIX}")
+    _expect(
+        tmp_path,
+        image,
+        f"metadata key #0: string length {2**63} runs past the end of the file (64 bytes left); {FIX}",
+    )
     image = gguf_kit().kv("k", 8, struct.pack("<Q", 10**9) + b"abc").build()
     left = len(image) - (24 + 9 + 4 + 8)  # after header, key "k", value type, string length
-    _expect(tmp_path, image, f"metadata 'k': string length {10**9} runs past the end of the file "
-                             f"({left} bytes left); {FIX}")
+    _expect(
+        tmp_path,
+        image,
+        f"metadata 'k': string length {10**9} runs past the end of the file ({left} bytes left); {FIX}",
+    )
 
 
 def test_array_length_bomb(tmp_path: Path, gguf_kit: Any) -> None:
     start = 24 + 12 + 4 + 12  # header, key "bomb", value type, element type and length
     image = gguf_kit().kv("bomb", 9, struct.pack("<IQ", 8, 2**62)).build()  # 2**62 strings
-    _expect(tmp_path, image, f"metadata 'bomb': array of {2**62} STRING cannot fit in the "
-                             f"{len(image) - start} bytes left (each takes at least 8); {FIX}")
+    _expect(
+        tmp_path,
+        image,
+        f"metadata 'bomb': array of {2**62} STRING cannot fit in the "
+        f"{len(image) - start} bytes left (each takes at least 8); {FIX}",
+    )
     image = gguf_kit().kv("bomb", 9, struct.pack("<IQ", 10, 10**15) + b"\0" * 16).build()  # 10**15 u64
-    _expect(tmp_path, image, f"metadata 'bomb': array of {10**15} UINT64 cannot fit in the "
-                             f"{len(image) - start} bytes left (each takes at least 8); {FIX}")
+    _expect(
+        tmp_path,
+        image,
+        f"metadata 'bomb': array of {10**15} UINT64 cannot fit in the "
+        f"{len(image) - start} bytes left (each takes at least 8); {FIX}",
+    )
 
 
 def test_nesting_bomb(tmp_path: Path, gguf_kit: Any) -> None:
@@ -260,23 +309,43 @@ def test_nesting_bomb(tmp_path: Path, gguf_kit: Any) -> None:
 
 
 def test_unknown_type_codes(tmp_path: Path, gguf_kit: Any, small: Any) -> None:
-    _expect(tmp_path, gguf_kit().kv("k", 13, b"\0" * 8).build(),
-            "metadata 'k': unknown value type 13 (GGUF defines 0..12); a newer GGUF or a corrupt file")
-    _expect(tmp_path, gguf_kit().kv("k", 9, struct.pack("<IQ", 99, 1)).build(),
-            "metadata 'k' element: unknown value type 99 (GGUF defines 0..12); a newer GGUF or a corrupt file")
+    _expect(
+        tmp_path,
+        gguf_kit().kv("k", 13, b"\0" * 8).build(),
+        "metadata 'k': unknown value type 13 (GGUF defines 0..12); a newer GGUF or a corrupt file",
+    )
+    _expect(
+        tmp_path,
+        gguf_kit().kv("k", 9, struct.pack("<IQ", 99, 1)).build(),
+        "metadata 'k' element: unknown value type 99 (GGUF defines 0..12); a newer GGUF or a corrupt file",
+    )
     small.infos[0] = small.infos[0][:-12] + struct.pack("<IQ", 4, 0)  # GGML type 4 was retired
     _expect(tmp_path, small.build(), "tensor 'a': unknown GGML type 4; a newer GGML type or a corrupt file")
 
 
 def test_bad_values(tmp_path: Path, gguf_kit: Any) -> None:
-    _expect(tmp_path, gguf_kit().kv("flag", 7, b"\x02").build(), f"metadata 'flag': bool byte 2 is neither 0 nor 1; {FIX}")
-    _expect(tmp_path, gguf_kit().kv("name", 8, gguf_kit.pack_str(b"caf\xe9!")).build(),
-            f"metadata 'name': b'caf\\xe9!' is not UTF-8 (invalid continuation byte at byte 3); {FIX}")
-    _expect(tmp_path, gguf_kit().kv(b"k\xff", 4, b"\0" * 4).build(),
-            f"metadata key #0: b'k\\xff' is not UTF-8 (invalid start byte at byte 1); {FIX}")
+    _expect(
+        tmp_path,
+        gguf_kit().kv("flag", 7, b"\x02").build(),
+        f"metadata 'flag': bool byte 2 is neither 0 nor 1; {FIX}",
+    )
+    _expect(
+        tmp_path,
+        gguf_kit().kv("name", 8, gguf_kit.pack_str(b"caf\xe9!")).build(),
+        f"metadata 'name': b'caf\\xe9!' is not UTF-8 (invalid continuation byte at byte 3); {FIX}",
+    )
+    _expect(
+        tmp_path,
+        gguf_kit().kv(b"k\xff", 4, b"\0" * 4).build(),
+        f"metadata key #0: b'k\\xff' is not UTF-8 (invalid start byte at byte 1); {FIX}",
+    )
     for bad in (0, 3, 48):
         image = gguf_kit().kv("general.alignment", 4, struct.pack("<I", bad)).build()
-        _expect(tmp_path, image, f"metadata 'general.alignment': {bad} (UINT32) is not a power-of-two UINT32; {FIX}")
+        _expect(
+            tmp_path,
+            image,
+            f"metadata 'general.alignment': {bad} (UINT32) is not a power-of-two UINT32; {FIX}",
+        )
     image = gguf_kit().kv("general.alignment", 10, struct.pack("<Q", 64)).build()
     _expect(tmp_path, image, f"metadata 'general.alignment': 64 (UINT64) is not a power-of-two UINT32; {FIX}")
 
@@ -295,7 +364,11 @@ def test_bad_tensor_infos(tmp_path: Path, small: Any, gguf_kit: Any) -> None:
     _expect(tmp_path, small.build(), f"tensor 'b': n_dims 5, GGML tensors have at most 4; {FIX}")
     g = gguf_kit().tensor("q", [16, 2], int(GgmlType.Q8_0), 0)
     g.data = b"\0" * 68
-    _expect(tmp_path, g.build(), f"tensor 'q': row length 16 is not a multiple of the Q8_0 block of 32 values; {FIX}")
+    _expect(
+        tmp_path,
+        g.build(),
+        f"tensor 'q': row length 16 is not a multiple of the Q8_0 block of 32 values; {FIX}",
+    )
 
 
 def test_misaligned_overlapping_and_outside_data(tmp_path: Path, small: Any) -> None:
@@ -304,11 +377,17 @@ def test_misaligned_overlapping_and_outside_data(tmp_path: Path, small: Any) -> 
     small.infos[1] = small.infos[1][:-8] + struct.pack("<Q", 0)
     _expect(tmp_path, small.build(), f"tensor 'b': data [192, 208) overlaps tensor 'a' [192, 224); {FIX}")
     small.infos[1] = small.infos[1][:-8] + struct.pack("<Q", 2**40)
-    _expect(tmp_path, small.build(),
-            f"tensor 'b': data [{192 + 2**40}, {192 + 2**40 + 16}) runs past the end of the file (240 bytes); {FIX}")
+    _expect(
+        tmp_path,
+        small.build(),
+        f"tensor 'b': data [{192 + 2**40}, {192 + 2**40 + 16}) runs past the end of the file (240 bytes); {FIX}",
+    )
     small.infos[1] = small.infos[1][:-8] + struct.pack("<Q", 32)
-    _expect(tmp_path, small.build()[:-1],
-            f"tensor 'b': data [224, 240) runs past the end of the file (239 bytes); {FIX}")
+    _expect(
+        tmp_path,
+        small.build()[:-1],
+        f"tensor 'b': data [224, 240) runs past the end of the file (239 bytes); {FIX}",
+    )
 
 
 def test_truncated_at_every_byte(tmp_path: Path, small: Any) -> None:
@@ -325,9 +404,19 @@ def test_truncated_at_every_byte(tmp_path: Path, small: Any) -> None:
         fields.add(message.split(": ")[1])
     # The cut lands in every section: header, keys, values, tensor infos and data.
     # (Early cuts trip the count checks first: two keys cannot fit in what is left.)
-    assert {"header", "kv_count", "metadata key #1 length", "metadata 'general.architecture'",
-            "metadata 'test.count'", "tensor_count", "tensor info #1 name length", "tensor 'b' dims",
-            "tensor 'b' offset", "tensor 'a'", "tensor 'b'"} <= fields
+    assert {
+        "header",
+        "kv_count",
+        "metadata key #1 length",
+        "metadata 'general.architecture'",
+        "metadata 'test.count'",
+        "tensor_count",
+        "tensor info #1 name length",
+        "tensor 'b' dims",
+        "tensor 'b' offset",
+        "tensor 'a'",
+        "tensor 'b'",
+    } <= fields
 
 
 @settings(max_examples=300, deadline=None)

@@ -51,7 +51,9 @@ def ours_tok(ours: Path) -> Any:
 @pytest.fixture(scope="module")
 def transformers_tok(qwen_gguf_path: Path) -> Any:
     transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(str(qwen_gguf_path.parent), gguf_file=qwen_gguf_path.name)
+    return transformers.AutoTokenizer.from_pretrained(
+        str(qwen_gguf_path.parent), gguf_file=qwen_gguf_path.name
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,8 @@ def reference_tok() -> Any:
 def test_ids_equal_transformers_gguf_conversion(ours_tok: Any, transformers_tok: Any) -> None:
     for text in _texts():
         assert ours_tok.encode(text, add_special_tokens=False).ids == transformers_tok.encode(
-            text, add_special_tokens=False)
+            text, add_special_tokens=False
+        )
     assert ours_tok.get_vocab() == transformers_tok.get_vocab()
 
 
@@ -97,7 +100,10 @@ def test_tokenizer_config(qwen_gguf: GgufFile, ours: Path) -> None:
     config = json.loads((ours / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["chat_template"] == qwen_gguf.metadata["tokenizer.chat_template"]
     assert (config["bos_token"], config["eos_token"], config["pad_token"]) == (
-        "<|endoftext|>", "<|im_end|>", "<|endoftext|>")
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+    )
     assert config["add_bos_token"] is False and config["model_max_length"] == 32_768
     decoder = config["added_tokens_decoder"]
     assert decoder["151644"]["content"] == "<|im_start|>" and decoder["151644"]["special"] is True
@@ -114,8 +120,11 @@ def test_transformers_reads_our_files(ours: Path, transformers_tok: Any) -> None
     ours_prompt = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     theirs_prompt = transformers_tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
     assert list(ours_prompt["input_ids"] if isinstance(ours_prompt, dict) else ours_prompt) == list(
-        theirs_prompt["input_ids"] if isinstance(theirs_prompt, dict) else theirs_prompt)
-    assert tok.encode(MIXED, add_special_tokens=False) == transformers_tok.encode(MIXED, add_special_tokens=False)
+        theirs_prompt["input_ids"] if isinstance(theirs_prompt, dict) else theirs_prompt
+    )
+    assert tok.encode(MIXED, add_special_tokens=False) == transformers_tok.encode(
+        MIXED, add_special_tokens=False
+    )
 
 
 def test_project_loader_reads_our_tokenizer_json(ours: Path, ours_tok: Any) -> None:
@@ -132,8 +141,10 @@ def test_project_loader_reads_our_tokenizer_json(ours: Path, ours_tok: Any) -> N
 def _tiny_metadata() -> dict[str, Any]:
     alphabet = list(bytes_to_unicode().values())
     return {
-        "general.architecture": "qwen2", "general.name": "tiny",
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2",
+        "general.architecture": "qwen2",
+        "general.name": "tiny",
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "qwen2",
         "tokenizer.ggml.tokens": [*alphabet, "hi", "Ġhi", "<|end|>"],
         "tokenizer.ggml.token_type": [1] * 258 + [3],
         "tokenizer.ggml.merges": ["h i", "Ġ hi"],
@@ -149,16 +160,35 @@ def test_tiny_vocab() -> None:
     assert config["eos_token"] == "<|end|>" and "chat_template" not in config
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"tokenizer.ggml.model": "llama"},
-     "tiny: tokenizer.ggml.model 'llama' / pre 'qwen2': shiptwo builds only byte-level BPE ('gpt2') with the qwen2"),
-    ({"tokenizer.ggml.pre": "llama-bpe"}, "tiny: tokenizer.ggml.model 'gpt2' / pre 'llama-bpe': shiptwo builds"),
-    ({"tokenizer.ggml.token_type": [1]}, "tiny: tokenizer.ggml.token_type does not give one type per token (259)"),
-    ({"tokenizer.ggml.merges": ["h i", "hi x"]},
-     "tiny: tokenizer.ggml.merges[1] 'hi x' is not 'left right' of two tokens whose join is a token"),
-    ({"tokenizer.ggml.eos_token_id": 259}, "tiny: tokenizer.ggml.eos_token_id 259 is not an id of the 259 tokens"),
-    ({"tokenizer.ggml.tokens": None}, "tiny: metadata 'tokenizer.ggml.tokens' is missing or not a list of strings"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"tokenizer.ggml.model": "llama"},
+            "tiny: tokenizer.ggml.model 'llama' / pre 'qwen2': shiptwo builds only byte-level BPE ('gpt2') with the qwen2",
+        ),
+        (
+            {"tokenizer.ggml.pre": "llama-bpe"},
+            "tiny: tokenizer.ggml.model 'gpt2' / pre 'llama-bpe': shiptwo builds",
+        ),
+        (
+            {"tokenizer.ggml.token_type": [1]},
+            "tiny: tokenizer.ggml.token_type does not give one type per token (259)",
+        ),
+        (
+            {"tokenizer.ggml.merges": ["h i", "hi x"]},
+            "tiny: tokenizer.ggml.merges[1] 'hi x' is not 'left right' of two tokens whose join is a token",
+        ),
+        (
+            {"tokenizer.ggml.eos_token_id": 259},
+            "tiny: tokenizer.ggml.eos_token_id 259 is not an id of the 259 tokens",
+        ),
+        (
+            {"tokenizer.ggml.tokens": None},
+            "tiny: metadata 'tokenizer.ggml.tokens' is missing or not a list of strings",
+        ),
+    ],
+)
 def test_refusals(change: dict[str, Any], message: str) -> None:
     metadata = {k: v for k, v in {**_tiny_metadata(), **change}.items() if v is not None}
     with pytest.raises(FormatError) as exc:
@@ -168,12 +198,18 @@ def test_refusals(change: dict[str, Any], message: str) -> None:
 
 def test_vocab_must_be_byte_level() -> None:
     metadata = _tiny_metadata()
-    metadata["tokenizer.ggml.tokens"] = ["a" + t for t in metadata["tokenizer.ggml.tokens"][:256]] + ["hi", "h i", "xy"]
+    metadata["tokenizer.ggml.tokens"] = ["a" + t for t in metadata["tokenizer.ggml.tokens"][:256]] + [
+        "hi",
+        "h i",
+        "xy",
+    ]
     with pytest.raises(FormatError, match=r"^tiny: the vocab lacks 256 of the 256 byte tokens"):
         tokenizer_files_from_gguf(metadata)
     metadata = _tiny_metadata()
     metadata["tokenizer.ggml.tokens"][256] = "h i"  # a space is not in the byte alphabet
-    with pytest.raises(FormatError, match=r"^tiny: normal tokens use 1 characters outside the byte-level alphabet"):
+    with pytest.raises(
+        FormatError, match=r"^tiny: normal tokens use 1 characters outside the byte-level alphabet"
+    ):
         tokenizer_files_from_gguf(metadata)
     metadata = _tiny_metadata()
     metadata["tokenizer.ggml.tokens"][257] = "hi"

@@ -22,7 +22,9 @@ CONTRACT = Contract.from_data(
                 "id": "FALSIFY-X-001",
                 "obligations": ["O-001"],
                 "prediction": "val loss is plausible",
-                "measurements": {"val_loss": {"unit": "nats", "pass": {"max": 9.38}, "plausible": {"min": 1.5, "max": 2.5}}},
+                "measurements": {
+                    "val_loss": {"unit": "nats", "pass": {"max": 9.38}, "plausible": {"min": 1.5, "max": 2.5}}
+                },
             }
         ],
     },
@@ -32,7 +34,15 @@ F = CONTRACT.falsifiers[0]
 NODE = "falsifiers/test_x.py::test_x"
 
 
-def result(outcome: str, at: str, *, node: str = NODE, loss: float | None = 2.0, gate: str | None = None, fp: str | None = None) -> TestResult:
+def result(
+    outcome: str,
+    at: str,
+    *,
+    node: str = NODE,
+    loss: float | None = 2.0,
+    gate: str | None = None,
+    fp: str | None = None,
+) -> TestResult:
     return TestResult(
         run_id=f"run-{at}",
         finished_at=at,
@@ -102,17 +112,25 @@ def test_worst_outcome_among_tests_wins() -> None:
     both = [NODE, OTHER]
     assert status(result("passed", "2"), result("failed", "1", node=OTHER), bound=both) is Status.FALSIFIED
     assert status(result("passed", "2"), result("error", "1", node=OTHER), bound=both) is Status.ERROR
-    assert status(result("passed", "2"), result("passed", "1", node=OTHER, loss=0.001), bound=both) is Status.SUSPECT
+    assert (
+        status(result("passed", "2"), result("passed", "1", node=OTHER, loss=0.001), bound=both)
+        is Status.SUSPECT
+    )
     assert status(result("passed", "2"), result("passed", "1", node=OTHER), bound=both) is Status.DISCHARGED
 
 
 def test_a_bound_test_that_never_decided_blocks_discharge() -> None:
     both = [NODE, OTHER]
     # An importorskip (or -k) kept test_y from ever running: test_x's pass alone proves too little.
-    verdict = falsifier_status(F, bound_tests=both, results=[result("passed", "2"), result("skipped", "2", node=OTHER)])
+    verdict = falsifier_status(
+        F, bound_tests=both, results=[result("passed", "2"), result("skipped", "2", node=OTHER)]
+    )
     assert verdict.status is Status.NOT_RUN and OTHER in verdict.reason
     assert status(result("passed", "2"), bound=both) is Status.NOT_RUN
-    assert status(result("passed", "2"), result("skipped", "2", node=OTHER, gate="cuda"), bound=both) is Status.HOST_GATED
+    assert (
+        status(result("passed", "2"), result("skipped", "2", node=OTHER, gate="cuda"), bound=both)
+        is Status.HOST_GATED
+    )
     # It cannot hide a refutation either.
     assert status(result("failed", "2"), bound=both) is Status.FALSIFIED
 
@@ -124,7 +142,10 @@ def test_non_finite_measurements_refute() -> None:
 
 
 def test_results_of_tests_that_no_longer_claim_it_are_ignored() -> None:
-    assert status(result("failed", "1", node="falsifiers/old.py::test_gone"), result("passed", "2")) is Status.DISCHARGED
+    assert (
+        status(result("failed", "1", node="falsifiers/old.py::test_gone"), result("passed", "2"))
+        is Status.DISCHARGED
+    )
 
 
 def test_parametrized_node_ids_match_their_function() -> None:
@@ -175,22 +196,34 @@ def test_an_interrupted_test_decides_nothing() -> None:
 
 def test_a_pass_that_did_not_record_its_measurements_is_an_error() -> None:
     r = result("passed", "1")
-    verdict = falsifier_status(F, bound_tests=[NODE], results=[TestResult(**{**r.__dict__, "measurements": {}})])
+    verdict = falsifier_status(
+        F, bound_tests=[NODE], results=[TestResult(**{**r.__dict__, "measurements": {}})]
+    )
     assert verdict.status is Status.ERROR
     assert verdict.reason == "the test passed without recording declared measurement(s) val_loss"
 
 
-@pytest.mark.parametrize(("first", "second", "expected"), [("failed", "passed", Status.DISCHARGED), ("passed", "failed", Status.FALSIFIED)])
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [("failed", "passed", Status.DISCHARGED), ("passed", "failed", Status.FALSIFIED)],
+)
 def test_equal_times_are_ordered_by_sequence_not_by_run_id(first: str, second: str, expected: Status) -> None:
-    older = TestResult(**{**result(first, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "zzz", "sequence": 1})
-    newer = TestResult(**{**result(second, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "aaa", "sequence": 2})
+    older = TestResult(
+        **{**result(first, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "zzz", "sequence": 1}
+    )
+    newer = TestResult(
+        **{**result(second, "2026-01-01T00:00:00.000000Z").__dict__, "run_id": "aaa", "sequence": 2}
+    )
     assert status(older, newer) is expected
 
 
 def test_the_real_run_of_a_controlled_test_continues_its_history_before_controls() -> None:
     # Before controls the node was `test_x`; with them its real run is `test_x[real]`: one test.
     assert status(result("failed", "1"), result("passed", "2", node=NODE + "[real]")) is Status.DISCHARGED
-    assert status(result("passed", "1", node=NODE + "[bf16-real]"), result("failed", "2", node=NODE + "[bf16]")) is Status.FALSIFIED
+    assert (
+        status(result("passed", "1", node=NODE + "[bf16-real]"), result("failed", "2", node=NODE + "[bf16]"))
+        is Status.FALSIFIED
+    )
 
 
 # Controls.
@@ -222,7 +255,12 @@ CODE = {"src/model.py": "a" * 64}
 
 
 def controlled(
-    outcome: str, at: str, *, node: str = NODE + "[real]", covers: dict[str, str] | None = CODE, **controls: str
+    outcome: str,
+    at: str,
+    *,
+    node: str = NODE + "[real]",
+    covers: dict[str, str] | None = CODE,
+    **controls: str,
 ) -> TestResult:
     return TestResult(
         run_id=f"run-{at}",
@@ -239,27 +277,40 @@ def controlled(
     )
 
 
-def judge(*results: TestResult, bound: list[str] | None = None, covered: dict[str, str] | None = CODE) -> Verdict:
-    return falsifier_status(G, bound_tests=[NODE] if bound is None else bound, results=results, covered=covered)
+def judge(
+    *results: TestResult, bound: list[str] | None = None, covered: dict[str, str] | None = CODE
+) -> Verdict:
+    return falsifier_status(
+        G, bound_tests=[NODE] if bound is None else bound, results=results, covered=covered
+    )
 
 
 def test_control_fixture_value_compares_equal_to_its_id() -> None:
     control = G.controls[0]
-    assert control == "qkv-bias-random" and control != "tied-head-random" and "qkv-bias-random" == control
+    assert control == "qkv-bias-random" and control != "tied-head-random" and control == "qkv-bias-random"
     assert control in {"qkv-bias-random"} and str(control) == "qkv-bias-random"
-    assert (control.id, control.defect, control.falsifier) == ("qkv-bias-random", "q/k/v biases left at init", G.id)
+    assert (control.id, control.defect, control.falsifier) == (
+        "qkv-bias-random",
+        "q/k/v biases left at init",
+        G.id,
+    )
 
 
 def test_every_control_refuted_discharges() -> None:
     verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted"))
     assert verdict.status is Status.DISCHARGED and verdict.refuted == 2
-    assert [(c.id, c.outcome) for c in verdict.controls] == [("qkv-bias-random", "refuted"), ("tied-head-random", "refuted")]
+    assert [(c.id, c.outcome) for c in verdict.controls] == [
+        ("qkv-bias-random", "refuted"),
+        ("tied-head-random", "refuted"),
+    ]
 
 
 def test_a_surviving_control_makes_the_falsifier_vacuous() -> None:
     verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="survived"))
     assert verdict.status is Status.VACUOUS and verdict.refuted == 1
-    assert verdict.reason.startswith("control 'tied-head-random' survived: its run passed with the defect planted (the tied head left random)")
+    assert verdict.reason.startswith(
+        "control 'tied-head-random' survived: its run passed with the defect planted (the tied head left random)"
+    )
     assert contract_status([Status.DISCHARGED, Status.VACUOUS]) is ContractStatus.FALSIFIED
 
 
@@ -268,14 +319,20 @@ def test_a_control_that_errored_or_never_ran_blocks_discharge() -> None:
     assert errored.status is Status.ERROR and "control 'tied-head-random' errored" in errored.reason
     missing = judge(controlled("passed", "1", qkv_bias_random="refuted"))
     assert missing.status is Status.NOT_RUN
-    assert missing.reason == "control 'tied-head-random' has no verdict (run run-1 has no control run for it); run the test with its controls"
+    assert (
+        missing.reason
+        == "control 'tied-head-random' has no verdict (run run-1 has no control run for it); run the test with its controls"
+    )
     skipped = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="not-run"))
     assert skipped.status is Status.NOT_RUN
 
 
 def test_controls_count_only_from_the_deciding_run() -> None:
     # Refuted once, in an older run: the newest run (other code) did not watch it fail.
-    verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted"), controlled("passed", "2"))
+    verdict = judge(
+        controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="refuted"),
+        controlled("passed", "2"),
+    )
     assert verdict.status is Status.NOT_RUN and verdict.refuted == 0
     # A survivor from an older run is forgotten once the newest run catches it.
     fixed = judge(
@@ -289,7 +346,9 @@ def test_a_control_is_refuted_when_any_bound_test_catches_it() -> None:
     other = "falsifiers/test_x.py::test_y"
     verdict = judge(
         controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="not-run"),
-        controlled("passed", "1", node=other + "[real]", qkv_bias_random="not-run", tied_head_random="refuted"),
+        controlled(
+            "passed", "1", node=other + "[real]", qkv_bias_random="not-run", tied_head_random="refuted"
+        ),
         bound=[NODE, other],
     )
     assert verdict.status is Status.DISCHARGED
@@ -309,5 +368,7 @@ def test_edited_covered_code_makes_the_evidence_stale() -> None:
 
 
 def test_a_record_without_a_digest_of_the_covered_code_is_stale() -> None:
-    verdict = judge(controlled("passed", "1", covers=None, qkv_bias_random="refuted", tied_head_random="refuted"))
+    verdict = judge(
+        controlled("passed", "1", covers=None, qkv_bias_random="refuted", tied_head_random="refuted")
+    )
     assert verdict.status is Status.STALE and "recorded no digest of the files it covers" in verdict.reason

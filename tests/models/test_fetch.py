@@ -32,6 +32,7 @@ from shiptwo.models.registry import PinnedModel, WheelPart
 
 pytest.importorskip("gguf")
 
+
 def _wheel(path: Path, member: str, data: bytes) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(member, data)
@@ -50,11 +51,17 @@ def pinned_tiny(tmp_path: Path) -> tuple[PinnedModel, Path, Path]:
     parts = []
     for i in range(3):
         part = WheelPart(f"tiny-part{i + 1}", "1.0", "", f"tiny_part{i + 1}/data/part{i + 1:02d}.bin")
-        _wheel(wheels / part.filename, part.member, data[cuts[i]:cuts[i + 1]])
+        _wheel(wheels / part.filename, part.member, data[cuts[i] : cuts[i + 1]])
         sha = hashlib.sha256((wheels / part.filename).read_bytes()).hexdigest()
         parts.append(WheelPart(part.project, part.version, sha, part.member))
-    model = PinnedModel("tiny-qwen2", "a 1-layer qwen2 for tests", "tiny.gguf", len(data),
-                        hashlib.sha256(data).hexdigest(), tuple(parts))
+    model = PinnedModel(
+        "tiny-qwen2",
+        "a 1-layer qwen2 for tests",
+        "tiny.gguf",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        tuple(parts),
+    )
     return model, wheels, source
 
 
@@ -62,7 +69,9 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def test_fetch_assembles_verifies_and_derives(pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path) -> None:
+def test_fetch_assembles_verifies_and_derives(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     from safetensors import safe_open
 
     from shiptwo.qwen2.checkpoint import from_pretrained
@@ -92,8 +101,9 @@ def test_fetch_assembles_verifies_and_derives(pinned_tiny: tuple[PinnedModel, Pa
     assert (got.gguf.stat().st_mode & 0o777, got.snapshot.stat().st_mode & 0o777) == (0o644, 0o755)
 
 
-def test_a_second_fetch_is_a_no_op_and_a_killed_one_resumes(pinned_tiny: tuple[PinnedModel, Path, Path],
-                                                            tmp_path: Path) -> None:
+def test_a_second_fetch_is_a_no_op_and_a_killed_one_resumes(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     model, wheels, _ = pinned_tiny
     cache = tmp_path / "cache"
     fetch_model(model, cache_dir=cache, wheels_dir=wheels, report=_quiet, progress=False)
@@ -114,35 +124,48 @@ def test_a_second_fetch_is_a_no_op_and_a_killed_one_resumes(pinned_tiny: tuple[P
     assert find_snapshot(model, cache) is not None
 
 
-def test_a_damaged_wheel_is_refused_by_name(pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path) -> None:
+def test_a_damaged_wheel_is_refused_by_name(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     model, wheels, _ = pinned_tiny
     wheel = wheels / model.parts[1].filename
     wheel.write_bytes(wheel.read_bytes()[:-10])
 
-    with pytest.raises(FormatError, match=rf"{wheel.name}: sha256 [0-9a-f]{{64}} is not the pinned "
-                                          rf"{model.parts[1].sha256}; put the wheel of tiny-part2==1.0 there"):
+    with pytest.raises(
+        FormatError,
+        match=rf"{wheel.name}: sha256 [0-9a-f]{{64}} is not the pinned "
+        rf"{model.parts[1].sha256}; put the wheel of tiny-part2==1.0 there",
+    ):
         fetch_model(model, cache_dir=tmp_path / "cache", wheels_dir=wheels, report=_quiet, progress=False)
     assert not (model_root(model, tmp_path / "cache") / model.file_name).exists()
 
 
-def test_parts_that_assemble_to_other_bytes_are_refused(pinned_tiny: tuple[PinnedModel, Path, Path],
-                                                        tmp_path: Path) -> None:
+def test_parts_that_assemble_to_other_bytes_are_refused(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     model, wheels, _ = pinned_tiny
     wrong = PinnedModel(model.name, model.description, model.file_name, model.size, "0" * 64, model.parts)
 
-    with pytest.raises(FormatError, match=r"the parts of tiny-qwen2 assembled: sha256 [0-9a-f]{64} is not the "
-                                          r"pinned 0{64}; refusing it"):
+    with pytest.raises(
+        FormatError,
+        match=r"the parts of tiny-qwen2 assembled: sha256 [0-9a-f]{64} is not the "
+        r"pinned 0{64}; refusing it",
+    ):
         fetch_model(wrong, cache_dir=tmp_path / "cache", wheels_dir=wheels, report=_quiet, progress=False)
     root = model_root(model, tmp_path / "cache")
     assert not (root / model.file_name).exists() and not list(root.glob(".*.tmp"))
 
 
-def test_a_given_gguf_must_be_the_pinned_one(pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path) -> None:
+def test_a_given_gguf_must_be_the_pinned_one(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     model, _, source = pinned_tiny
     other = tmp_path / "other.gguf"
     other.write_bytes(source.read_bytes()[:-1] + b"\x01")
 
-    with pytest.raises(FormatError, match=rf"{other}: sha256 [0-9a-f]{{64}} is not the pinned {model.sha256}"):
+    with pytest.raises(
+        FormatError, match=rf"{other}: sha256 [0-9a-f]{{64}} is not the pinned {model.sha256}"
+    ):
         fetch_model(model, cache_dir=tmp_path / "cache", gguf=other, report=_quiet, progress=False)
     got = fetch_model(model, cache_dir=tmp_path / "cache", gguf=source, report=_quiet, progress=False)
     assert got.built == ("assemble", "apr", "snapshot")
@@ -155,37 +178,65 @@ def test_verify_names_a_tampered_file(pinned_tiny: tuple[PinnedModel, Path, Path
     config = got.snapshot / "config.json"
     config.write_text(config.read_text().replace("1e-06", "1e-05"))
 
-    assert verify_model(model, tmp_path / "cache") == [f"{config}: sha256 differs from the one recorded when it was built"]
+    assert verify_model(model, tmp_path / "cache") == [
+        f"{config}: sha256 differs from the one recorded when it was built"
+    ]
 
 
-def test_cli_fetch_json_and_errors(pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_json_and_errors(
+    pinned_tiny: tuple[PinnedModel, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     model, wheels, _ = pinned_tiny
     monkeypatch.setitem(registry.MODELS, model.name, model)
 
-    code = main(["models", "fetch", model.name, "--cache-dir", str(tmp_path / "c"), "--wheels", str(wheels),
-                 "--no-progress", "--format", "json"])
+    code = main(
+        [
+            "models",
+            "fetch",
+            model.name,
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--wheels",
+            str(wheels),
+            "--no-progress",
+            "--format",
+            "json",
+        ]
+    )
 
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and Path(out["snapshot"]).is_dir() and Path(out["gguf"]).is_file()
     assert out["built"] == ["download", "assemble", "apr", "snapshot"]
     assert main(["models", "fetch", "no-such-model"]) == 2
-    assert "error: no pinned model named 'no-such-model'; known: qwen2.5-coder-0.5b-instruct" in capsys.readouterr().err
+    assert (
+        "error: no pinned model named 'no-such-model'; known: qwen2.5-coder-0.5b-instruct"
+        in capsys.readouterr().err
+    )
 
 
-def test_bf16_as_f16_defect_retags_the_header_and_keeps_every_byte(pinned_tiny: tuple[PinnedModel, Path, Path],
-                                                                   tmp_path: Path) -> None:
+def test_bf16_as_f16_defect_retags_the_header_and_keeps_every_byte(
+    pinned_tiny: tuple[PinnedModel, Path, Path], tmp_path: Path
+) -> None:
     from shiptwo.apr.testing import safetensors_raw
 
     model, wheels, _ = pinned_tiny
-    snapshot = fetch_model(model, cache_dir=tmp_path / "c", wheels_dir=wheels, report=_quiet, progress=False).snapshot
+    snapshot = fetch_model(
+        model, cache_dir=tmp_path / "c", wheels_dir=wheels, report=_quiet, progress=False
+    ).snapshot
     out = tmp_path / "defective"
 
     write_defective_snapshot(snapshot, out, "bf16-as-f16")
 
-    before, after = safetensors_raw(snapshot / "model.safetensors"), safetensors_raw(out / "model.safetensors")
+    before, after = (
+        safetensors_raw(snapshot / "model.safetensors"),
+        safetensors_raw(out / "model.safetensors"),
+    )
     assert {name: (dt, shape, data) for name, (dt, shape, data) in before.items()} == {
-        name: ("BF16" if dt == "F16" else dt, shape, data) for name, (dt, shape, data) in after.items()}
+        name: ("BF16" if dt == "F16" else dt, shape, data) for name, (dt, shape, data) in after.items()
+    }
     assert {dt for dt, _, _ in after.values()} == {"F16"}
     with pytest.raises(UsageError, match=r"already exists; choose a new directory"):
         write_defective_snapshot(snapshot, out, "bf16-as-f16")

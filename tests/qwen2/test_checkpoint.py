@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from shiptwo.errors import FormatError, ModelError
 from shiptwo.qwen2.checkpoint import (
     KEY_TABLE,
     checkpoint_to_module,
@@ -17,11 +18,18 @@ from shiptwo.qwen2.checkpoint import (
     save_apr,
     save_hf,
 )
-from shiptwo.errors import FormatError, ModelError
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 
-TIED = Qwen2Config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                   intermediate_size=48, tied_embeddings=True)
+TIED = Qwen2Config(
+    vocab_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=48,
+    tied_embeddings=True,
+)
 UNTIED = Qwen2Config(**{**TIED.__dict__, "tied_embeddings": False})
 
 
@@ -35,7 +43,9 @@ def model(cfg: Qwen2Config, seed: int = 0) -> Qwen2:
 
 
 def same(a: Qwen2, b: Qwen2) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("cfg", [TIED, UNTIED], ids=["tied", "untied"])
@@ -91,9 +101,15 @@ def test_zero_byte_or_absent_head_means_tied_in_apr(tmp_path: Path) -> None:
 
 def test_tied_head_that_differs_from_embedding_is_refused(tmp_path: Path) -> None:
     save_hf(model(UNTIED), tmp_path)
-    cfg = (tmp_path / "config.json").read_text().replace('"tie_word_embeddings": false', '"tie_word_embeddings": true')
+    cfg = (
+        (tmp_path / "config.json")
+        .read_text()
+        .replace('"tie_word_embeddings": false', '"tie_word_embeddings": true')
+    )
     (tmp_path / "config.json").write_text(cfg)
-    with pytest.raises(ModelError, match="'lm_head.weight' differs from 'model.embed_tokens.weight' although"):
+    with pytest.raises(
+        ModelError, match="'lm_head.weight' differs from 'model.embed_tokens.weight' although"
+    ):
         from_pretrained(tmp_path)
 
 
@@ -107,9 +123,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         from_pretrained(tmp_path)
     msg = str(err.value)
-    assert "missing tensor 'model.layers.0.self_attn.q_proj.bias' (for parameter 'layers.0.attn.q_proj.bias')" in msg
-    assert "tensor 'model.layers.1.self_attn.v_proj.bias' has shape [3], parameter 'layers.1.attn.v_proj.bias' " \
-           "needs [16]" in msg
+    assert (
+        "missing tensor 'model.layers.0.self_attn.q_proj.bias' (for parameter 'layers.0.attn.q_proj.bias')"
+        in msg
+    )
+    assert (
+        "tensor 'model.layers.1.self_attn.v_proj.bias' has shape [3], parameter 'layers.1.attn.v_proj.bias' "
+        "needs [16]" in msg
+    )
     assert "unexpected tensor 'model.rotary_emb.inv_freq'" in msg
 
 
@@ -121,15 +142,25 @@ def test_tensor_in_two_shards_is_refused(tmp_path: Path) -> None:
         from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize(("setup", "needle"), [
-    (lambda p: p.mkdir(), "no config.json; a Hugging Face model directory needs one"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text("{nope")), "config.json: not valid JSON"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text('{"vocab_size": 8, "hidden_size": 8, '
-                                                          '"num_hidden_layers": 1, "num_attention_heads": 2, '
-                                                          '"intermediate_size": 8}')),
-     "no *.safetensors weights"),
-    (lambda p: None, "neither a GGUF, an .apr file nor a Hugging Face model directory"),
-])
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        (lambda p: p.mkdir(), "no config.json; a Hugging Face model directory needs one"),
+        (lambda p: (p.mkdir(), (p / "config.json").write_text("{nope")), "config.json: not valid JSON"),
+        (
+            lambda p: (
+                p.mkdir(),
+                (p / "config.json").write_text(
+                    '{"vocab_size": 8, "hidden_size": 8, '
+                    '"num_hidden_layers": 1, "num_attention_heads": 2, '
+                    '"intermediate_size": 8}'
+                ),
+            ),
+            "no *.safetensors weights",
+        ),
+        (lambda p: None, "neither a GGUF, an .apr file nor a Hugging Face model directory"),
+    ],
+)
 def test_bad_paths_are_refused_by_name(setup, needle: str, tmp_path: Path) -> None:
     path = tmp_path / "m"
     setup(path)
@@ -146,8 +177,10 @@ def test_aprender_bf16_file_with_zero_byte_head_placeholder_loads_tied(tmp_path:
     from shiptwo.qwen2.checkpoint import state_for_checkpoint
 
     src = model(TIED).to(torch.bfloat16)
-    entries = [(k, 30, list(v.shape), v.contiguous().view(torch.uint8).numpy().tobytes())  # 30 = BF16
-               for k, v in state_for_checkpoint(src).items()]
+    entries = [
+        (k, 30, list(v.shape), v.contiguous().view(torch.uint8).numpy().tobytes())  # 30 = BF16
+        for k, v in state_for_checkpoint(src).items()
+    ]
     entries.append(("lm_head.weight", 0, [TIED.vocab_size, TIED.hidden_size], b""))  # 0 = F32, no data
     entries.sort(key=lambda e: e[0].encode())
     meta = json.dumps({**TIED.to_apr_metadata(), "tied_embeddings": True}).encode()

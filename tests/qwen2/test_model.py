@@ -20,8 +20,9 @@ from shiptwo.qwen2.model import (
     stage_names,
 )
 
-TINY = Qwen2Config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                   intermediate_size=48)
+TINY = Qwen2Config(
+    vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=48
+)
 
 
 def test_rmsnorm_matches_formula_in_fp64() -> None:
@@ -43,9 +44,12 @@ def test_rope_rotates_pairs_i_and_i_plus_half_by_position_angle() -> None:
         for i in range(d // 2):
             angle = pos * theta ** (-2 * i / d)
             a, b = x[0, 0, pos, i].item(), x[0, 0, pos, i + d // 2].item()
-            assert out[0, 0, pos, i].item() == pytest.approx(a * math.cos(angle) - b * math.sin(angle), abs=1e-6)
-            assert out[0, 0, pos, i + d // 2].item() == pytest.approx(b * math.cos(angle) + a * math.sin(angle),
-                                                                     abs=1e-6)
+            assert out[0, 0, pos, i].item() == pytest.approx(
+                a * math.cos(angle) - b * math.sin(angle), abs=1e-6
+            )
+            assert out[0, 0, pos, i + d // 2].item() == pytest.approx(
+                b * math.cos(angle) + a * math.sin(angle), abs=1e-6
+            )
 
 
 def test_rope_matches_transformers_apply_rotary_pos_emb() -> None:
@@ -91,8 +95,14 @@ def test_fresh_model_predicts_nearly_uniform() -> None:
 
 def test_hf_config_round_trip_and_transformers_spelling() -> None:
     assert Qwen2Config.from_hf(TINY.to_hf()) == TINY
-    cfg = Qwen2Config.from_hf({**TINY.to_hf(), "rope_theta": None, "head_dim": None,
-                               "rope_parameters": {"rope_theta": 5e5, "rope_type": "default"}})
+    cfg = Qwen2Config.from_hf(
+        {
+            **TINY.to_hf(),
+            "rope_theta": None,
+            "head_dim": None,
+            "rope_parameters": {"rope_theta": 5e5, "rope_type": "default"},
+        }
+    )
     assert cfg.rope_theta == 5e5 and cfg.head_dim == 32 // 4
 
 
@@ -102,51 +112,97 @@ def test_apr_metadata_round_trip() -> None:
     assert Qwen2Config.from_apr_metadata(md) == TINY
 
 
-@pytest.mark.parametrize(("raw", "needle"), [
-    ({"hidden_size": 32}, ("config.json: field(s) vocab_size, num_hidden_layers, num_attention_heads, "
-                          "intermediate_size missing")),
-    ({**TINY.to_hf(), "hidden_act": "gelu"}, "hidden_act='gelu'"),
-    ({**TINY.to_hf(), "use_sliding_window": True}, "use_sliding_window=true is not supported"),
-    ({**TINY.to_hf(), "rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope scaling"),
-    ({**TINY.to_hf(), "num_key_value_heads": 3}, ("config.json: Qwen2 config: num_heads=4 is not a "
-                                                 "multiple of num_kv_heads=3")),
-    ([1], "config.json: a JSON array, expected an object of config fields; fix or re-export config.json"),
-    ({**TINY.to_hf(), "num_attention_heads": "four"},
-     "config.json: field num_attention_heads='four': expected an integer; fix the config"),
-    ({**TINY.to_hf(), "num_attention_heads": 0},
-     "config.json: field num_attention_heads=0: expected a positive integer; fix the config"),
-    ({**TINY.to_hf(), "hidden_size": [32]}, "config.json: field hidden_size=[32]: expected an integer"),
-    ({**TINY.to_hf(), "vocab_size": 64.5}, "config.json: field vocab_size=64.5: expected an integer"),
-    ({**TINY.to_hf(), "rope_theta": "1e6"}, "config.json: field rope_theta='1e6': expected a finite number"),
-    ({**TINY.to_hf(), "rope_theta": None, "rope_parameters": {"rope_theta": True}},
-     "config.json: field rope_parameters.rope_theta=True: expected a finite number"),
-    ({**TINY.to_hf(), "rope_scaling": [1]}, "config.json: field rope_scaling=[1]: expected an object or null"),
-    ({**TINY.to_hf(), "tie_word_embeddings": "yes"},
-     "config.json: field tie_word_embeddings='yes': expected true or false"),
-])
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (
+            {"hidden_size": 32},
+            (
+                "config.json: field(s) vocab_size, num_hidden_layers, num_attention_heads, "
+                "intermediate_size missing"
+            ),
+        ),
+        ({**TINY.to_hf(), "hidden_act": "gelu"}, "hidden_act='gelu'"),
+        ({**TINY.to_hf(), "use_sliding_window": True}, "use_sliding_window=true is not supported"),
+        ({**TINY.to_hf(), "rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope scaling"),
+        (
+            {**TINY.to_hf(), "num_key_value_heads": 3},
+            ("config.json: Qwen2 config: num_heads=4 is not a multiple of num_kv_heads=3"),
+        ),
+        ([1], "config.json: a JSON array, expected an object of config fields; fix or re-export config.json"),
+        (
+            {**TINY.to_hf(), "num_attention_heads": "four"},
+            "config.json: field num_attention_heads='four': expected an integer; fix the config",
+        ),
+        (
+            {**TINY.to_hf(), "num_attention_heads": 0},
+            "config.json: field num_attention_heads=0: expected a positive integer; fix the config",
+        ),
+        ({**TINY.to_hf(), "hidden_size": [32]}, "config.json: field hidden_size=[32]: expected an integer"),
+        ({**TINY.to_hf(), "vocab_size": 64.5}, "config.json: field vocab_size=64.5: expected an integer"),
+        (
+            {**TINY.to_hf(), "rope_theta": "1e6"},
+            "config.json: field rope_theta='1e6': expected a finite number",
+        ),
+        (
+            {**TINY.to_hf(), "rope_theta": None, "rope_parameters": {"rope_theta": True}},
+            "config.json: field rope_parameters.rope_theta=True: expected a finite number",
+        ),
+        (
+            {**TINY.to_hf(), "rope_scaling": [1]},
+            "config.json: field rope_scaling=[1]: expected an object or null",
+        ),
+        (
+            {**TINY.to_hf(), "tie_word_embeddings": "yes"},
+            "config.json: field tie_word_embeddings='yes': expected true or false",
+        ),
+    ],
+)
 def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
     with pytest.raises(ModelError) as err:
         Qwen2Config.from_hf(raw)
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize(("md", "needle"), [
-    ({"vocab_size": 64}, "metadata lacks hidden_size, num_layers, num_heads, intermediate_size"),
-    ({**TINY.to_apr_metadata(), "rope_type": 0}, "rope_type=0; Qwen2 needs 2"),
-    ({**TINY.to_apr_metadata(), "rope_type": "neox"},
-     "m.apr: metadata rope_type='neox'; Qwen2 needs 2 (the integer code of NEOX halves); fix the metadata"),
-    ({**TINY.to_apr_metadata(), "num_heads": "x"}, "m.apr: metadata num_heads='x': expected an integer"),
-    ({**TINY.to_apr_metadata(), "hidden_size": [32]}, "m.apr: metadata hidden_size=[32]: expected an integer"),
-    ({**TINY.to_apr_metadata(), "num_kv_heads": True}, "m.apr: metadata num_kv_heads=True: expected an integer"),
-    ({**TINY.to_apr_metadata(), "rms_norm_eps": "tiny"},
-     "m.apr: metadata rms_norm_eps='tiny': expected a finite number; fix the metadata"),
-    ({**TINY.to_apr_metadata(), "tied_embeddings": "yes"},
-     "m.apr: metadata tied_embeddings='yes': expected true or false"),
-    ({**TINY.to_apr_metadata(), "rope_theta": None},
-     ("m.apr: metadata lacks rope_theta (absent or null); re-export the model with its architecture fields "
-     "(APR defines no default for them)")),
-    ({k: v for k, v in TINY.to_apr_metadata().items() if k != "rope_theta"}, "m.apr: metadata lacks rope_theta"),
-])
+@pytest.mark.parametrize(
+    ("md", "needle"),
+    [
+        ({"vocab_size": 64}, "metadata lacks hidden_size, num_layers, num_heads, intermediate_size"),
+        ({**TINY.to_apr_metadata(), "rope_type": 0}, "rope_type=0; Qwen2 needs 2"),
+        (
+            {**TINY.to_apr_metadata(), "rope_type": "neox"},
+            "m.apr: metadata rope_type='neox'; Qwen2 needs 2 (the integer code of NEOX halves); fix the metadata",
+        ),
+        ({**TINY.to_apr_metadata(), "num_heads": "x"}, "m.apr: metadata num_heads='x': expected an integer"),
+        (
+            {**TINY.to_apr_metadata(), "hidden_size": [32]},
+            "m.apr: metadata hidden_size=[32]: expected an integer",
+        ),
+        (
+            {**TINY.to_apr_metadata(), "num_kv_heads": True},
+            "m.apr: metadata num_kv_heads=True: expected an integer",
+        ),
+        (
+            {**TINY.to_apr_metadata(), "rms_norm_eps": "tiny"},
+            "m.apr: metadata rms_norm_eps='tiny': expected a finite number; fix the metadata",
+        ),
+        (
+            {**TINY.to_apr_metadata(), "tied_embeddings": "yes"},
+            "m.apr: metadata tied_embeddings='yes': expected true or false",
+        ),
+        (
+            {**TINY.to_apr_metadata(), "rope_theta": None},
+            (
+                "m.apr: metadata lacks rope_theta (absent or null); re-export the model with its architecture fields "
+                "(APR defines no default for them)"
+            ),
+        ),
+        (
+            {k: v for k, v in TINY.to_apr_metadata().items() if k != "rope_theta"},
+            "m.apr: metadata lacks rope_theta",
+        ),
+    ],
+)
 def test_bad_apr_metadata_is_refused_by_name(md: dict, needle: str) -> None:
     with pytest.raises(ModelError) as err:
         Qwen2Config.from_apr_metadata(md, source="m.apr")
@@ -170,7 +226,9 @@ def test_nonpositive_config_value_is_refused() -> None:
 
 def test_flops_per_token_counts_weights_six_times() -> None:
     cfg = TINY
-    n = sum(p.numel() for name, p in Qwen2(cfg).named_parameters() if "norm" not in name and "bias" not in name)
+    n = sum(
+        p.numel() for name, p in Qwen2(cfg).named_parameters() if "norm" not in name and "bias" not in name
+    )
     # 6N (the embedding lookup is free, the tied head matmul is not: same count) + attention scores.
     assert flops_per_token(cfg, 1) == pytest.approx(6 * n + 12 * 2 * 4 * 8 / 2)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from shiptwo.qwen2.checkpoint import save_apr, save_hf
 from shiptwo.cli import main
-from shiptwo.qwen2.distributed import DistContext, local_slice
 from shiptwo.errors import UsageError
+from shiptwo.qwen2.checkpoint import save_apr, save_hf
+from shiptwo.qwen2.distributed import DistContext, local_slice
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import (
     EPOCH_METADATA_KEYS,
@@ -25,8 +25,16 @@ from shiptwo.qwen2.train import (
     write_epoch,
 )
 
-CFG = Qwen2Config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  intermediate_size=48, max_position_embeddings=128)
+CFG = Qwen2Config(
+    vocab_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    intermediate_size=48,
+    max_position_embeddings=128,
+)
 
 
 def batch(seed: int, b: int = 4, t: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,9 +87,19 @@ def test_no_validation_batch_is_an_error() -> None:
             return np.zeros(17, dtype=np.uint32)
 
     with pytest.raises(UsageError, match="no validation batch: 1 windows < batch size 4"):
-        train(Qwen2(CFG), train_reader=Windows(8), val_reader=Windows(1), config=TrainConfig(batch_size=4, seq_len=16))
+        train(
+            Qwen2(CFG),
+            train_reader=Windows(8),
+            val_reader=Windows(1),
+            config=TrainConfig(batch_size=4, seq_len=16),
+        )
     with pytest.raises(UsageError, match="no training batch: 3 windows < batch size 4"):
-        train(Qwen2(CFG), train_reader=Windows(3), val_reader=Windows(8), config=TrainConfig(batch_size=4, seq_len=16))
+        train(
+            Qwen2(CFG),
+            train_reader=Windows(3),
+            val_reader=Windows(8),
+            config=TrainConfig(batch_size=4, seq_len=16),
+        )
 
 
 def test_batch_must_split_over_ranks() -> None:
@@ -97,83 +115,182 @@ def init_apr(tmp_path: Path) -> Path:
     return tmp_path / "init.apr"
 
 
-def test_train_cli_writes_epochs_and_run_dir(init_apr: Path, shard_dirs: tuple[Path, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_writes_epochs_and_run_dir(
+    init_apr: Path, shard_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train_dir, val_dir = shard_dirs
-    code = main(["train", "--init", str(init_apr), "--shards", str(train_dir), "--val-shards", str(val_dir),
-                 "--epochs", "2", "--lr", "1e-2", "--batch-size", "8", "--seq-len", "32",
-                 "--run-dir", str(tmp_path / "run"), "--output", str(tmp_path / "ckpt"), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--init",
+            str(init_apr),
+            "--shards",
+            str(train_dir),
+            "--val-shards",
+            str(val_dir),
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-2",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "32",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--output",
+            str(tmp_path / "ckpt"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "val_loss" in out and "ln(vocab) = 4.1589" in out
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "epoch-000.apr", "epoch-000.metadata.json", "epoch-001.apr", "epoch-001.metadata.json"]
+        "epoch-000.apr",
+        "epoch-000.metadata.json",
+        "epoch-001.apr",
+        "epoch-001.metadata.json",
+    ]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["epochs"] == 2 and config["model"]["vocab_size"] == 64
     assert json.loads((tmp_path / "run" / "command.json").read_text())["argv"][0] == "shiptwo"
     assert json.loads((tmp_path / "run" / "host.json").read_text())["world_size"] == 1
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in (tmp_path / "run").glob("epoch-*")) == [
-        "epoch-000.metadata.json", "epoch-001.metadata.json"]  # evidence copies, no checkpoints
+        "epoch-000.metadata.json",
+        "epoch-001.metadata.json",
+    ]  # evidence copies, no checkpoints
 
 
-def test_train_cli_holds_out_validation_without_val_shards(init_apr: Path, shard_dirs: tuple[Path, Path],
-                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--steps", "2",
-                 "--batch-size", "4", "--seq-len", "16", "--run-dir", str(tmp_path / "run"),
-                 "--output", str(tmp_path / "ckpt"), "--format", "json"])
+def test_train_cli_holds_out_validation_without_val_shards(
+    init_apr: Path, shard_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--init",
+            str(init_apr),
+            "--shards",
+            str(shard_dirs[0]),
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "16",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--output",
+            str(tmp_path / "ckpt"),
+            "--format",
+            "json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert code == 0 and summary["steps"] == 2
     assert config["val_windows"] + config["train_windows"] == 3570 // 17 and config["val_windows"] == 21
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["--val-fraction", "1.5"], "--val-fraction 1.5: must lie strictly between 0 and 1"),
-    (["--lr", "0"], "--lr 0.0: must be a positive number"),
-    (["--lr", "nan"], "--lr nan: must be a positive number"),
-    (["--lr", "inf"], "--lr inf: must be finite"),
-    (["--grad-clip", "-1"], ("--grad-clip -1.0: must be a finite number > 0 (the max global gradient norm; "
-                            "a negative one would reverse every gradient)")),
-    (["--grad-clip", "0"], "--grad-clip 0.0: must be a finite number > 0"),
-    (["--grad-clip", "nan"], "--grad-clip nan: must be a finite number > 0"),
-    (["--warmup-steps", "-5"], "--warmup-steps -5: must be >= 0 (0 = no warmup)"),
-    (["--min-lr-ratio", "1.5"], "--min-lr-ratio 1.5: must lie in [0, 1] (the cosine floor as a share of --lr)"),
-    (["--min-lr-ratio", "-0.1"], "--min-lr-ratio -0.1: must lie in [0, 1]"),
-    (["--min-lr-ratio", "nan"], "--min-lr-ratio nan: must lie in [0, 1]"),
-    (["--weight-decay", "-0.1"], "--weight-decay -0.1: must be a finite number >= 0"),
-    (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number >= 0"),
-    (["--seq-len", "120", "--val-fraction", "0.9"], "cannot give 4-sequence train and val batches"),
-    (["--seq-len", "4000"], "--seq-len 4000 exceeds"),
-])
-def test_train_cli_bad_options(extra: list[str], needle: str, init_apr: Path, shard_dirs: tuple[Path, Path],
-                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--batch-size", "4",
-                 "--run-dir", str(tmp_path / "run"), "--output", str(tmp_path / "ckpt"), *extra])
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--val-fraction", "1.5"], "--val-fraction 1.5: must lie strictly between 0 and 1"),
+        (["--lr", "0"], "--lr 0.0: must be a positive number"),
+        (["--lr", "nan"], "--lr nan: must be a positive number"),
+        (["--lr", "inf"], "--lr inf: must be finite"),
+        (
+            ["--grad-clip", "-1"],
+            (
+                "--grad-clip -1.0: must be a finite number > 0 (the max global gradient norm; "
+                "a negative one would reverse every gradient)"
+            ),
+        ),
+        (["--grad-clip", "0"], "--grad-clip 0.0: must be a finite number > 0"),
+        (["--grad-clip", "nan"], "--grad-clip nan: must be a finite number > 0"),
+        (["--warmup-steps", "-5"], "--warmup-steps -5: must be >= 0 (0 = no warmup)"),
+        (
+            ["--min-lr-ratio", "1.5"],
+            "--min-lr-ratio 1.5: must lie in [0, 1] (the cosine floor as a share of --lr)",
+        ),
+        (["--min-lr-ratio", "-0.1"], "--min-lr-ratio -0.1: must lie in [0, 1]"),
+        (["--min-lr-ratio", "nan"], "--min-lr-ratio nan: must lie in [0, 1]"),
+        (["--weight-decay", "-0.1"], "--weight-decay -0.1: must be a finite number >= 0"),
+        (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number >= 0"),
+        (["--seq-len", "120", "--val-fraction", "0.9"], "cannot give 4-sequence train and val batches"),
+        (["--seq-len", "4000"], "--seq-len 4000 exceeds"),
+    ],
+)
+def test_train_cli_bad_options(
+    extra: list[str],
+    needle: str,
+    init_apr: Path,
+    shard_dirs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "train",
+            "--init",
+            str(init_apr),
+            "--shards",
+            str(shard_dirs[0]),
+            "--batch-size",
+            "4",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--output",
+            str(tmp_path / "ckpt"),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("option", ["--output", "--run-dir"])
-def test_train_cli_refuses_a_file_where_a_directory_goes(option: str, init_apr: Path, shard_dirs: tuple[Path, Path],
-                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_cli_refuses_a_file_where_a_directory_goes(
+    option: str,
+    init_apr: Path,
+    shard_dirs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("not a directory")
     dirs = {"--output": str(tmp_path / "ckpt"), "--run-dir": str(tmp_path / "run")}
     for target, why in ((blocker, ""), (blocker / "sub", f" (its parent {blocker} is a file)")):
-        code = main(["train", "--init", str(init_apr), "--shards", str(shard_dirs[0]), "--batch-size", "4",
-                     "--steps", "1", "--no-progress", *(a for k, v in {**dirs, option: str(target)}.items()
-                                                        for a in (k, v))])
+        code = main(
+            [
+                "train",
+                "--init",
+                str(init_apr),
+                "--shards",
+                str(shard_dirs[0]),
+                "--batch-size",
+                "4",
+                "--steps",
+                "1",
+                "--no-progress",
+                *(a for k, v in {**dirs, option: str(target)}.items() for a in (k, v)),
+            ]
+        )
         err = capsys.readouterr().err
-        assert code == 2 and err == (f"error: {option} {target}: exists and is not a directory{why}; give a "
-                                     "directory path (it is created when missing)\n")
+        assert code == 2 and err == (
+            f"error: {option} {target}: exists and is not a directory{why}; give a "
+            "directory path (it is created when missing)\n"
+        )
 
 
 def test_train_config_refuses_bad_numbers_by_field() -> None:
     with pytest.raises(UsageError) as err:
         TrainConfig(lr=float("nan"), grad_clip=-1.0, warmup_steps=-5, min_lr_ratio=2.0, weight_decay=-1.0)
-    assert str(err.value) == ("TrainConfig: lr=nan must be a finite number > 0; grad_clip=-1.0 must be a finite "
-                              "number > 0; warmup_steps=-5 must be >= 0; min_lr_ratio=2.0 must lie in [0, 1]; "
-                              "weight_decay=-1.0 must be a finite number >= 0")
+    assert str(err.value) == (
+        "TrainConfig: lr=nan must be a finite number > 0; grad_clip=-1.0 must be a finite "
+        "number > 0; warmup_steps=-5 must be >= 0; min_lr_ratio=2.0 must lie in [0, 1]; "
+        "weight_decay=-1.0 must be a finite number >= 0"
+    )
 
 
 def test_a_gate_abort_is_written_to_the_run_dir(tmp_path: Path) -> None:
@@ -217,11 +334,18 @@ def test_a_nan_abort_is_valid_json_in_the_run_dir(tmp_path: Path) -> None:
     model = Qwen2(CFG)
     model.lm_head.register_forward_hook(lambda _m, _i, out: out * float("nan"))
     with pytest.raises(GateError, match="GATE-TRAIN-007 fired at step 0 evaluation: val_loss=nan"):
-        train(model, train_reader=Windows(), val_reader=Windows(),
-              config=TrainConfig(batch_size=8, seq_len=16), run_dir=tmp_path / "run")
+        train(
+            model,
+            train_reader=Windows(),
+            val_reader=Windows(),
+            config=TrainConfig(batch_size=8, seq_len=16),
+            run_dir=tmp_path / "run",
+        )
     text = (tmp_path / "run" / "steps.jsonl").read_text()
-    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in steps.jsonl"))
-               for line in text.splitlines()]
+    records = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in steps.jsonl"))
+        for line in text.splitlines()
+    ]
     assert records[-1]["gate"] == "GATE-TRAIN-007" and records[-1]["values"] == {"val_loss": "nan"}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "aborted" and summary["step0_val_loss"] == "nan"
@@ -234,22 +358,56 @@ def test_keep_freed_memory_is_harmless() -> None:
     keep_freed_memory()  # idempotent
 
 
-def test_shards_with_a_bigger_vocab_than_the_model_are_refused(shard_dirs: tuple[Path, Path], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_shards_with_a_bigger_vocab_than_the_model_are_refused(
+    shard_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = Qwen2(Qwen2Config(**{**CFG.__dict__, "vocab_size": 32}))
     save_hf(small, tmp_path / "small")
     code = main(["eval", "--model", str(tmp_path / "small"), "--shards", str(shard_dirs[1])])
     assert code == 2 and "manifest vocab_size 64 exceeds the model's vocab 32" in capsys.readouterr().err
 
 
-def test_eval_cli_prints_loss_perplexity_and_ln_vocab(init_apr: Path, shard_dirs: tuple[Path, Path],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "--model", str(init_apr), "--shards", str(shard_dirs[1]), "--seq-len", "16",
-                 "--batch-size", "4"]) == 0
+def test_eval_cli_prints_loss_perplexity_and_ln_vocab(
+    init_apr: Path, shard_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(init_apr),
+                "--shards",
+                str(shard_dirs[1]),
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "nats" in text and "perplexity" in text and "ln(vocab) 4.1589 (uniform)" in text
-    assert main(["eval", "--model", str(init_apr), "--shards", str(shard_dirs[1]), "--seq-len", "16",
-                 "--batch-size", "4", "--max-batches", "2", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(init_apr),
+                "--shards",
+                str(shard_dirs[1]),
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "4",
+                "--max-batches",
+                "2",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["batches"] == 2 and doc["tokens"] == 2 * 4 * 16
     assert doc["perplexity"] == pytest.approx(math.exp(doc["val_loss"]))

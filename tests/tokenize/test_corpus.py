@@ -35,7 +35,9 @@ BAD = (
 def test_bad_line_error_names_file_and_line(tmp_path: Path, vocab: Path) -> None:
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text(BAD)
-    with pytest.raises(FormatError, match=r"bad.jsonl:2: invalid JSON .*; fix the line or pass --on-bad-line skip"):
+    with pytest.raises(
+        FormatError, match=r"bad.jsonl:2: invalid JSON .*; fix the line or pass --on-bad-line skip"
+    ):
         encode_corpus(vocab, [corpus], tmp_path / "out", progress=False)
 
 
@@ -54,7 +56,9 @@ def test_directories_and_content_field(tmp_path: Path, vocab: Path) -> None:
     write_jsonl(tmp_path / "in" / "b.jsonl", ["second"], field="text")
     write_jsonl(tmp_path / "in" / "sub" / "a.jsonl", ["first"], field="text")
     (tmp_path / "in" / "notes.txt").write_text("ignored")
-    m = encode_corpus(vocab, [tmp_path / "in"], tmp_path / "out", content_field="text", eos_policy="none", progress=False)
+    m = encode_corpus(
+        vocab, [tmp_path / "in"], tmp_path / "out", content_field="text", eos_policy="none", progress=False
+    )
     assert [Path(f["path"]).name for f in m["input_files"]] == ["b.jsonl", "a.jsonl"]  # sorted by path
     with pytest.raises(UsageError, match="directory holds no \\*.jsonl files"):
         encode_corpus(vocab, [tmp_path / "out"], tmp_path / "out2", progress=False)
@@ -115,7 +119,12 @@ def test_cli_reports_audit_and_json(tmp_path: Path, vocab: Path, capsys: pytest.
     args = ["tokenize", "encode-corpus", "--tokenizer", str(vocab), "--corpus", str(corpus), "--no-progress"]
     assert shiptwo_main([*args, "--output", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "1 shards" in out and "4 documents" in out and "audit: unk 0.0000%" in out and "bits of log2(vocab) 8.13" in out
+    assert (
+        "1 shards" in out
+        and "4 documents" in out
+        and "audit: unk 0.0000%" in out
+        and "bits of log2(vocab) 8.13" in out
+    )
     assert shiptwo_main([*args, "--output", str(tmp_path / "b"), "--format", "json"]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["schema"] == "pretokenize-bin-v1" and manifest["audit"]["top_tokens"][0]["count"] > 0
@@ -128,14 +137,19 @@ def test_byte_level_worker_processes_match_in_process(tmp_path: Path) -> None:
     texts = [t for _, t in python_sources(10, max_bytes=5_000)]
     vocab_dir = train_byte_level(texts, tmp_path / "bl", vocab_size=400)
     corpus = write_jsonl(tmp_path / "c.jsonl", texts)
-    one = encode_corpus(vocab_dir, [corpus], tmp_path / "w1", shard_tokens=2000, batch_chars=5_000, progress=False)
-    two = encode_corpus(vocab_dir, [corpus], tmp_path / "w2", shard_tokens=2000, batch_chars=5_000, workers=2,
-                        progress=False)
+    one = encode_corpus(
+        vocab_dir, [corpus], tmp_path / "w1", shard_tokens=2000, batch_chars=5_000, progress=False
+    )
+    two = encode_corpus(
+        vocab_dir, [corpus], tmp_path / "w2", shard_tokens=2000, batch_chars=5_000, workers=2, progress=False
+    )
     assert {k: v for k, v in one.items() if k != "elapsed_seconds"} == {
         k: v for k, v in two.items() if k != "elapsed_seconds"
     }
     for shard in one["shards"]:
-        assert (tmp_path / "w1" / shard["file"]).read_bytes() == (tmp_path / "w2" / shard["file"]).read_bytes()
+        assert (tmp_path / "w1" / shard["file"]).read_bytes() == (
+            tmp_path / "w2" / shard["file"]
+        ).read_bytes()
 
 
 def test_golden_shard_bytes(tmp_path: Path) -> None:
@@ -144,7 +158,11 @@ def test_golden_shard_bytes(tmp_path: Path) -> None:
     train_hex_bpe(["abab", "cdcd"], vocab_size=300, min_frequency=1).save(tmp_path / "v")
     corpus = write_jsonl(tmp_path / "c.jsonl", ["abab", "cdcd"])
     encode_corpus(tmp_path / "v", [corpus], tmp_path / "between", progress=False)
-    assert (tmp_path / "between" / "shard-00000.bin").read_bytes() == bytes.fromhex("07010000" "02000000" "08010000")
-    encode_corpus(tmp_path / "v", [corpus], tmp_path / "after", eos_policy="after", shard_tokens=2, progress=False)
-    assert (tmp_path / "after" / "shard-00000.bin").read_bytes() == bytes.fromhex("07010000" "02000000")
-    assert (tmp_path / "after" / "shard-00001.bin").read_bytes() == bytes.fromhex("08010000" "02000000")
+    assert (tmp_path / "between" / "shard-00000.bin").read_bytes() == bytes.fromhex(
+        "070100000200000008010000"
+    )
+    encode_corpus(
+        tmp_path / "v", [corpus], tmp_path / "after", eos_policy="after", shard_tokens=2, progress=False
+    )
+    assert (tmp_path / "after" / "shard-00000.bin").read_bytes() == bytes.fromhex("0701000002000000")
+    assert (tmp_path / "after" / "shard-00001.bin").read_bytes() == bytes.fromhex("0801000002000000")

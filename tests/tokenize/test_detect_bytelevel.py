@@ -56,7 +56,9 @@ def test_detect_refusals_name_the_file(tmp_path: Path, bl_dir: Path) -> None:
     vocab = json.loads((bl_dir / "vocab.json").read_text())
     vocab["▁the"] = len(vocab)
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    with pytest.raises(FormatError, match=r"1 keys use characters outside the byte-level alphabet \(first: '▁the'\)"):
+    with pytest.raises(
+        FormatError, match=r"1 keys use characters outside the byte-level alphabet \(first: '▁the'\)"
+    ):
         detect_format(tmp_path / "vocab.json")
     doc = json.loads((bl_dir / "tokenizer.json").read_text())
     doc["pre_tokenizer"] = {"type": "Whitespace"}
@@ -118,7 +120,9 @@ def test_tiktoken_refusals(tmp_path: Path) -> None:
         merges_from_ranks({b"a": 0, b"b": 1, b"c": 2, b"abc": 3})
 
 
-def test_cli_detect_text_json_and_refusal(bl_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_detect_text_json_and_refusal(
+    bl_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert shiptwo_main(["tokenize", "detect", str(bl_dir)]) == 0
     assert "byte-level (tokenizer.json)" in capsys.readouterr().out
     assert shiptwo_main(["tokenize", "detect", str(bl_dir / "vocab.json"), "--format", "json"]) == 0
@@ -130,7 +134,9 @@ def test_cli_detect_text_json_and_refusal(bl_dir: Path, tmp_path: Path, capsys: 
 
 
 def test_cli_encode_decode(bl_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert shiptwo_main(["tokenize", "encode", "--tokenizer", str(bl_dir), "--format", "json", "def f(x):"]) == 0
+    assert (
+        shiptwo_main(["tokenize", "encode", "--tokenizer", str(bl_dir), "--format", "json", "def f(x):"]) == 0
+    )
     ids = json.loads(capsys.readouterr().out)
     assert shiptwo_main(["tokenize", "decode", "--tokenizer", str(bl_dir), *map(str, ids)]) == 0
     assert capsys.readouterr().out == "def f(x):"

@@ -59,12 +59,16 @@ small_texts = st.lists(st.text(alphabet="ab c\né", max_size=40), min_size=1, ma
 @settings(max_examples=60, deadline=None)
 @given(texts=small_texts, min_frequency=st.sampled_from([1, 2]))
 def test_trainer_matches_naive_rule(texts: list[str], min_frequency: int) -> None:
-    assert train_hex_bpe(texts, vocab_size=300, min_frequency=min_frequency).merges == naive_train(texts, 300, min_frequency)
+    assert train_hex_bpe(texts, vocab_size=300, min_frequency=min_frequency).merges == naive_train(
+        texts, 300, min_frequency
+    )
 
 
 @settings(max_examples=60, deadline=None)
 @given(texts=small_texts, probe=st.text(alphabet="ab c\né", max_size=60), seed=st.integers(0, 1000))
-def test_both_encoders_match_one_pass_per_merge_even_with_shuffled_merges(texts: list[str], probe: str, seed: int) -> None:
+def test_both_encoders_match_one_pass_per_merge_even_with_shuffled_merges(
+    texts: list[str], probe: str, seed: int
+) -> None:
     trained = train_hex_bpe(texts, vocab_size=300, min_frequency=1)
     expected = naive_hex_encode(trained.vocab, trained.merges, probe)
     assert trained.engine == "tokenizers"  # trained merges are well ordered: the Rust BPE runs
@@ -94,7 +98,9 @@ def _save(tmp_path: Path) -> Path:
 def test_load_refuses_orphan_merge(tmp_path: Path) -> None:
     _save(tmp_path)
     (tmp_path / "merges.txt").write_text("#version: 0.2\n61 62\n61 7a7a\n")
-    with pytest.raises(FormatError, match=r"merges\.txt:3: merge '61' \+ '7a7a': '7a7a' is not in vocab\.json"):
+    with pytest.raises(
+        FormatError, match=r"merges\.txt:3: merge '61' \+ '7a7a': '7a7a' is not in vocab\.json"
+    ):
         HexByteTokenizer.load(tmp_path)
 
 
@@ -131,9 +137,20 @@ def test_missing_bytes_encode_as_unk_and_decode_drops_specials(tmp_path: Path) -
 def test_cli_train_writes_aprender_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"content": t}) + "\n" for t in ["def f(): pass\n"] * 3))
-    code = shiptwo_main(["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "v")])
+    code = shiptwo_main(
+        ["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "v")]
+    )
     assert code == 0 and "hex-byte BPE, 270 ids" in capsys.readouterr().out
-    assert HexByteTokenizer.load(tmp_path / "v").decode(HexByteTokenizer.load(tmp_path / "v").encode("def f()")) == "def f()"
+    assert (
+        HexByteTokenizer.load(tmp_path / "v").decode(HexByteTokenizer.load(tmp_path / "v").encode("def f()"))
+        == "def f()"
+    )
     corpus.write_text('{"text": "x"}\n')
-    code = shiptwo_main(["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "w")])
-    assert code == 1 and "c.jsonl:1: field 'content' is missing; fix the line or pass --on-bad-line skip" in capsys.readouterr().err
+    code = shiptwo_main(
+        ["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output", str(tmp_path / "w")]
+    )
+    assert (
+        code == 1
+        and "c.jsonl:1: field 'content' is missing; fix the line or pass --on-bad-line skip"
+        in capsys.readouterr().err
+    )

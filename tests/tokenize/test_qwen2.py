@@ -19,7 +19,9 @@ from shiptwo.tokenize import qwen2
 from shiptwo.tokenize.qwen2 import fetch_qwen2, find_qwen2_tokenizer_dir
 
 REAL = find_qwen2_tokenizer_dir()
-needs_qwen = pytest.mark.skipif(REAL is None, reason="no Qwen2 vocab built: run `shiptwo tokenize fetch-qwen2`")
+needs_qwen = pytest.mark.skipif(
+    REAL is None, reason="no Qwen2 vocab built: run `shiptwo tokenize fetch-qwen2`"
+)
 
 
 def test_find_looks_at_env_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +54,9 @@ def test_fetch_refuses_a_wheel_with_another_sha256(tmp_path: Path) -> None:
 
 
 @needs_qwen
-def test_fetch_is_a_fast_no_op_when_built(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_is_a_fast_no_op_when_built(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert REAL is not None
     if REAL.name != qwen2.DIR_NAME:
         pytest.skip(f"{REAL} is not a fetch-qwen2 cache dir")
@@ -68,7 +72,10 @@ def test_built_files_carry_provenance() -> None:
 
     assert REAL is not None
     doc = json.loads((REAL / qwen2.PROVENANCE).read_text())
-    assert doc["wheel_sha256"] == qwen2.DASHSCOPE_WHEEL_SHA256 and doc["ranks_sha256"] == qwen2.QWEN_TIKTOKEN_SHA256
+    assert (
+        doc["wheel_sha256"] == qwen2.DASHSCOPE_WHEEL_SHA256
+        and doc["ranks_sha256"] == qwen2.QWEN_TIKTOKEN_SHA256
+    )
     config = json.loads((REAL / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "Qwen2Tokenizer" and len(config["added_tokens_decoder"]) == 22
 
@@ -107,7 +114,9 @@ def test_fetch_downloads_when_the_cached_ranks_are_not_the_pinned_ones(
     cache.mkdir(parents=True)
     (cache / qwen2.RANKS_FILE).write_bytes(b"IQ== 0\n")
     monkeypatch.setattr(qwen2, "_download_wheel", _no_download)
-    with pytest.raises(ShiptwoError, match=r"pip download dashscope==2\.0\.2 failed \(offline in this test\)"):
+    with pytest.raises(
+        ShiptwoError, match=r"pip download dashscope==2\.0\.2 failed \(offline in this test\)"
+    ):
         fetch_qwen2(cache_dir=tmp_path / "cache")
     assert (cache / qwen2.RANKS_FILE).read_bytes() == b"IQ== 0\n"  # left as it was
 

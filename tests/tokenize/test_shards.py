@@ -21,8 +21,12 @@ def make_set(d: Path, shards: list[np.ndarray], *, vocab_size: int = 1000, liste
         (d / f"shard-{i:05d}.bin").write_bytes(np.asarray(ids, dtype="<u4").tobytes())
         records.append({"file": f"shard-{i:05d}.bin", "tokens": len(ids)})
     manifest = {
-        "schema": "pretokenize-bin-v1", "vocab_size": vocab_size, "eos_policy": "between",
-        "shard_count": len(shards), "total_tokens": sum(map(len, shards)), "total_documents": 1,
+        "schema": "pretokenize-bin-v1",
+        "vocab_size": vocab_size,
+        "eos_policy": "between",
+        "shard_count": len(shards),
+        "total_tokens": sum(map(len, shards)),
+        "total_documents": 1,
         "content_field": "content",
     }
     if listed:
@@ -38,8 +42,12 @@ def test_windows_per_shard_tails_dropped(tmp_path: Path) -> None:
     windows = list(reader)
     assert all(w.dtype == np.uint32 and w.shape == (5,) for w in windows)
     assert [w.tolist() for w in windows] == [
-        [0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19],
-        [100, 101, 102, 103, 104], [105, 106, 107, 108, 109],
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [100, 101, 102, 103, 104],
+        [105, 106, 107, 108, 109],
     ]
     assert all(np.array_equal(reader.window(i), w) for i, w in enumerate(windows))
     with pytest.raises(IndexError):
@@ -54,7 +62,9 @@ def test_aprender_manifest_without_shard_list(tmp_path: Path) -> None:
 
 
 def test_manifest_refusals(tmp_path: Path) -> None:
-    with pytest.raises(FormatError, match="manifest.json: not found; a shard dir without a manifest is unfinished"):
+    with pytest.raises(
+        FormatError, match="manifest.json: not found; a shard dir without a manifest is unfinished"
+    ):
         load_manifest(tmp_path)
     d = make_set(tmp_path / "s", [np.arange(8)])
     doc = json.loads((d / "manifest.json").read_text())
@@ -77,10 +87,15 @@ def test_misaligned_and_missing_shards(tmp_path: Path) -> None:
     d = make_set(tmp_path, [np.arange(8)])
     with open(d / "shard-00000.bin", "ab") as f:
         f.write(b"\x01\x02")
-    with pytest.raises(FormatError, match=r"manifest.json: shard-00000.bin: 34 bytes is not a multiple of 4; not a u32 shard \(truncated\?\)$"):
+    with pytest.raises(
+        FormatError,
+        match=r"manifest.json: shard-00000.bin: 34 bytes is not a multiple of 4; not a u32 shard \(truncated\?\)$",
+    ):
         ShardReader(d, seq_len=3)
     (d / "shard-00000.bin").write_bytes(np.arange(4, dtype="<u4").tobytes())
-    with pytest.raises(FormatError, match="4 tokens on disk, manifest says 8; total_tokens 8 but the shards hold 4"):
+    with pytest.raises(
+        FormatError, match="4 tokens on disk, manifest says 8; total_tokens 8 but the shards hold 4"
+    ):
         ShardReader(d, seq_len=3)
     (d / "shard-00000.bin").unlink()
     with pytest.raises(FormatError, match=r"shards\[0\] shard-00000.bin does not exist"):
@@ -92,7 +107,9 @@ def test_misaligned_and_missing_shards(tmp_path: Path) -> None:
     sizes=st.lists(st.integers(0, 40), min_size=1, max_size=4),
     seq_len=st.integers(1, 9),
 )
-def test_windows_are_the_per_shard_slices(tmp_path_factory: pytest.TempPathFactory, sizes: list[int], seq_len: int) -> None:
+def test_windows_are_the_per_shard_slices(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], seq_len: int
+) -> None:
     rng = np.random.default_rng(len(sizes) * 100 + seq_len)
     shards = [rng.integers(0, 1000, size=n) for n in sizes]
     reader = ShardReader(make_set(tmp_path_factory.mktemp("h"), shards), seq_len=seq_len)
@@ -104,7 +121,9 @@ def test_windows_are_the_per_shard_slices(tmp_path_factory: pytest.TempPathFacto
 
 
 def test_ids_beyond_vocab_are_refused(tmp_path: Path) -> None:
-    reader = ShardReader(make_set(tmp_path, [np.array([1, 2, 3, 4, 5, 6, 7, 5000])], vocab_size=1000), seq_len=3)
+    reader = ShardReader(
+        make_set(tmp_path, [np.array([1, 2, 3, 4, 5, 6, 7, 5000])], vocab_size=1000), seq_len=3
+    )
     assert reader.window(0).tolist() == [1, 2, 3, 4]
     with pytest.raises(FormatError, match=r"shard-00000.bin: token 7 is id 5000 >= vocab_size 1000"):
         reader.window(1)
@@ -114,7 +133,9 @@ def test_ids_beyond_vocab_are_refused(tmp_path: Path) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(size=st.integers(min_value=0, max_value=200), seq_len=st.integers(min_value=1, max_value=17))
-def test_array_windows_read_like_a_one_shard_set(tmp_path_factory: pytest.TempPathFactory, size: int, seq_len: int) -> None:
+def test_array_windows_read_like_a_one_shard_set(
+    tmp_path_factory: pytest.TempPathFactory, size: int, seq_len: int
+) -> None:
     from shiptwo.tokenize.shards import ArrayWindows
 
     tokens = np.arange(size, dtype=np.uint32) % 997

@@ -15,15 +15,21 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the `apr` command group to the top-level parser."""
-    apr = subparsers.add_parser("apr", help="APR v2 model files: import, export, inspect, diff",
-                                description="APR v2 model files (aprender's format).")
+    apr = subparsers.add_parser(
+        "apr",
+        help="APR v2 model files: import, export, inspect, diff",
+        description="APR v2 model files (aprender's format).",
+    )
     sub = apr.add_subparsers(dest="apr_command", metavar="COMMAND", parser_class=type(apr))
     apr.set_defaults(func=lambda args: _help(apr))
 
     p = sub.add_parser("import", help="import a Hugging Face model dir, a .safetensors file or a GGUF")
-    p.add_argument("source", metavar="SRC",
-                   help="HF model dir (config.json + *.safetensors), a .safetensors file or a qwen2 GGUF "
-                        "(recognised by its bytes; see docs/gguf-import.md for what is kept and what dequantized)")
+    p.add_argument(
+        "source",
+        metavar="SRC",
+        help="HF model dir (config.json + *.safetensors), a .safetensors file or a qwen2 GGUF "
+        "(recognised by its bytes; see docs/gguf-import.md for what is kept and what dequantized)",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.apr")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_import)
@@ -31,8 +37,11 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("export", help="export an APR file to .safetensors (bit-exact)")
     p.add_argument("file", metavar="FILE.apr")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
-    p.add_argument("--keep-tied-copy", action="store_true",
-                   help="also write the lm_head.weight copy of a tied model (HF omits it)")
+    p.add_argument(
+        "--keep-tied-copy",
+        action="store_true",
+        help="also write the lm_head.weight copy of a tied model (HF omits it)",
+    )
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("inspect", help="header, flags, checksums, metadata and tensor table")
@@ -41,7 +50,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stats", action="store_true", help="per-tensor mean/std/min/max (decodes every tensor)")
     p.set_defaults(func=run_inspect)
 
-    p = sub.add_parser("diff", help="compare every tensor with a .safetensors file or HF dir (exit 1 on mismatch)")
+    p = sub.add_parser(
+        "diff", help="compare every tensor with a .safetensors file or HF dir (exit 1 on mismatch)"
+    )
     p.add_argument("file", metavar="FILE.apr")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -60,14 +71,25 @@ def run_import(args: argparse.Namespace) -> int:
     report = import_model(args.source, args.output)
     seconds = time.perf_counter() - start
     if args.format == "json":
-        print(json.dumps({"out": report.out, "tensors": report.tensors, "bytes": report.bytes,
-                          "tied_embeddings": report.tied_embeddings, "dtypes": report.dtypes,
-                          "seconds": round(seconds, 3)}))
+        print(
+            json.dumps(
+                {
+                    "out": report.out,
+                    "tensors": report.tensors,
+                    "bytes": report.bytes,
+                    "tied_embeddings": report.tied_embeddings,
+                    "dtypes": report.dtypes,
+                    "seconds": round(seconds, 3),
+                }
+            )
+        )
     else:
         dtypes = ", ".join(f"{n} {k}" for k, n in sorted(report.dtypes.items()))
         tied = "; tied embeddings (lm_head.weight written as a copy)" if report.tied_embeddings else ""
-        print(f"wrote {report.out}: {report.tensors} tensors ({dtypes}), {report.bytes / 1e6:.1f} MB "
-              f"in {seconds:.2f} s{tied}")
+        print(
+            f"wrote {report.out}: {report.tensors} tensors ({dtypes}), {report.bytes / 1e6:.1f} MB "
+            f"in {seconds:.2f} s{tied}"
+        )
     return 0
 
 
@@ -88,8 +110,14 @@ def inspection(path: str, *, stats: bool = False) -> dict[str, Any]:
         h = info.header
         rows = []
         for t in info.tensors:
-            row: dict[str, Any] = {"name": t.name, "dtype": t.dtype.name, "code": int(t.dtype),
-                                   "shape": list(t.shape), "offset": t.offset, "size": t.size}
+            row: dict[str, Any] = {
+                "name": t.name,
+                "dtype": t.dtype.name,
+                "code": int(t.dtype),
+                "shape": list(t.shape),
+                "offset": t.offset,
+                "size": t.size,
+            }
             if t.is_placeholder:
                 row["placeholder"] = True
             elif stats:
@@ -110,11 +138,16 @@ def inspection(path: str, *, stats: bool = False) -> dict[str, Any]:
             "data_offset": h.data_offset,
         },
         "checksums": {
-            "header": {"stored": f"0x{h.checksum:08x}", "computed": f"0x{info.header_checksum_computed:08x}",
-                       "ok": h.checksum == info.header_checksum_computed},
-            "footer": {"stored": f"0x{info.footer_checksum:08x}",
-                       "computed": f"0x{info.footer_checksum_computed or 0:08x}",
-                       "ok": info.footer_checksum == info.footer_checksum_computed},
+            "header": {
+                "stored": f"0x{h.checksum:08x}",
+                "computed": f"0x{info.header_checksum_computed:08x}",
+                "ok": h.checksum == info.header_checksum_computed,
+            },
+            "footer": {
+                "stored": f"0x{info.footer_checksum:08x}",
+                "computed": f"0x{info.footer_checksum_computed or 0:08x}",
+                "ok": info.footer_checksum == info.footer_checksum_computed,
+            },
         },
         "notes": info.notes,
         "metadata": info.metadata,
@@ -153,8 +186,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = [
         f"{data['file']}: APR v{h['version']}, {data['file_size']} bytes, {h['tensor_count']} tensors",
         f"  flags           {h['flags']} ({', '.join(h['flag_names']) or 'none'})",
-        (f"  sections        metadata {h['metadata_offset']} (+{h['metadata_size']}), "
-        f"index {h['tensor_index_offset']}, data {h['data_offset']}"),
+        (
+            f"  sections        metadata {h['metadata_offset']} (+{h['metadata_size']}), "
+            f"index {h['tensor_index_offset']}, data {h['data_offset']}"
+        ),
         f"  header crc      {c['header']['stored']} ok",
         f"  footer crc      {c['footer']['stored']} ok",
     ]
@@ -167,7 +202,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     out.append("tensors:")
     width = max((len(r["name"]) for r in data["tensors"]), default=4)
     for r in data["tensors"]:
-        line = f"  {r['name']:<{width}}  {r['dtype']:<6} {r['shape']!s:<18} @{r['offset']:<12} {r['size']:>12} B"
+        line = (
+            f"  {r['name']:<{width}}  {r['dtype']:<6} {r['shape']!s:<18} @{r['offset']:<12} {r['size']:>12} B"
+        )
         if r.get("placeholder"):
             line += "  (0-byte placeholder)"
         elif "mean" in r and r["mean"] is not None:
@@ -184,12 +221,22 @@ def run_diff(args: argparse.Namespace) -> int:
 
     report = diff(args.file, args.source)
     if args.format == "json":
-        print(json.dumps({"ok": report.ok, "summary": report.summary(),
-                          "tensors": [asdict(t) for t in report.tensors]}, allow_nan=True))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "summary": report.summary(),
+                    "tensors": [asdict(t) for t in report.tensors],
+                },
+                allow_nan=True,
+            )
+        )
     else:
         for t in report.tensors:
             if not t.ok:
-                print(f"  {t.name}: {t.status} max_abs={t.max_abs:.6g} max_rel={t.max_rel:.6g}"
-                      + (f" ({t.note})" if t.note else ""))
+                print(
+                    f"  {t.name}: {t.status} max_abs={t.max_abs:.6g} max_rel={t.max_rel:.6g}"
+                    + (f" ({t.note})" if t.note else "")
+                )
         print(report.summary())
     return 0 if report.ok else 1

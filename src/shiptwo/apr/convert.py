@@ -25,6 +25,8 @@ from shiptwo.errors import FormatError, UsageError
 
 # A safetensors header larger than this is refused before it is read (the library caps at 100 MB).
 _MAX_ST_HEADER = 100 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class SourceTensor:
     """One tensor of a safetensors source: dtype code, shape and a view of its bytes."""
@@ -99,12 +101,15 @@ def _read_safetensors(path: Path, source: Source) -> None:
                 f"(APR holds {', '.join(SAFETENSORS_DTYPE)})"
             )
         if not 0 <= begin <= end <= size - base or end - begin != numel(shape) * PLAIN_ITEMSIZE[code]:
-            raise FormatError(f"{spath}: tensor {name!r}: data_offsets [{begin}, {end}) do not fit shape "
-                              f"{shape} x {dtype_s} in a {size - base}-byte data section")
+            raise FormatError(
+                f"{spath}: tensor {name!r}: data_offsets [{begin}, {end}) do not fit shape "
+                f"{shape} x {dtype_s} in a {size - base}-byte data section"
+            )
         if name in source.tensors:
             raise FormatError(f"{spath}: tensor {name!r} also appears in {source.tensors[name].file}")
-        source.tensors[name] = SourceTensor(name, code, tuple(shape), view[base + begin : base + end], spath,
-                                             base + begin)
+        source.tensors[name] = SourceTensor(
+            name, code, tuple(shape), view[base + begin : base + end], spath, base + begin
+        )
 
 
 def open_source(path: str | os.PathLike[str]) -> Source:
@@ -165,12 +170,17 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
                 "the source is incomplete"
             )
         tied = has_embed and (not has_head or tie_cfg is True)
-        raws = [RawTensor(t.name, t.dtype, t.shape, FileRange(t.file, t.offset, t.data.nbytes))
-                for t in source.tensors.values()]
+        raws = [
+            RawTensor(t.name, t.dtype, t.shape, FileRange(t.file, t.offset, t.data.nbytes))
+            for t in source.tensors.values()
+        ]
         if tied and not has_head:
             embed = source.tensors[EMBED]
-            raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, FileRange(embed.file, embed.offset,
-                                                                                 embed.data.nbytes)))
+            raws.append(
+                RawTensor(
+                    LM_HEAD, embed.dtype, embed.shape, FileRange(embed.file, embed.offset, embed.data.nbytes)
+                )
+            )
         meta: dict[str, Any] = metadata_from_config(config) if config else {"model_type": ""}
         count = sum(numel(r.shape) for r in raws)
         nbytes = sum(r.data.size for r in raws)
@@ -193,7 +203,9 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Im
         for r in raws:
             dtypes[r.dtype.name] = dtypes.get(r.dtype.name, 0) + 1
         del raws
-        return ImportReport(str(out), len(source.tensors) + (1 if tied and not has_head else 0), nbytes, tied, dtypes)
+        return ImportReport(
+            str(out), len(source.tensors) + (1 if tied and not has_head else 0), nbytes, tied, dtypes
+        )
 
 
 def export_tensors(apr: AprFile, *, keep_tied_copy: bool = False) -> Iterator[tuple[str, Any]]:
@@ -203,7 +215,9 @@ def export_tensors(apr: AprFile, *, keep_tied_copy: bool = False) -> Iterator[tu
     """
     meta = apr.info.metadata
     drop_head = (
-        not keep_tied_copy and meta.get("tied_embeddings") is True and meta.get("hf_lm_head_stored") is not True
+        not keep_tied_copy
+        and meta.get("tied_embeddings") is True
+        and meta.get("hf_lm_head_stored") is not True
     )
     for info in apr.info.tensors:
         if info.name == LM_HEAD and (drop_head or info.is_placeholder):
@@ -211,8 +225,9 @@ def export_tensors(apr: AprFile, *, keep_tied_copy: bool = False) -> Iterator[tu
         yield info.name, apr.get_tensor(info.name)
 
 
-def export_model(apr_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                 keep_tied_copy: bool = False) -> int:
+def export_model(
+    apr_path: str | os.PathLike[str], out: str | os.PathLike[str], *, keep_tied_copy: bool = False
+) -> int:
     """Export an APR v2 file to one .safetensors file; returns the number of tensors written.
 
     The safetensors `__metadata__` recorded at import is written back in its order, through a

@@ -68,8 +68,10 @@ class DiffReport:
         if not bad:
             return f"{self.apr_path}: all {len(self.tensors)} tensors equal {self.source_path}"
         t = bad[0]
-        line = f"{self.apr_path}: {len(bad)} of {len(self.tensors)} tensors differ from {self.source_path}; " \
-               f"first {t.name!r}: {t.status}"
+        line = (
+            f"{self.apr_path}: {len(bad)} of {len(self.tensors)} tensors differ from {self.source_path}; "
+            f"first {t.name!r}: {t.status}"
+        )
         if t.status in ("mismatch", "mislabel"):
             line += f", max abs err {t.max_abs:.6g}, max rel err {t.max_rel:.6g}"
         if t.note:
@@ -115,25 +117,35 @@ def _compare(decode_a: Any, decode_s: Any, numel: int) -> tuple[float, float, in
     return max_abs, max_rel, unequal
 
 
-def compare_tensor(apr: AprFile, info: TensorInfo, src: SourceTensor, *, name: str | None = None,
-                   note: str = "") -> TensorDiff:
+def compare_tensor(
+    apr: AprFile, info: TensorInfo, src: SourceTensor, *, name: str | None = None, note: str = ""
+) -> TensorDiff:
     """Compare one APR tensor with one source tensor; diagnose a same-width dtype mislabel."""
     import numpy as np
 
     label = name or info.name
     if info.shape != src.shape:
-        return TensorDiff(label, "shape", info.dtype.name, src.dtype.name, info.shape,
-                          note=f"APR shape {list(info.shape)}, source shape {list(src.shape)}")
+        return TensorDiff(
+            label,
+            "shape",
+            info.dtype.name,
+            src.dtype.name,
+            info.shape,
+            note=f"APR shape {list(info.shape)}, source shape {list(src.shape)}",
+        )
     numel = info.numel
     raw = memoryview(apr._mmap)[info.start : info.start + info.size]
     equal_ok = "tied-copy" if note else "equal"
-    if info.dtype is src.dtype and np.array_equal(np.frombuffer(raw, np.uint8), np.frombuffer(src.data, np.uint8)):
+    if info.dtype is src.dtype and np.array_equal(
+        np.frombuffer(raw, np.uint8), np.frombuffer(src.data, np.uint8)
+    ):
         return TensorDiff(label, equal_ok, info.dtype.name, src.dtype.name, info.shape, note=note)
 
     def source_values(lo: int, hi: int) -> np.ndarray:
         return _values(src.data, src.dtype, lo, hi)
 
     if info.dtype in PLAIN_ITEMSIZE:
+
         def apr_values(lo: int, hi: int) -> np.ndarray:
             return _values(raw, info.dtype, lo, hi)
     else:
@@ -145,13 +157,28 @@ def compare_tensor(apr: AprFile, info: TensorInfo, src: SourceTensor, *, name: s
     max_abs, max_rel, unequal = _compare(apr_values, source_values, numel)
     if not unequal:
         widened = f"values equal; stored as {info.dtype.name}, source is {src.dtype.name}"
-        return TensorDiff(label, equal_ok, info.dtype.name, src.dtype.name, info.shape,
-                          note="; ".join(x for x in (note, widened) if x))
+        return TensorDiff(
+            label,
+            equal_ok,
+            info.dtype.name,
+            src.dtype.name,
+            info.shape,
+            note="; ".join(x for x in (note, widened) if x),
+        )
 
     diagnosis = _diagnose_mislabel(raw, info, src, source_values)
     status = "mislabel" if diagnosis else "mismatch"
-    return TensorDiff(label, status, info.dtype.name, src.dtype.name, info.shape, max_abs, max_rel, unequal,
-                      "; ".join(x for x in (note, diagnosis) if x))
+    return TensorDiff(
+        label,
+        status,
+        info.dtype.name,
+        src.dtype.name,
+        info.shape,
+        max_abs,
+        max_rel,
+        unequal,
+        "; ".join(x for x in (note, diagnosis) if x),
+    )
 
 
 def _diagnose_mislabel(raw: memoryview, info: TensorInfo, src: SourceTensor, source_values: Any) -> str:
@@ -169,8 +196,10 @@ def _diagnose_mislabel(raw: memoryview, info: TensorInfo, src: SourceTensor, sou
         if not unequal:
             return f"bytes decode to the source exactly as {alt.name} but are tagged {info.dtype.name}"
         if rel <= _ROUNDING[alt]:
-            return (f"bytes decode to the source as {alt.name} within {alt.name} rounding (max rel err {rel:.3g}) "
-                    f"but are tagged {info.dtype.name}")
+            return (
+                f"bytes decode to the source as {alt.name} within {alt.name} rounding (max rel err {rel:.3g}) "
+                f"but are tagged {info.dtype.name}"
+            )
     return ""
 
 
@@ -186,22 +215,44 @@ def diff(apr_path: str | os.PathLike[str], source_path: str | os.PathLike[str]) 
             src = source.tensors.get(info.name)
             if src is None and info.name == LM_HEAD and EMBED in source.tensors:
                 if info.is_placeholder:
-                    results.append(TensorDiff(info.name, "tied-copy", info.dtype.name, None, info.shape,
-                                              note=f"0-byte placeholder, tied to {EMBED}"))
+                    results.append(
+                        TensorDiff(
+                            info.name,
+                            "tied-copy",
+                            info.dtype.name,
+                            None,
+                            info.shape,
+                            note=f"0-byte placeholder, tied to {EMBED}",
+                        )
+                    )
                     continue
-                results.append(compare_tensor(apr, info, source.tensors[EMBED],
-                                              note=f"tied copy of the source's {EMBED}"))
+                results.append(
+                    compare_tensor(
+                        apr, info, source.tensors[EMBED], note=f"tied copy of the source's {EMBED}"
+                    )
+                )
                 continue
             if src is None:
                 results.append(TensorDiff(info.name, "missing-in-source", info.dtype.name, None, info.shape))
                 continue
             if info.is_placeholder:
-                results.append(TensorDiff(info.name, "mismatch", info.dtype.name, src.dtype.name, info.shape,
-                                          note="0-byte placeholder in the APR file, real data in the source"))
+                results.append(
+                    TensorDiff(
+                        info.name,
+                        "mismatch",
+                        info.dtype.name,
+                        src.dtype.name,
+                        info.shape,
+                        note="0-byte placeholder in the APR file, real data in the source",
+                    )
+                )
                 continue
             results.append(compare_tensor(apr, info, src))
         present = set(apr.info.names)
         for name in sorted(set(source.tensors) - present):
-            results.append(TensorDiff(name, "missing-in-apr", None, source.tensors[name].dtype.name,
-                                      source.tensors[name].shape))
+            results.append(
+                TensorDiff(
+                    name, "missing-in-apr", None, source.tensors[name].dtype.name, source.tensors[name].shape
+                )
+            )
     return DiffReport(str(apr_path), str(source_path), tuple(results))

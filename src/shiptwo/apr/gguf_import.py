@@ -20,8 +20,13 @@ from shiptwo.apr.reader import EMBED, LM_HEAD
 from shiptwo.apr.writer import FileRange, RawTensor, raw_nbytes, to_raw, write_raw
 
 # GGML type name -> the APR code whose bytes are identical (kept as they are).
-KEPT: dict[str, DType] = {"F32": DType.F32, "F16": DType.F16, "BF16": DType.BF16,
-                          "Q4_K": DType.Q4_K, "Q6_K": DType.Q6_K}
+KEPT: dict[str, DType] = {
+    "F32": DType.F32,
+    "F16": DType.F16,
+    "BF16": DType.BF16,
+    "Q4_K": DType.Q4_K,
+    "Q6_K": DType.Q6_K,
+}
 
 
 def import_gguf(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> ImportReport:
@@ -37,8 +42,11 @@ def import_gguf(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Imp
         for hf_name, tensor in iter_hf_tensors(gguf):
             code = KEPT.get(tensor.ggml_type.name)
             if code is not None:
-                raws.append(RawTensor(hf_name, code, tensor.shape, FileRange(str(src_path), tensor.offset,
-                                                                               tensor.nbytes)))
+                raws.append(
+                    RawTensor(
+                        hf_name, code, tensor.shape, FileRange(str(src_path), tensor.offset, tensor.nbytes)
+                    )
+                )
                 kept += 1
             else:
                 raws.append(to_raw(hf_name, gguf.dequantize(tensor.name)))
@@ -49,19 +57,24 @@ def import_gguf(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Imp
             embed = next(r for r in raws if r.name == EMBED)
             raws.append(RawTensor(LM_HEAD, embed.dtype, embed.shape, embed.data))
         meta: dict[str, Any] = metadata_from_config(config)
-        meta.update({
-            "name": src_path.stem,
-            "source": str(src_path),
-            "original_format": "gguf",
-            "gguf_version": gguf.version,
-            "gguf_general": {k: v for k, v in gguf.metadata.items()
-                             if k.startswith("general.") and isinstance(v, str | int | float | bool)},
-            "gguf_tensors_kept": kept,
-            "gguf_tensors_dequantized": dequantized,
-            "param_count": sum(numel(r.shape) for r in raws),
-            "total_size": sum(raw_nbytes(r.data) for r in raws),
-            "tied_embeddings": tied,
-        })
+        meta.update(
+            {
+                "name": src_path.stem,
+                "source": str(src_path),
+                "original_format": "gguf",
+                "gguf_version": gguf.version,
+                "gguf_general": {
+                    k: v
+                    for k, v in gguf.metadata.items()
+                    if k.startswith("general.") and isinstance(v, str | int | float | bool)
+                },
+                "gguf_tensors_kept": kept,
+                "gguf_tensors_dequantized": dequantized,
+                "param_count": sum(numel(r.shape) for r in raws),
+                "total_size": sum(raw_nbytes(r.data) for r in raws),
+                "tied_embeddings": tied,
+            }
+        )
         write_raw(out, raws, meta)
     dtypes: dict[str, int] = {}
     for r in raws:

@@ -144,8 +144,10 @@ class AprInfo:
     @property
     def notes(self) -> list[str]:
         """Facts worth telling a reader of `inspect` that are not errors (aprender quirks)."""
-        return [f"{name} flag set but payload uncompressed (aprender writer quirk)"
-                for name in flag_names(self.header.flags & COMPRESSION_FLAGS)]
+        return [
+            f"{name} flag set but payload uncompressed (aprender writer quirk)"
+            for name in flag_names(self.header.flags & COMPRESSION_FLAGS)
+        ]
 
 
 def _fail(path: str, field_name: str, message: str) -> FormatError:
@@ -267,7 +269,9 @@ def _parse_metadata(buf: Any, header: Header, path: str) -> dict[str, Any]:
     start = header.metadata_offset
     end = start + header.metadata_size
     if end > header.tensor_index_offset or end > len(buf) - FOOTER_SIZE:
-        raise _fail(path, "metadata_size", f"{header.metadata_size} bytes at {start} run past the file: truncated?")
+        raise _fail(
+            path, "metadata_size", f"{header.metadata_size} bytes at {start} run past the file: truncated?"
+        )
     if header.metadata_size == 0:
         return {}
     raw = bytes(buf[start:end])
@@ -289,7 +293,9 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
     for i in range(header.tensor_count):
         where = f"tensor index entry {i}"
         if pos + 2 > end:
-            raise _fail(path, where, f"runs past the index section end {end} (tensor_count {header.tensor_count})")
+            raise _fail(
+                path, where, f"runs past the index section end {end} (tensor_count {header.tensor_count})"
+            )
         (name_len,) = struct.unpack_from("<H", buf, pos)
         if name_len == 0 or name_len > MAX_NAME_LEN:
             raise _fail(path, f"{where}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes")
@@ -367,7 +373,9 @@ def _check_data_layout(tensors: tuple[TensorInfo, ...], header: Header, data_end
             )
         if t.size and t.offset < padded_end:
             raise _fail(
-                path, f"tensor {t.name!r}", f"data at {t.offset} overlaps the tensor before it (ends {padded_end})"
+                path,
+                f"tensor {t.name!r}",
+                f"data at {t.offset} overlaps the tensor before it (ends {padded_end})",
             )
         if t.size:
             padded_end = align64(t.offset + t.size)
@@ -389,7 +397,9 @@ def decode_array(info: TensorInfo, buf: Any, *, raw_bf16: bool = False) -> np.nd
     import numpy as np
 
     if info.is_placeholder:
-        raise FormatError(f"tensor {info.name!r} is a 0-byte placeholder (tied to the embedding); it has no data")
+        raise FormatError(
+            f"tensor {info.name!r} is a 0-byte placeholder (tied to the embedding); it has no data"
+        )
     if info.dtype in PLAIN_ITEMSIZE:
         arr = np.frombuffer(buf, dtype=NUMPY_TYPESTR[info.dtype], count=info.numel, offset=info.start).copy()
         if info.dtype is DType.BF16 and not raw_bf16:
@@ -459,8 +469,9 @@ def decode_tensor(info: TensorInfo, buf: Any, *, device: str = "cpu") -> torch.T
     if info.numel == 0:
         tensor = torch.empty(info.shape, dtype=dtype)
     elif isinstance(buf, (bytes, memoryview)) and memoryview(buf).readonly:
-        tensor = torch.frombuffer(bytearray(memoryview(buf)[info.start : info.start + info.size]),
-                                  dtype=dtype).reshape(info.shape)
+        tensor = torch.frombuffer(
+            bytearray(memoryview(buf)[info.start : info.start + info.size]), dtype=dtype
+        ).reshape(info.shape)
     else:
         tensor = torch.frombuffer(buf, dtype=dtype, count=info.numel, offset=info.start).reshape(info.shape)
     return tensor if device == "cpu" else tensor.to(device)
@@ -477,8 +488,14 @@ class AprFile:
     map (copy-on-write), numpy BF16/quantized arrays are decoded copies. Use as a context manager.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, framework: str = "pt", device: str = "cpu",
-                 verify_footer: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        framework: str = "pt",
+        device: str = "cpu",
+        verify_footer: bool = False,
+    ) -> None:
         if framework not in ("pt", "torch", "np", "numpy"):
             raise UsageError(f"framework {framework!r}: expected 'pt' or 'np'")
         self.path = str(path)
@@ -503,8 +520,9 @@ class AprFile:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -549,8 +567,9 @@ class AprFile:
         return bytes(self._mmap[t.start : t.start + t.size])
 
 
-def safe_open(path: str | os.PathLike[str], framework: str = "pt", device: str = "cpu", *,
-              verify_footer: bool = False) -> AprFile:
+def safe_open(
+    path: str | os.PathLike[str], framework: str = "pt", device: str = "cpu", *, verify_footer: bool = False
+) -> AprFile:
     """Open an APR v2 file lazily, like `safetensors.safe_open`: validated header, metadata and
     index; tensors read on demand from a memory map.
 
@@ -571,7 +590,9 @@ def read_header(path: str | os.PathLike[str], *, verify_footer: bool = True) -> 
         return f.info
 
 
-def load_file(path: str | os.PathLike[str], device: str = "cpu", *, verify_footer: bool = True) -> dict[str, Any]:
+def load_file(
+    path: str | os.PathLike[str], device: str = "cpu", *, verify_footer: bool = True
+) -> dict[str, Any]:
     """Load every tensor of an APR v2 file as torch tensors keyed by name, like safetensors.
 
     Dtypes are preserved (BF16 -> torch.bfloat16, F16 -> torch.float16, ...); quantized types
@@ -580,7 +601,9 @@ def load_file(path: str | os.PathLike[str], device: str = "cpu", *, verify_foote
     tie it to the embedding. Both CRCs are checked unless `verify_footer=False`.
     """
     with AprFile(path, framework="pt", device=device, verify_footer=verify_footer) as f:
-        return {t.name: decode_tensor(t, f._mmap, device=device) for t in f.info.tensors if not t.is_placeholder}
+        return {
+            t.name: decode_tensor(t, f._mmap, device=device) for t in f.info.tensors if not t.is_placeholder
+        }
 
 
 def load_arrays(path: str | os.PathLike[str], *, verify_footer: bool = True) -> dict[str, np.ndarray]:

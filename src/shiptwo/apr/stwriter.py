@@ -21,12 +21,15 @@ from shiptwo.apr.constants import SAFETENSORS_NAME, DType
 from shiptwo.apr.writer import open_temp_beside, replace_into, to_raw
 
 # The library's tensor order: by dtype in this rank (its enum order, reversed), then by name.
-_DTYPE_RANK = {name: rank for rank, name in enumerate(("I64", "F64", "F32", "I32", "BF16", "F16", "I8", "U8"))}
+_DTYPE_RANK = {
+    name: rank for rank, name in enumerate(("I64", "F64", "F32", "I32", "BF16", "F16", "I8", "U8"))
+}
 _CHUNK = 8 << 20
 
 
-def save_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike[str],
-                     metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    tensors: Mapping[str, Any], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write torch tensors (or numpy arrays) as a .safetensors file, atomically and deterministically."""
     raws = [to_raw(name, t) for name, t in tensors.items()]
     raws.sort(key=lambda r: (_DTYPE_RANK[SAFETENSORS_NAME[DType(r.dtype)]], r.name))
@@ -36,8 +39,11 @@ def save_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike[str],
     offset = 0
     for r in raws:
         size = memoryview(r.data).nbytes
-        header[r.name] = {"dtype": SAFETENSORS_NAME[DType(r.dtype)], "shape": list(r.shape),
-                          "data_offsets": [offset, offset + size]}
+        header[r.name] = {
+            "dtype": SAFETENSORS_NAME[DType(r.dtype)],
+            "shape": list(r.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
@@ -50,7 +56,7 @@ def save_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike[str],
             for r in raws:
                 view = memoryview(r.data).cast("B")
                 for start in range(0, view.nbytes, _CHUNK):
-                    out.write(view[start:start + _CHUNK])
+                    out.write(view[start : start + _CHUNK])
             out.flush()
             os.fsync(out.fileno())
         replace_into(tmp, target)

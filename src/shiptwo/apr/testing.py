@@ -76,8 +76,13 @@ def _align64(n: int) -> int:
     return (n + 63) // 64 * 64
 
 
-def spec_file(entries: list[tuple[str, int, list[int], bytes]], metadata: bytes, *, flags: int = 0x0400,
-              data_order: list[int] | None = None) -> bytes:
+def spec_file(
+    entries: list[tuple[str, int, list[int], bytes]],
+    metadata: bytes,
+    *,
+    flags: int = 0x0400,
+    data_order: list[int] | None = None,
+) -> bytes:
     """An APR v2 image built straight from docs/apr-v2.md, sharing no code with the writer.
 
     Entries are indexed in the order given (sort them for a valid file); `data_order` lays the
@@ -96,8 +101,11 @@ def spec_file(entries: list[tuple[str, int, list[int], bytes]], metadata: bytes,
         index += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<QQ", offsets[i], len(data))
     index_off = 64 + _align64(len(metadata))
     data_off = index_off + _align64(len(index))
-    head = b"APR\x00" + bytes([2, 0]) + struct.pack("<HIQIQQ", flags, len(entries), 64, len(metadata), index_off,
-                                                     data_off)
+    head = (
+        b"APR\x00"
+        + bytes([2, 0])
+        + struct.pack("<HIQIQQ", flags, len(entries), 64, len(metadata), index_off, data_off)
+    )
     crc = zlib.crc32(head + bytes(20))
     body = head + struct.pack("<I", crc) + bytes(20)
     body += metadata.ljust(_align64(len(metadata)), b"\0") + index.ljust(_align64(len(index)), b"\0")
@@ -170,8 +178,10 @@ def spec_tensors(path: str | Path) -> dict[str, tuple[int, tuple[int, ...], byte
     b = Path(path).read_bytes()
     (data_off,) = struct.unpack_from("<Q", b, 32)
     _, entries = _spec_index(b)
-    return {name.decode("utf-8"): (code, tuple(dims), b[data_off + off : data_off + off + size])
-            for name, code, dims, off, size in entries}
+    return {
+        name.decode("utf-8"): (code, tuple(dims), b[data_off + off : data_off + off + size])
+        for name, code, dims, off, size in entries
+    }
 
 
 def safetensors_raw(path: str | Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
@@ -185,8 +195,11 @@ def safetensors_raw(path: str | Path) -> dict[str, tuple[str, tuple[int, ...], b
     (n,) = struct.unpack_from("<Q", b, 0)
     header = json.loads(b[8 : 8 + n])
     start = 8 + n
-    return {name: (h["dtype"], tuple(h["shape"]), b[start + h["data_offsets"][0] : start + h["data_offsets"][1]])
-            for name, h in header.items() if name != "__metadata__"}
+    return {
+        name: (h["dtype"], tuple(h["shape"]), b[start + h["data_offsets"][0] : start + h["data_offsets"][1]])
+        for name, h in header.items()
+        if name != "__metadata__"
+    }
 
 
 def rehash(buf: bytearray) -> bytearray:
@@ -207,8 +220,14 @@ def index_entry_offsets(path: str | Path) -> dict[str, int]:
     return out
 
 
-def retag(path: str | Path, out: str | Path, *, names: list[str] | None = None, src: DType = DType.BF16,
-          dst: DType = DType.F16) -> Path:
+def retag(
+    path: str | Path,
+    out: str | Path,
+    *,
+    names: list[str] | None = None,
+    src: DType = DType.BF16,
+    dst: DType = DType.F16,
+) -> Path:
     """Copy an APR file with the dtype code of `names` (default: every `src` tensor) changed to
     `dst`, bytes untouched, CRCs recomputed: the seeds' H4 mislabel, made on purpose."""
     info = read_header(path)

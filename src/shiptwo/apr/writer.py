@@ -70,8 +70,9 @@ def raw_nbytes(data: Any) -> int:
 def encode_metadata(metadata: Mapping[str, Any] | None, *, path: str = "<apr>") -> bytes:
     """Compact UTF-8 JSON, as serde_json writes it; NaN/Inf values are refused."""
     try:
-        return json.dumps(dict(metadata or {}), separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False).encode("utf-8")
+        return json.dumps(
+            dict(metadata or {}), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{path}: metadata: not JSON-serialisable ({exc})") from exc
 
@@ -92,9 +93,13 @@ def _index_entry(t: RawTensor, offset: int, size: int) -> bytes:
 def _check(t: RawTensor, path: str) -> int:
     name = t.name.encode("utf-8")
     if not 1 <= len(name) <= MAX_NAME_LEN:
-        raise UsageError(f"{path}: tensor {t.name[:40]!r}: name is {len(name)} bytes, APR allows 1..{MAX_NAME_LEN}")
+        raise UsageError(
+            f"{path}: tensor {t.name[:40]!r}: name is {len(name)} bytes, APR allows 1..{MAX_NAME_LEN}"
+        )
     if len(t.shape) > MAX_NDIM:
-        raise UsageError(f"{path}: tensor {t.name!r}: {len(t.shape)} dimensions, APR allows at most {MAX_NDIM}")
+        raise UsageError(
+            f"{path}: tensor {t.name!r}: {len(t.shape)} dimensions, APR allows at most {MAX_NDIM}"
+        )
     if any(d < 0 for d in t.shape):
         raise UsageError(f"{path}: tensor {t.name!r}: negative dimension in shape {list(t.shape)}")
     size = raw_nbytes(t.data)
@@ -144,8 +149,19 @@ def write_raw(
     index_offset = HEADER_SIZE + align64(len(meta))
     data_offset = index_offset + align64(len(index))
     header = bytearray(
-        _HEADER.pack(MAGIC, VERSION[0], VERSION[1], int(flags | Flag.LAYOUT_ROW_MAJOR), len(items), HEADER_SIZE,
-                     len(meta), index_offset, data_offset, 0, bytes(20))
+        _HEADER.pack(
+            MAGIC,
+            VERSION[0],
+            VERSION[1],
+            int(flags | Flag.LAYOUT_ROW_MAJOR),
+            len(items),
+            HEADER_SIZE,
+            len(meta),
+            index_offset,
+            data_offset,
+            0,
+            bytes(20),
+        )
     )
     struct.pack_into("<I", header, 40, zlib.crc32(bytes(header[44:]), zlib.crc32(bytes(header[:40]))))
 
@@ -154,8 +170,13 @@ def write_raw(
     try:
         with os.fdopen(fd, "wb") as f:
             crc = 0
-            for chunk in (bytes(header), meta, _ZEROS[: align64(len(meta)) - len(meta)], index,
-                          _ZEROS[: align64(len(index)) - len(index)]):
+            for chunk in (
+                bytes(header),
+                meta,
+                _ZEROS[: align64(len(meta)) - len(meta)],
+                index,
+                _ZEROS[: align64(len(index)) - len(index)],
+            ):
                 f.write(chunk)
                 crc = zlib.crc32(chunk, crc)
             buffer = bytearray(_CHUNK) if any(isinstance(t.data, FileRange) for t in items) else bytearray()
@@ -187,12 +208,15 @@ def write_raw(
 def check_output_path(target: Path) -> None:
     """Refuse an output path that names a directory (or sits under a file) before writing anything."""
     if target.is_dir():
-        raise UsageError(f"{target}: is a directory; give the output file's path, e.g. {target / 'model.apr'}")
+        raise UsageError(
+            f"{target}: is a directory; give the output file's path, e.g. {target / 'model.apr'}"
+        )
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UsageError(f"{target}: its parent {parent} is a file, not a directory; choose another "
-                                 "output path")
+                raise UsageError(
+                    f"{target}: its parent {parent} is a file, not a directory; choose another output path"
+                )
             break
 
 
@@ -203,7 +227,9 @@ def open_temp_beside(target: Path) -> tuple[int, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise UsageError(f"{target}: cannot write here: {exc.strerror or exc}; choose another output path") from exc
+        raise UsageError(
+            f"{target}: cannot write here: {exc.strerror or exc}; choose another output path"
+        ) from exc
 
 
 def replace_into(tmp: str, target: Path) -> None:
@@ -215,7 +241,9 @@ def replace_into(tmp: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _copy_range(r: FileRange, out: Any, crc: int, buffer: bytearray, sources: dict[str, Any], spath: str) -> int:
+def _copy_range(
+    r: FileRange, out: Any, crc: int, buffer: bytearray, sources: dict[str, Any], spath: str
+) -> int:
     src = sources.get(r.path)
     if src is None:
         src = sources[r.path] = open(r.path, "rb")  # noqa: SIM115 - closed after the last tensor
@@ -224,7 +252,9 @@ def _copy_range(r: FileRange, out: Any, crc: int, buffer: bytearray, sources: di
     while done < r.size:
         n = os.preadv(src.fileno(), [view[: min(_CHUNK, r.size - done)]], r.offset + done)
         if n <= 0:
-            raise FormatError(f"{spath}: source {r.path} ended at {r.offset + done}, {r.size - done} bytes short")
+            raise FormatError(
+                f"{spath}: source {r.path} ended at {r.offset + done}, {r.size - done} bytes short"
+            )
         out.write(view[:n])
         crc = zlib.crc32(view[:n], crc)
         done += n
@@ -241,8 +271,15 @@ _TORCH_CODES = {
     "torch.int8": DType.I8,
     "torch.uint8": DType.U8,
 }
-_NUMPY_CODES = {"float32": DType.F32, "float16": DType.F16, "float64": DType.F64, "int32": DType.I32,
-                "int64": DType.I64, "int8": DType.I8, "uint8": DType.U8}
+_NUMPY_CODES = {
+    "float32": DType.F32,
+    "float16": DType.F16,
+    "float64": DType.F64,
+    "int32": DType.I32,
+    "int64": DType.I64,
+    "int8": DType.I8,
+    "uint8": DType.U8,
+}
 
 
 def to_raw(name: str, tensor: Any) -> RawTensor:
@@ -250,8 +287,10 @@ def to_raw(name: str, tensor: Any) -> RawTensor:
     if type(tensor).__module__.startswith("torch"):
         code = _TORCH_CODES.get(str(tensor.dtype))
         if code is None:
-            raise UsageError(f"tensor {name!r}: dtype {tensor.dtype} cannot be stored in APR "
-                             f"(supported: {', '.join(k[6:] for k in _TORCH_CODES)})")
+            raise UsageError(
+                f"tensor {name!r}: dtype {tensor.dtype} cannot be stored in APR "
+                f"(supported: {', '.join(k[6:] for k in _TORCH_CODES)})"
+            )
         import torch
 
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -267,8 +306,11 @@ def to_raw(name: str, tensor: Any) -> RawTensor:
     return RawTensor(name, code, tuple(int(d) for d in arr.shape), arr.reshape(-1).view(np.uint8))
 
 
-def save_file(tensors: Mapping[str, Any], path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None,
-              ) -> None:
+def save_file(
+    tensors: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
     """Write torch tensors (or numpy arrays) to an APR v2 file, like `safetensors.torch.save_file`.
 
     dtypes map one to one (bfloat16 -> BF16, code 30); the file is written atomically with a

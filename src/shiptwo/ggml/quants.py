@@ -260,7 +260,10 @@ def _executor() -> ThreadPoolExecutor:
     # object but not its threads, and would wait on it forever.
     global _pool
     if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="shiptwo-dequant"))
+        _pool = (
+            os.getpid(),
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="shiptwo-dequant"),
+        )
     return _pool[1]
 
 

@@ -146,12 +146,17 @@ def hf_config_from_gguf(gguf: GgufFile | Mapping[str, Any]) -> dict[str, Any]:
             "rope_type": scaling,
             "factor": _f32(metadata, p + "rope.scaling.factor", source, 1.0),
             "original_max_position_embeddings": _int(
-                metadata, p + "rope.scaling.original_context_length", source,
+                metadata,
+                p + "rope.scaling.original_context_length",
+                source,
                 default=config["max_position_embeddings"],
             ),
         }
-    for hf_key, gguf_key in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
-                             ("pad_token_id", "padding_token_id")):
+    for hf_key, gguf_key in (
+        ("bos_token_id", "bos_token_id"),
+        ("eos_token_id", "eos_token_id"),
+        ("pad_token_id", "padding_token_id"),
+    ):
         token_id = metadata.get(f"tokenizer.ggml.{gguf_key}")
         if token_id is not None:
             if not isinstance(token_id, int) or not 0 <= token_id < config["vocab_size"]:
@@ -192,12 +197,17 @@ def expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     head_dim = hidden // config["num_attention_heads"]
     kv = config["num_key_value_heads"] * head_dim
     per_layer = {
-        "input_layernorm.weight": (hidden,), "post_attention_layernorm.weight": (hidden,),
-        "self_attn.q_proj.weight": (hidden, hidden), "self_attn.q_proj.bias": (hidden,),
-        "self_attn.k_proj.weight": (kv, hidden), "self_attn.k_proj.bias": (kv,),
-        "self_attn.v_proj.weight": (kv, hidden), "self_attn.v_proj.bias": (kv,),
+        "input_layernorm.weight": (hidden,),
+        "post_attention_layernorm.weight": (hidden,),
+        "self_attn.q_proj.weight": (hidden, hidden),
+        "self_attn.q_proj.bias": (hidden,),
+        "self_attn.k_proj.weight": (kv, hidden),
+        "self_attn.k_proj.bias": (kv,),
+        "self_attn.v_proj.weight": (kv, hidden),
+        "self_attn.v_proj.bias": (kv,),
         "self_attn.o_proj.weight": (hidden, hidden),
-        "mlp.gate_proj.weight": (inter, hidden), "mlp.up_proj.weight": (inter, hidden),
+        "mlp.gate_proj.weight": (inter, hidden),
+        "mlp.up_proj.weight": (inter, hidden),
         "mlp.down_proj.weight": (hidden, inter),
     }
     shapes = {

@@ -65,10 +65,17 @@ class GgufValueType(enum.IntEnum):
 _SCALAR: dict[GgufValueType, np.dtype[Any]] = {
     t: np.dtype(code)
     for t, code in (
-        (GgufValueType.UINT8, "u1"), (GgufValueType.INT8, "i1"), (GgufValueType.UINT16, "<u2"),
-        (GgufValueType.INT16, "<i2"), (GgufValueType.UINT32, "<u4"), (GgufValueType.INT32, "<i4"),
-        (GgufValueType.FLOAT32, "<f4"), (GgufValueType.BOOL, "u1"), (GgufValueType.UINT64, "<u8"),
-        (GgufValueType.INT64, "<i8"), (GgufValueType.FLOAT64, "<f8"),
+        (GgufValueType.UINT8, "u1"),
+        (GgufValueType.INT8, "i1"),
+        (GgufValueType.UINT16, "<u2"),
+        (GgufValueType.INT16, "<i2"),
+        (GgufValueType.UINT32, "<u4"),
+        (GgufValueType.INT32, "<i4"),
+        (GgufValueType.FLOAT32, "<f4"),
+        (GgufValueType.BOOL, "u1"),
+        (GgufValueType.UINT64, "<u8"),
+        (GgufValueType.INT64, "<i8"),
+        (GgufValueType.FLOAT64, "<f8"),
     )
 }
 # The fewest bytes one value of each type can take: caps an array's length by the bytes left.

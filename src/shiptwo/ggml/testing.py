@@ -42,17 +42,23 @@ def tiny_qwen2_gguf(path: Path, *, architecture: str = "qwen2") -> None:
     shapes = {
         "token_embd.weight": (len(tokens), HIDDEN),
         "blk.0.attn_norm.weight": (HIDDEN,),
-        "blk.0.attn_q.weight": (HIDDEN, HIDDEN), "blk.0.attn_q.bias": (HIDDEN,),
-        "blk.0.attn_k.weight": (KV_HEADS * head_dim, HIDDEN), "blk.0.attn_k.bias": (KV_HEADS * head_dim,),
-        "blk.0.attn_v.weight": (KV_HEADS * head_dim, HIDDEN), "blk.0.attn_v.bias": (KV_HEADS * head_dim,),
+        "blk.0.attn_q.weight": (HIDDEN, HIDDEN),
+        "blk.0.attn_q.bias": (HIDDEN,),
+        "blk.0.attn_k.weight": (KV_HEADS * head_dim, HIDDEN),
+        "blk.0.attn_k.bias": (KV_HEADS * head_dim,),
+        "blk.0.attn_v.weight": (KV_HEADS * head_dim, HIDDEN),
+        "blk.0.attn_v.bias": (KV_HEADS * head_dim,),
         "blk.0.attn_output.weight": (HIDDEN, HIDDEN),
         "blk.0.ffn_norm.weight": (HIDDEN,),
-        "blk.0.ffn_gate.weight": (FFN, HIDDEN), "blk.0.ffn_up.weight": (FFN, HIDDEN),
+        "blk.0.ffn_gate.weight": (FFN, HIDDEN),
+        "blk.0.ffn_up.weight": (FFN, HIDDEN),
         "blk.0.ffn_down.weight": (HIDDEN, FFN),
         "output_norm.weight": (HIDDEN,),
     }
     for name, shape in shapes.items():
-        values = (1.0 + 0.1 * rng.standard_normal(shape) if "norm" in name else 0.2 * rng.standard_normal(shape))
+        values = (
+            1.0 + 0.1 * rng.standard_normal(shape) if "norm" in name else 0.2 * rng.standard_normal(shape)
+        )
         values = values.astype(np.float32)
         if name == "blk.0.ffn_up.weight":  # a GGML block type: exercises our dequantizer
             q = gguf.quants.quantize(values, gguf.GGMLQuantizationType.Q8_0)

@@ -79,8 +79,15 @@ def tokenizer_files_from_gguf(metadata: Mapping[str, Any], *, source: str | None
 
     doc = json.loads(build_pipeline(vocab, merges, pretokenizer="qwen2").to_str())
     added = [
-        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": k == TokenType.CONTROL}
+        {
+            "id": i,
+            "content": t,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": k == TokenType.CONTROL,
+        }
         for i, (t, k) in enumerate(zip(tokens, types, strict=True))
         if k in (TokenType.CONTROL, TokenType.USER_DEFINED)
     ]
@@ -140,9 +147,7 @@ def _tokenizer_config(
         "clean_up_tokenization_spaces": False,
         "split_special_tokens": False,
         "model_max_length": metadata.get(f"{arch}.context_length", 32_768),
-        "added_tokens_decoder": {
-            str(a["id"]): {k: v for k, v in a.items() if k != "id"} for a in added
-        },
+        "added_tokens_decoder": {str(a["id"]): {k: v for k, v in a.items() if k != "id"} for a in added},
     }
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str):

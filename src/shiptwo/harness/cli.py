@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pv = subparsers.add_parser("pv", help="validate contracts and their falsifiers' status (proof verification)")
+    pv = subparsers.add_parser(
+        "pv", help="validate contracts and their falsifiers' status (proof verification)"
+    )
     pv_sub = pv.add_subparsers(dest="pv_command", metavar="COMMAND", parser_class=type(pv))
     pv.set_defaults(func=lambda args: _help(pv))
 
@@ -20,15 +22,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "2: usage error or nothing to check.",
     )
     _common(validate)
-    validate.add_argument("--format", choices=("text", "json", "github"), default="text", help="output format")
     validate.add_argument(
-        "--strict", action="store_true",
+        "--format", choices=("text", "json", "github"), default="text", help="output format"
+    )
+    validate.add_argument(
+        "--strict",
+        action="store_true",
         help="treat every warning as an error (e.g. PV701: a falsifier without controls)",
     )
     mode = validate.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write status and evidence back into the YAML")
-    mode.add_argument("--check", action="store_true", help="fail when the YAML's statuses differ from the evidence")
-    validate.add_argument("-q", "--quiet", action="store_true", help="text format: findings and the summary only")
+    mode.add_argument(
+        "--check", action="store_true", help="fail when the YAML's statuses differ from the evidence"
+    )
+    validate.add_argument(
+        "-q", "--quiet", action="store_true", help="text format: findings and the summary only"
+    )
     validate.set_defaults(func=_validate)
 
     status = pv_sub.add_parser("status", help="table of every contract and falsifier: declared vs discharged")
@@ -42,11 +51,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="contract files or directories (default: contracts/)")
-    p.add_argument("--evidence", type=Path, metavar="DIR", help="run records directory (default: <root>/evidence/runs)")
-    p.add_argument("--root", type=Path, metavar="DIR", help="project root for `tests:` entries (default: found from PATH)")
     p.add_argument(
-        "--tests-dir", type=Path, action="append", metavar="DIR",
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="contract files or directories (default: contracts/)",
+    )
+    p.add_argument(
+        "--evidence", type=Path, metavar="DIR", help="run records directory (default: <root>/evidence/runs)"
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="project root for `tests:` entries (default: found from PATH)",
+    )
+    p.add_argument(
+        "--tests-dir",
+        type=Path,
+        action="append",
+        metavar="DIR",
         help="directory scanned for falsifier markers (repeatable; default: <root>/falsifiers)",
     )
 
@@ -57,9 +82,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from shiptwo.harness.evaluate import evaluate
-    from shiptwo.harness.contract.validate import validate_paths
     from shiptwo.errors import UsageError
+    from shiptwo.harness.contract.validate import validate_paths
+    from shiptwo.harness.evaluate import evaluate
 
     paths = args.paths or [Path("contracts")]
     if not args.paths and not Path("contracts").is_dir():
@@ -76,8 +101,8 @@ def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _validate(args: argparse.Namespace) -> int:
     from shiptwo.harness import report
     from shiptwo.harness.contract.findings import has_errors
-    from shiptwo.harness.writeback import write_statuses
     from shiptwo.harness.status import Status
+    from shiptwo.harness.writeback import write_statuses
 
     ev = _evaluate(args)
     if args.strict:
@@ -90,7 +115,10 @@ def _validate(args: argparse.Namespace) -> int:
         for path in changed:
             print(f"wrote {path}", file=sys.stderr)
     elif args.write:
-        print("error: not writing statuses while there are error findings (contracts or run records)", file=sys.stderr)
+        print(
+            "error: not writing statuses while there are error findings (contracts or run records)",
+            file=sys.stderr,
+        )
     if args.check:
         ev.evidence_findings.extend(_check_findings(ev))
     if args.format == "json":
@@ -99,7 +127,9 @@ def _validate(args: argparse.Namespace) -> int:
         print(report.render_github(ev))
     else:
         print(report.render_text(ev, verbose=not args.quiet))
-    falsified = any(f.verdict.status in (Status.FALSIFIED, Status.VACUOUS) for c in ev.contracts for f in c.falsifiers)
+    falsified = any(
+        f.verdict.status in (Status.FALSIFIED, Status.VACUOUS) for c in ev.contracts for f in c.falsifiers
+    )
     failed_write = args.write and blocked
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
 
@@ -127,14 +157,23 @@ def _check_findings(ev):  # type: ignore[no-untyped-def]
         if c.contract.status != c.status.value:
             line, col = parsed.position(("status",))
             out.append(
-                finding("status-out-of-date", rel, line, col, f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; {fix}")
+                finding(
+                    "status-out-of-date",
+                    rel,
+                    line,
+                    col,
+                    f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; {fix}",
+                )
             )
         for i, f in enumerate(c.falsifiers):
             if f.falsifier.status != f.verdict.status.value:
                 line, col = parsed.position(("falsifiers", i, "status"))
                 out.append(
                     finding(
-                        "status-out-of-date", rel, line, col,
+                        "status-out-of-date",
+                        rel,
+                        line,
+                        col,
                         f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says {f.verdict.status.value}; {fix}",
                     )
                 )
@@ -155,12 +194,24 @@ def _status(args: argparse.Namespace) -> int:
         declared = sum(len(f.verdict.controls) for f in c.falsifiers)
         refuted = sum(f.verdict.refuted for f in c.falsifiers)
         rows.append(
-            (c.contract.id, c.contract.status or "-", c.status.value, f"{refuted}/{declared}", ",".join(c.contract.requires) or "-")
+            (
+                c.contract.id,
+                c.contract.status or "-",
+                c.status.value,
+                f"{refuted}/{declared}",
+                ",".join(c.contract.requires) or "-",
+            )
         )
         for f in c.falsifiers:
             controls = f"{f.verdict.refuted}/{len(f.verdict.controls)}" if f.verdict.controls else "none"
             rows.append(
-                ("  " + f.falsifier.id, f.falsifier.status or "-", f.verdict.status.value, controls, ",".join(f.falsifier.requires) or "-")
+                (
+                    "  " + f.falsifier.id,
+                    f.falsifier.status or "-",
+                    f.verdict.status.value,
+                    controls,
+                    ",".join(f.falsifier.requires) or "-",
+                )
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -175,7 +226,15 @@ def _rules(args: argparse.Namespace) -> int:
     from shiptwo.harness.contract.rules import BY_CODE
 
     if args.format == "json":
-        print(json.dumps([{"code": r.code, "name": r.name, "severity": r.severity.value, "summary": r.summary} for r in BY_CODE.values()], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"code": r.code, "name": r.name, "severity": r.severity.value, "summary": r.summary}
+                    for r in BY_CODE.values()
+                ],
+                indent=2,
+            )
+        )
         return 0
     for r in BY_CODE.values():
         print(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")

@@ -62,8 +62,12 @@ def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime 
             bound = validation.markers.get(f.id, [])
             covered = None
             if f.covers:
-                covered = hashed.get(f.covers) or hashed.setdefault(f.covers, covered_files(validation.root, f.covers))
-            verdict = falsifier_status(f, bound_tests=bound, results=by_falsifier.get(f.id, []), covered=covered)
+                covered = hashed.get(f.covers) or hashed.setdefault(
+                    f.covers, covered_files(validation.root, f.covers)
+                )
+            verdict = falsifier_status(
+                f, bound_tests=bound, results=by_falsifier.get(f.id, []), covered=covered
+            )
             reports.append(FalsifierReport(f, verdict))
         status = contract_status(r.verdict.status for r in reports)
         out.contracts.append(ContractReport(contract, status, tuple(reports)))

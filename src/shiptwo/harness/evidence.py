@@ -95,7 +95,9 @@ class TestResult:
     gate: str | None = None  # the host gate that skipped it, if any
     failure: str | None = None
     dirty: bool | None = None  # the work tree differed from `commit` when the run started
-    controls: dict[str, dict[str, ControlRun]] = field(default_factory=dict, hash=False)  # falsifier -> control -> run
+    controls: dict[str, dict[str, ControlRun]] = field(
+        default_factory=dict, hash=False
+    )  # falsifier -> control -> run
     covers: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)  # falsifier -> file -> sha256
     sequence: int = 0  # the record's place in its evidence dir; breaks ties between equal times
 
@@ -195,7 +197,9 @@ def host_facts() -> dict[str, Any]:
         facts["torch"] = getattr(torch, "__version__", "?")
         try:
             if torch.cuda.is_available():
-                facts["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+                facts["cuda_devices"] = [
+                    torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+                ]
             else:
                 facts["cuda_devices"] = []
         except Exception:  # noqa: BLE001 - a broken CUDA install must not cost the run record
@@ -228,7 +232,13 @@ def match_covers(root: Path, pattern: str) -> list[str]:
         return []
     files: set[str] = set()
     for hit in hits:
-        candidates = sorted(p for p in hit.rglob("*") if p.is_file()) if hit.is_dir() else [hit] if hit.is_file() else []
+        candidates = (
+            sorted(p for p in hit.rglob("*") if p.is_file())
+            if hit.is_dir()
+            else [hit]
+            if hit.is_file()
+            else []
+        )
         for path in candidates:
             rel = path.relative_to(root).as_posix()
             if "__pycache__" not in rel.split("/"):
@@ -279,7 +289,9 @@ def write_run_record(directory: Path, record: dict[str, Any]) -> Path:
     try:
         atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
     except OSError as exc:
-        raise EvidenceError(f"{directory}: cannot write run record {path.name}: {exc.strerror or exc}") from exc
+        raise EvidenceError(
+            f"{directory}: cannot write run record {path.name}: {exc.strerror or exc}"
+        ) from exc
     return path
 
 
@@ -312,18 +324,24 @@ def read_run_record(path: Path) -> RunRecord:
     except OSError as exc:
         raise EvidenceError(f"{path}: cannot read run record: {exc.strerror or exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise EvidenceError(f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest") from exc
+        raise EvidenceError(
+            f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest"
+        ) from exc
     if not isinstance(data, dict):
         raise EvidenceError(f"{path}: run record is not a JSON object")
     version = data.get("schema_version")
     if data.get("schema") != RUN_SCHEMA or not _is_int(version):
-        raise EvidenceError(f"{path}: schema: {data.get('schema')!r} is not a shiptwo run record ({RUN_SCHEMA})")
+        raise EvidenceError(
+            f"{path}: schema: {data.get('schema')!r} is not a shiptwo run record ({RUN_SCHEMA})"
+        )
     if version > RUN_SCHEMA_VERSION:
         raise EvidenceError(
             f"{path}: schema_version {version} is newer than this shiptwo reads ({RUN_SCHEMA_VERSION}); upgrade shiptwo"
         )
     if version < 1:
-        raise EvidenceError(f"{path}: schema_version {version} is not a version of {RUN_SCHEMA}; delete the record or re-run pytest")
+        raise EvidenceError(
+            f"{path}: schema_version {version} is not a version of {RUN_SCHEMA}; delete the record or re-run pytest"
+        )
     for key in ("run_id", "finished_at", "tests"):
         if key not in data:
             raise EvidenceError(f"{path}: run record lacks {key!r}")
@@ -389,8 +407,14 @@ def _check_shape(path: Path, data: dict[str, Any]) -> None:
     if not isinstance(data["tests"], list):
         raise bad("tests", "a list", data["tests"])
     for i, t in enumerate(data["tests"]):
-        if not isinstance(t, dict) or not isinstance(t.get("nodeid"), str) or t.get("outcome") not in OUTCOMES:
-            raise EvidenceError(f"{path}: tests[{i}] is not a test result (nodeid and outcome {'|'.join(OUTCOMES)}); {_FIX}")
+        if (
+            not isinstance(t, dict)
+            or not isinstance(t.get("nodeid"), str)
+            or t.get("outcome") not in OUTCOMES
+        ):
+            raise EvidenceError(
+                f"{path}: tests[{i}] is not a test result (nodeid and outcome {'|'.join(OUTCOMES)}); {_FIX}"
+            )
         falsifiers = t.get("falsifiers", [])
         if not isinstance(falsifiers, list) or not all(isinstance(f, str) for f in falsifiers):
             raise bad(f"tests[{i}].falsifiers", "a list of falsifier ids", falsifiers)

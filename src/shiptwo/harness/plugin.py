@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
+from shiptwo.errors import EvidenceError
+from shiptwo.fileio import sha256_file
 from shiptwo.harness.contract.model import Contract, Control, Falsifier
 from shiptwo.harness.contract.testrefs import TestRef, scan_test_file
-from shiptwo.errors import EvidenceError
 from shiptwo.harness.evidence import (
     CONTROL_RUN_PREFIX,
     REAL_RUN_ID,
@@ -44,7 +45,6 @@ from shiptwo.harness.evidence import (
     utc_now,
     write_run_record,
 )
-from shiptwo.fileio import sha256_file
 from shiptwo.harness.gates import GATES, check_gate
 from shiptwo.harness.status import Status, falsifier_status
 
@@ -75,7 +75,9 @@ class _State:
     record_error: str | None = None
     git: dict[str, Any] | None = None
     contracts: list[Contract] = field(default_factory=list)
-    covers: dict[str, dict[str, str]] = field(default_factory=dict)  # falsifier -> file -> sha256 at session start
+    covers: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # falsifier -> file -> sha256 at session start
     # Controller bookkeeping: the report phases seen per node id (a test that never reached its
     # teardown never finished), and each control run's (falsifier, control, real run's node id).
     phases: dict[str, set[str]] = field(default_factory=dict)
@@ -93,7 +95,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shiptwo-contracts", metavar="DIR", help=HELP["contracts"])
     group.addoption("--shiptwo-evidence", metavar="DIR", help=HELP["evidence"])
     group.addoption("--shiptwo-require", metavar="GATES", help=HELP["require"])
-    group.addoption("--shiptwo-no-record", action="store_true", help="do not write a run record for this session")
+    group.addoption(
+        "--shiptwo-no-record", action="store_true", help="do not write a run record for this session"
+    )
     parser.addini("shiptwo_contracts", HELP["contracts"], default="contracts")
     parser.addini("shiptwo_evidence", HELP["evidence"], default="evidence/runs")
     parser.addini("shiptwo_require", HELP["require"], default="")
@@ -171,7 +175,9 @@ def _falsifier_ids(item: pytest.Item) -> list[str]:
     ids: list[str] = []
     for mark in item.iter_markers("falsifier"):
         if len(mark.args) != 1 or not isinstance(mark.args[0], str) or mark.kwargs:
-            raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.falsifier('FALSIFY-<AREA>-<NNN>') with one id")
+            raise pytest.UsageError(
+                f"{item.nodeid}: use @pytest.mark.falsifier('FALSIFY-<AREA>-<NNN>') with one id"
+            )
         if mark.args[0] not in ids:
             ids.append(mark.args[0])
     return ids
@@ -195,7 +201,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # a bound test without the fixture is reported at collection, with the fix
     state = metafunc.config.stash[_STATE]
     ids = [
-        m.args[0] for m in metafunc.definition.iter_markers("falsifier")
+        m.args[0]
+        for m in metafunc.definition.iter_markers("falsifier")
         if len(m.args) == 1 and isinstance(m.args[0], str)
     ]
     controls = _declared_controls(state, list(dict.fromkeys(ids)))
@@ -223,7 +230,9 @@ def _real_nodeid(nodeid: str, label: str) -> str:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     state = config.stash[_STATE]
     problems: list[str] = []
     marked: dict[str, set[str]] = {}
@@ -236,7 +245,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 close = difflib.get_close_matches(fid, list(state.falsifiers), n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 where = _rel(state.contracts_dir, state.root)
-                problems.append(f"{item.nodeid}: falsifier {fid!r} is declared by no contract in {where}/{hint}")
+                problems.append(
+                    f"{item.nodeid}: falsifier {fid!r} is declared by no contract in {where}/{hint}"
+                )
             else:
                 marked.setdefault(fid, set()).add(item.nodeid.split("[", 1)[0])
         if ids:
@@ -253,7 +264,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                     )
         control = _active_control(item)
         if control is not None:
-            real = _real_nodeid(item.nodeid, _labels(declared).get((control.falsifier, control.id), control.id))
+            real = _real_nodeid(
+                item.nodeid, _labels(declared).get((control.falsifier, control.id), control.id)
+            )
             item.stash[_CONTROL] = control
             item.user_properties.append((f"{_PROP}.control", [control.falsifier, control.id, real]))
     for fid, f in state.falsifiers.items():
@@ -261,12 +274,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         listed = {f"{ref.file}::{ref.node}" for ref in map(TestRef.parse, f.tests) if ref is not None}
         for node in sorted(listed - marked.get(fid, set())):
-            if node.split("::", 1)[0] in collected_files and any(i.nodeid.split("[", 1)[0] == node for i in items):
-                problems.append(f"{node}: listed in tests: of {fid} but carries no @pytest.mark.falsifier({fid!r})")
+            if node.split("::", 1)[0] in collected_files and any(
+                i.nodeid.split("[", 1)[0] == node for i in items
+            ):
+                problems.append(
+                    f"{node}: listed in tests: of {fid} but carries no @pytest.mark.falsifier({fid!r})"
+                )
         for node in sorted(marked.get(fid, set()) - listed):
             problems.append(f"{node}: marked falsifier({fid!r}) but not listed in its contract's tests:")
     if problems:
-        raise pytest.UsageError("shiptwo: falsifier markers and contracts disagree:\n  " + "\n  ".join(problems))
+        raise pytest.UsageError(
+            "shiptwo: falsifier markers and contracts disagree:\n  " + "\n  ".join(problems)
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -280,8 +299,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 continue
             message = f"host gate '{gate}' closed: {result.reason}"
             if gate in state.require:
-                item.user_properties.append((f"{_PROP}.harness_error", f"{message} (required by {REQUIRE_ENV})"))
-                pytest.fail(f"{message}; this host claims it through {REQUIRE_ENV}/--shiptwo-require", pytrace=False)
+                item.user_properties.append(
+                    (f"{_PROP}.harness_error", f"{message} (required by {REQUIRE_ENV})")
+                )
+                pytest.fail(
+                    f"{message}; this host claims it through {REQUIRE_ENV}/--shiptwo-require", pytrace=False
+                )
             item.user_properties.append((f"{_PROP}.gate", gate))
             # Reported at the test's own location, like a skip marker, not at this line.
             raise pytest.skip.Exception(message, _use_item_location=True)
@@ -323,7 +346,10 @@ def record_measurement(request: pytest.FixtureRequest) -> Callable[[str, float],
         if not math.isfinite(number):
             # NaN or infinity is never a measurement of a working system, whatever the range says.
             item.user_properties.append((f"{_PROP}.measurement", (name, number)))
-            pytest.fail(f"{', '.join(f.id for f in declaring)}: {name} = {number} is not a finite number", pytrace=False)
+            pytest.fail(
+                f"{', '.join(f.id for f in declaring)}: {name} = {number} is not a finite number",
+                pytrace=False,
+            )
         item.user_properties.append((f"{_PROP}.measurement", (name, number)))
         for f in declaring:
             spec = f.measurements[name]
@@ -347,7 +373,9 @@ def falsifier_spec(request: pytest.FixtureRequest) -> Falsifier:
     state = request.config.stash[_STATE]
     ids = [fid for fid in _falsifier_ids(request.node) if fid in state.falsifiers]
     if len(ids) != 1:
-        raise pytest.UsageError(f"{request.node.nodeid}: falsifier_spec needs exactly one falsifier marker, found {ids}")
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: falsifier_spec needs exactly one falsifier marker, found {ids}"
+        )
     return state.falsifiers[ids[0]]
 
 
@@ -381,7 +409,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         f"({control.defect}); the falsifier cannot see the defect it exists to catch. Plant it where "
         f"{_FIXTURE} == {control.id!r}, or tighten the prediction until this run fails"
     )
-    pyfuncitem.user_properties.append((f"{_PROP}.control_outcome", ["survived", "the test passed with the defect planted"]))
+    pyfuncitem.user_properties.append(
+        (f"{_PROP}.control_outcome", ["survived", "the test passed with the defect planted"])
+    )
     pytest.fail(message, pytrace=False)
     return result  # pragma: no cover - pytest.fail raised
 
@@ -396,7 +426,11 @@ def pytest_report_teststatus(
     report: pytest.TestReport | pytest.CollectReport, config: pytest.Config
 ) -> tuple[str, str, Any] | None:
     # Collection errors come through here too, without a `when`.
-    if getattr(report, "when", None) == "call" and report.passed and (_prop(report, "control_outcome") or [""])[0] == "refuted":
+    if (
+        getattr(report, "when", None) == "call"
+        and report.passed
+        and (_prop(report, "control_outcome") or [""])[0] == "refuted"
+    ):
         return "passed", ".", ("REFUTED", {"green": True})
     return None
 
@@ -445,7 +479,9 @@ class _Recorder:
         # The code that runs is the code at session start; edits during the run do not count.
         self.state.git = git_state(self.state.root)
         self.state.covers = {
-            fid: covered_files(self.state.root, f.covers) for fid, f in self.state.falsifiers.items() if f.covers
+            fid: covered_files(self.state.root, f.covers)
+            for fid, f in self.state.falsifiers.items()
+            if f.covers
         }
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -486,7 +522,12 @@ def _worker_id(node: Any) -> str:
 def _entry(state: _State, nodeid: str, falsifiers: list[str]) -> dict[str, Any]:
     entry = state.results.get(nodeid)
     if entry is None:
-        entry = state.results[nodeid] = {"nodeid": nodeid, "falsifiers": list(falsifiers), "outcome": "passed", "duration": 0.0}
+        entry = state.results[nodeid] = {
+            "nodeid": nodeid,
+            "falsifiers": list(falsifiers),
+            "outcome": "passed",
+            "duration": 0.0,
+        }
     return entry
 
 
@@ -535,7 +576,11 @@ def _record_control(state: _State, report: pytest.TestReport, control: list[str]
     state.control_of[report.nodeid] = (fid, cid, real)
     state.phases.setdefault(report.nodeid, set()).add(report.when)
     entry = _entry(state, real, _prop(report, "falsifiers") or [fid])
-    run = entry.setdefault("controls", {}).setdefault(fid, {}).setdefault(cid, {"outcome": "not-run", "nodeid": report.nodeid})
+    run = (
+        entry.setdefault("controls", {})
+        .setdefault(fid, {})
+        .setdefault(cid, {"outcome": "not-run", "nodeid": report.nodeid})
+    )
     verdict = _prop(report, "control_outcome")
     if report.when == "call":
         measured: dict[str, list[float | None]] = {}
@@ -556,7 +601,10 @@ def _record_control(state: _State, report: pytest.TestReport, control: list[str]
         else:
             run.update(outcome="error", detail="the control run ended without a verdict from shiptwo")
     elif report.failed:
-        run.update(outcome="error", detail=f"{report.when}: {_prop(report, 'harness_error') or _failure_text(report)}"[:500])
+        run.update(
+            outcome="error",
+            detail=f"{report.when}: {_prop(report, 'harness_error') or _failure_text(report)}"[:500],
+        )
     elif report.skipped and report.when == "setup":
         run.update(outcome="not-run", detail=_skip_reason(report)[:500])
 
@@ -615,10 +663,14 @@ def _finish(state: _State, *, interrupted: bool) -> None:
         phases = state.phases.get(nodeid, set())
         if not phases:
             # Only control runs of it were selected (`-k control=...`): the real run decides nothing here.
-            entry.update(outcome="skipped", skip_reason="its real run was not selected; only its control runs ran")
+            entry.update(
+                outcome="skipped", skip_reason="its real run was not selected; only its control runs ran"
+            )
         elif not phases & unfinished and entry["outcome"] == "passed":
             if interrupted:
-                entry.update(outcome="interrupted", failure="the session was interrupted before the test finished")
+                entry.update(
+                    outcome="interrupted", failure="the session was interrupted before the test finished"
+                )
             else:
                 entry.update(
                     outcome="crashed",
@@ -626,11 +678,20 @@ def _finish(state: _State, *, interrupted: bool) -> None:
                 )
         for runs in entry.get("controls", {}).values():
             for run in runs.values():
-                if not state.phases.get(run["nodeid"], set()) & unfinished and run["outcome"] not in ("survived", "error"):
+                if not state.phases.get(run["nodeid"], set()) & unfinished and run["outcome"] not in (
+                    "survived",
+                    "error",
+                ):
                     if interrupted:
-                        run.update(outcome="not-run", detail="the session was interrupted before this control run finished")
+                        run.update(
+                            outcome="not-run",
+                            detail="the session was interrupted before this control run finished",
+                        )
                     else:
-                        run.update(outcome="error", detail="the control run never reached its end: its process crashed")
+                        run.update(
+                            outcome="error",
+                            detail="the control run never reached its end: its process crashed",
+                        )
 
 
 def _json_number(value: float) -> float | None:
@@ -676,7 +737,9 @@ def build_record(state: _State, exitstatus: int) -> dict[str, Any]:
         tests.append(entry)
     ran = {fid for entry in tests for fid in entry["falsifiers"]}
     covers = {
-        fid: {"digest": covers_digest(files), "files": files} for fid, files in sorted(state.covers.items()) if fid in ran
+        fid: {"digest": covers_digest(files), "files": files}
+        for fid, files in sorted(state.covers.items())
+        if fid in ran
     }
     gates = {}
     for name in sorted({g for f in state.falsifiers.values() for g in f.requires}):
@@ -716,7 +779,10 @@ def _session_results(state: _State) -> list[TestResult]:
             gate=e.get("gate"),
             failure=e.get("failure"),
             controls={
-                fid: {cid: ControlRun(run["outcome"], run.get("detail"), run.get("nodeid")) for cid, run in runs.items()}
+                fid: {
+                    cid: ControlRun(run["outcome"], run.get("detail"), run.get("nodeid"))
+                    for cid, run in runs.items()
+                }
                 for fid, runs in e.get("controls", {}).items()
             },
         )
@@ -736,14 +802,29 @@ def _summary(state: _State, terminalreporter: Any) -> None:
     tr = terminalreporter
     tr.section("shiptwo falsifiers")
     order = [s for s in Status if s in tally]
-    tr.write_line(f"{len(touched)} falsifiers in this session: " + ", ".join(f"{len(tally[s])} {s.value}" for s in order))
-    for status in (Status.FALSIFIED, Status.VACUOUS, Status.SUSPECT, Status.ERROR, Status.NOT_RUN, Status.HOST_GATED):
+    tr.write_line(
+        f"{len(touched)} falsifiers in this session: "
+        + ", ".join(f"{len(tally[s])} {s.value}" for s in order)
+    )
+    for status in (
+        Status.FALSIFIED,
+        Status.VACUOUS,
+        Status.SUSPECT,
+        Status.ERROR,
+        Status.NOT_RUN,
+        Status.HOST_GATED,
+    ):
         for fid, reason in tally.get(status, []):
-            tr.write_line(f"  {status.value}: {fid}: {reason}", red=status not in _MILD, yellow=status in _MILD)
+            tr.write_line(
+                f"  {status.value}: {fid}: {reason}", red=status not in _MILD, yellow=status in _MILD
+            )
     _control_summary(state, tr)
     error = state.record_error
     if error:
-        tr.write_line(f"shiptwo: ERROR: run record not written: {error}; the results above stand, but no evidence was kept", red=True)
+        tr.write_line(
+            f"shiptwo: ERROR: run record not written: {error}; the results above stand, but no evidence was kept",
+            red=True,
+        )
     elif state.record_path is not None:
         tr.write_line(f"run record: {_rel(state.record_path, state.root)}")
     elif not state.record:
@@ -771,5 +852,11 @@ def _control_summary(state: _State, tr: Any) -> None:
     words = {"refuted": "refuted", "survived": "SURVIVED", "error": "errored", "not-run": "not run"}
     for fid, cid, run in sorted(runs, key=lambda t: (t[2]["outcome"] == "refuted", t[0], t[1])):
         detail = str(run.get("detail") or "").removeprefix(f"{fid}: ")
-        line = f"  control {cid} {words[run['outcome']]}: {detail}" if detail else f"  control {cid} {words[run['outcome']]}"
-        tr.write_line(f"{line} ({fid})", green=run["outcome"] == "refuted", red=run["outcome"] in ("survived", "error"))
+        line = (
+            f"  control {cid} {words[run['outcome']]}: {detail}"
+            if detail
+            else f"  control {cid} {words[run['outcome']]}"
+        )
+        tr.write_line(
+            f"{line} ({fid})", green=run["outcome"] == "refuted", red=run["outcome"] in ("survived", "error")
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shiptwo.harness.evaluate import Evaluation, statuses_tally
 from shiptwo.harness.contract.findings import Finding
 from shiptwo.harness.contract.rules import Severity
+from shiptwo.harness.evaluate import Evaluation, statuses_tally
 from shiptwo.harness.status import Status, Verdict
 
 
@@ -38,7 +38,9 @@ def render_text(ev: Evaluation, *, verbose: bool = True) -> str:
     if verbose:
         for c in ev.contracts:
             done = sum(f.verdict.status is Status.DISCHARGED for f in c.falsifiers)
-            out.append(f"{c.contract.id} {c.contract.version}  {c.status.value}  ({done}/{len(c.falsifiers)} discharged)")
+            out.append(
+                f"{c.contract.id} {c.contract.version}  {c.status.value}  ({done}/{len(c.falsifiers)} discharged)"
+            )
             width = max(len(f.verdict.status.value) for f in c.falsifiers)
             for f in c.falsifiers:
                 line = f"  {f.verdict.status.value:<{width}}  {f.falsifier.id}"
@@ -70,7 +72,9 @@ def render_github(ev: Evaluation) -> str:
     out = []
     for f in ev.findings:
         level = "error" if f.severity is Severity.ERROR else "warning"
-        out.append(f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}")
+        out.append(
+            f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}"
+        )
     for c in ev.contracts:
         for r in c.falsifiers:
             if r.verdict.status in (Status.FALSIFIED, Status.VACUOUS, Status.SUSPECT, Status.ERROR):
@@ -106,7 +110,13 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
                 "measured": v.measured,
                 "written_status": f.falsifier.status,
                 "controls": [
-                    {"id": cv.id, "defect": cv.defect, "outcome": cv.outcome, "detail": cv.detail, "run": cv.run_id}
+                    {
+                        "id": cv.id,
+                        "defect": cv.defect,
+                        "outcome": cv.outcome,
+                        "detail": cv.detail,
+                        "run": cv.run_id,
+                    }
                     for cv in v.controls
                 ],
                 "covers": list(f.falsifier.covers),

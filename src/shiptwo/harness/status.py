@@ -50,8 +50,13 @@ class ContractStatus(str, Enum):
 # Worse outcomes first: a refuted prediction outranks a blind one outranks a broken harness
 # outranks a suspect pass.
 _SEVERITY = {
-    Status.FALSIFIED: 0, Status.VACUOUS: 1, Status.ERROR: 2, Status.SUSPECT: 3, Status.STALE: 4,
-    Status.NOT_RUN: 5, Status.DISCHARGED: 6,
+    Status.FALSIFIED: 0,
+    Status.VACUOUS: 1,
+    Status.ERROR: 2,
+    Status.SUSPECT: 3,
+    Status.STALE: 4,
+    Status.NOT_RUN: 5,
+    Status.DISCHARGED: 6,
 }
 # Outcomes that say something about the prediction; a skip or an interrupted run says nothing.
 _UNDECIDED = ("skipped", "interrupted")
@@ -117,7 +122,10 @@ def worst_value(values: list[float | None], spec: Measurement | None) -> float |
 
     def margin(v: float) -> float:
         r: Range = ranges[0]
-        sides = [v - r.min if r.min is not None else float("inf"), r.max - v if r.max is not None else float("inf")]
+        sides = [
+            v - r.min if r.min is not None else float("inf"),
+            r.max - v if r.max is not None else float("inf"),
+        ]
         return min(sides)
 
     return min(finite, key=margin)
@@ -131,7 +139,9 @@ def _decisive_status(
     if covered is not None and falsifier.covers:
         recorded = result.covers.get(falsifier.id)
         if recorded is None:
-            return Status.STALE, [f"run {result.run_id} recorded no digest of the files it covers; re-run it to tie the evidence to the code"]
+            return Status.STALE, [
+                f"run {result.run_id} recorded no digest of the files it covers; re-run it to tie the evidence to the code"
+            ]
         changed = changed_files(recorded, dict(covered))
         if changed:
             shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
@@ -147,7 +157,9 @@ def _decisive_status(
         return Status.FALSIFIED, failures
     missing = [name for name in falsifier.measurements if name not in result.measurements]
     if missing:
-        return Status.ERROR, [f"the test passed without recording declared measurement(s) {', '.join(missing)}"]
+        return Status.ERROR, [
+            f"the test passed without recording declared measurement(s) {', '.join(missing)}"
+        ]
     if suspects:
         return Status.SUSPECT, suspects
     return Status.DISCHARGED, []
@@ -168,10 +180,14 @@ def _control_verdicts(falsifier: Falsifier, deciding: Sequence[TestResult]) -> t
         seen = [(r, run) for r, run in runs if run is not None]
         if not seen:
             where = f"run {deciding[0].run_id}" if len(deciding) == 1 else "the deciding runs"
-            out.append(ControlVerdict(control.id, control.defect, "not-run", f"{where} has no control run for it"))
+            out.append(
+                ControlVerdict(control.id, control.defect, "not-run", f"{where} has no control run for it")
+            )
             continue
         r, run = min(seen, key=lambda t: _CONTROL_RANK[t[1].outcome])
-        out.append(ControlVerdict(control.id, control.defect, run.outcome, run.detail or "", r.run_id, run.nodeid))
+        out.append(
+            ControlVerdict(control.id, control.defect, run.outcome, run.detail or "", r.run_id, run.nodeid)
+        )
     return tuple(out)
 
 
@@ -194,10 +210,20 @@ def falsifier_status(
     """
     bound = set(bound_tests) if bound_tests is not None else None
     if bound is not None and not bound:
-        return Verdict(Status.UNBOUND, "no test carries @pytest.mark.falsifier for it", controls=_not_run(falsifier, "no test is bound"))
-    mine = [r for r in results if falsifier.id in r.falsifiers and (bound is None or r.nodeid.split("[", 1)[0] in bound)]
+        return Verdict(
+            Status.UNBOUND,
+            "no test carries @pytest.mark.falsifier for it",
+            controls=_not_run(falsifier, "no test is bound"),
+        )
+    mine = [
+        r
+        for r in results
+        if falsifier.id in r.falsifiers and (bound is None or r.nodeid.split("[", 1)[0] in bound)
+    ]
     if not mine:
-        return Verdict(Status.NOT_RUN, "bound, but no run record mentions it", controls=_not_run(falsifier, "never run"))
+        return Verdict(
+            Status.NOT_RUN, "bound, but no run record mentions it", controls=_not_run(falsifier, "never run")
+        )
     # Oldest first; run records carry times in one spelling, so the text sorts as the time.
     mine.sort(key=lambda r: (r.finished_at, r.sequence, r.run_id))
     newest_decisive: dict[str, TestResult] = {}
@@ -212,14 +238,18 @@ def falsifier_status(
             why = last.skip_reason or f"host gate '{last.gate}' closed"
             return Verdict(Status.HOST_GATED, why, last, controls=_not_run(falsifier, why))
         if newest.outcome == "interrupted":
-            why = f"no run reached its end: the newest was interrupted ({newest.failure or 'no reason given'})"
+            why = (
+                f"no run reached its end: the newest was interrupted ({newest.failure or 'no reason given'})"
+            )
         else:
             why = f"every run skipped it: {newest.skip_reason or 'no reason given'}"
         return Verdict(Status.NOT_RUN, why, newest, controls=_not_run(falsifier, why))
     judged = [(r, *_decisive_status(r, falsifier, covered)) for r in newest_decisive.values()]
     # A bound test that never produced a decisive result leaves the claim partly untested:
     # the other tests' passes cannot discharge it (an importorskip must not hide a failure).
-    undecided = sorted({n for n in bound or ()} - {r.nodeid.split("[", 1)[0] for r in newest_decisive.values()})
+    undecided = sorted(
+        {n for n in bound or ()} - {r.nodeid.split("[", 1)[0] for r in newest_decisive.values()}
+    )
     # Worst outcome first; among equals, the newest result speaks (both sorts are stable).
     judged.sort(key=lambda t: (t[0].finished_at, t[0].sequence, t[0].run_id), reverse=True)
     judged.sort(key=lambda t: _SEVERITY[t[1]])
@@ -242,7 +272,9 @@ def falsifier_status(
             return Verdict(Status.HOST_GATED, why, gated[-1], controls=controls)
         why = (skipped[-1].skip_reason if skipped else None) or "never ran"
         return Verdict(
-            Status.NOT_RUN, f"{undecided[0]} has no decisive result ({why}); the other tests alone cannot discharge it", controls=controls
+            Status.NOT_RUN,
+            f"{undecided[0]} has no decisive result ({why}); the other tests alone cannot discharge it",
+            controls=controls,
         )
     if status is Status.DISCHARGED:
         blocking = _blocking_control(controls)
@@ -250,20 +282,33 @@ def falsifier_status(
             return Verdict(blocking[0], blocking[1], result, measured, controls=controls)
     reason = {
         Status.DISCHARGED: "the newest decisive run passed and every measurement was plausible"
-        + ("" if not controls else "; its control refuted" if len(controls) == 1 else f"; all {len(controls)} controls refuted"),
+        + (
+            ""
+            if not controls
+            else "; its control refuted"
+            if len(controls) == 1
+            else f"; all {len(controls)} controls refuted"
+        ),
         Status.SUSPECT: "passed, but " + "; ".join(notes),
         Status.FALSIFIED: (result.failure or "; ".join(notes) or "the test failed"),
         Status.ERROR: "; ".join(notes) or "the test errored",
-        Status.STALE: "; ".join(notes) or "the newest decisive result was recorded against an earlier definition of the falsifier",
+        Status.STALE: "; ".join(notes)
+        or "the newest decisive result was recorded against an earlier definition of the falsifier",
     }[status]
     return Verdict(
-        status, reason.splitlines()[0] if reason else "", result, measured,
-        tuple(notes) if status is Status.SUSPECT else (), controls,
+        status,
+        reason.splitlines()[0] if reason else "",
+        result,
+        measured,
+        tuple(notes) if status is Status.SUSPECT else (),
+        controls,
     )
 
 
 def _control_status(
-    controls: tuple[ControlVerdict, ...], judged: list[tuple[TestResult, Status, list[str]]], measured: dict[str, float | None]
+    controls: tuple[ControlVerdict, ...],
+    judged: list[tuple[TestResult, Status, list[str]]],
+    measured: dict[str, float | None],
 ) -> Verdict | None:
     """VACUOUS when a control survived a passing falsifier; it outranks every milder verdict."""
     survived = [c for c in controls if c.outcome == "survived"]
@@ -283,7 +328,10 @@ def _blocking_control(controls: tuple[ControlVerdict, ...]) -> tuple[Status, str
             return Status.ERROR, f"control {c.id!r} errored instead of reaching a verdict: {c.detail or '?'}"
     for c in controls:
         if c.outcome == "not-run":
-            return Status.NOT_RUN, f"control {c.id!r} has no verdict ({c.detail or 'not run'}); run the test with its controls"
+            return (
+                Status.NOT_RUN,
+                f"control {c.id!r} has no verdict ({c.detail or 'not run'}); run the test with its controls",
+            )
     return None
 
 

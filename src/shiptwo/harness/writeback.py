@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from shiptwo.harness.contract.yamlsafe import parse_yaml
 from shiptwo.errors import ContractError
+from shiptwo.harness.contract.yamlsafe import parse_yaml
 
 if TYPE_CHECKING:
     from shiptwo.harness.evaluate import Evaluation
@@ -98,14 +98,18 @@ def apply_updates(
         for node in falsifiers.value:
             if not isinstance(node, yaml.MappingNode) or not node.value:
                 continue
-            fid = next((v.value for k, v in node.value if k.value == "id" and isinstance(v, yaml.ScalarNode)), None)
+            fid = next(
+                (v.value for k, v in node.value if k.value == "id" and isinstance(v, yaml.ScalarNode)), None
+            )
             if fid not in updates:
                 continue
             update = updates[fid]
             indent = " " * node.value[0][0].start_mark.column
             new = {
                 "status": [f"{indent}status: {update.status}{newline}"],
-                "evidence": [f"{indent}evidence: {render_scalar(update.evidence)}{newline}"] if update.evidence else [],
+                "evidence": [f"{indent}evidence: {render_scalar(update.evidence)}{newline}"]
+                if update.evidence
+                else [],
             }
             append_at = _last_line(node) + 1
             status_span, evidence_span = _key_span(node, "status"), _key_span(node, "evidence")
@@ -164,7 +168,9 @@ def _verify(before: str, after: str, updates: dict[str, FalsifierUpdate], status
     for f in new.data.get("falsifiers", []):
         want = updates.get(f.get("id"))
         if want and (f.get("status") != want.status or f.get("evidence") != _normalise(want.evidence)):
-            raise ContractError(f"{source}: {f.get('id')}: status did not read back as written; file left as it was")
+            raise ContractError(
+                f"{source}: {f.get('id')}: status did not read back as written; file left as it was"
+            )
 
 
 def _normalise(value: Any) -> Any:
@@ -172,8 +178,6 @@ def _normalise(value: Any) -> Any:
     if value is None:
         return None
     return parse_yaml(f"v: {render_scalar(value)}\n".encode()).data["v"]
-
-
 
 
 # Statuses whose reason is the news: why it is gated, blind to its defect, out of date, unproven.

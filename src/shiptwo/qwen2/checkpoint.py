@@ -78,8 +78,10 @@ def _check_table_covers(model: Qwen2, table: Mapping[str, str]) -> None:
     targets = set(table.values())
     if params != targets:
         # A programming error in this file or the model, never the user's checkpoint.
-        raise ModelError(f"key table out of step with the model: parameters without a rule "
-                         f"{sorted(params - targets)}, rules without a parameter {sorted(targets - params)}")
+        raise ModelError(
+            f"key table out of step with the model: parameters without a rule "
+            f"{sorted(params - targets)}, rules without a parameter {sorted(targets - params)}"
+        )
 
 
 def _is_placeholder(t: torch.Tensor | None) -> bool:
@@ -100,20 +102,28 @@ def load_state(model: Qwen2, tensors: Mapping[str, torch.Tensor], *, source: str
     problems: list[str] = []
     if cfg.tied_embeddings and LM_HEAD in tensors:
         head, emb = tensors.pop(LM_HEAD), tensors.get(EMBEDDING)
-        if not _is_placeholder(head) and emb is not None and (
-                head.shape != emb.shape or not torch.equal(head.to(emb.dtype), emb)):
-            problems.append(f"'{LM_HEAD}' differs from '{EMBEDDING}' although the config ties them "
-                            "(set tied_embeddings/tie_word_embeddings to false to load it as its own head)")
+        if (
+            not _is_placeholder(head)
+            and emb is not None
+            and (head.shape != emb.shape or not torch.equal(head.to(emb.dtype), emb))
+        ):
+            problems.append(
+                f"'{LM_HEAD}' differs from '{EMBEDDING}' although the config ties them "
+                "(set tied_embeddings/tie_word_embeddings to false to load it as its own head)"
+            )
     missing = [k for k in table if k not in tensors or _is_placeholder(tensors[k])]
     extra = sorted(k for k in tensors if k not in table)
     problems += [f"missing tensor '{k}' (for parameter '{table[k]}')" for k in missing]
-    problems += [f"unexpected tensor '{k}' (no parameter takes it; renamed or from another "
-                 "architecture?)" for k in extra]
+    problems += [
+        f"unexpected tensor '{k}' (no parameter takes it; renamed or from another architecture?)"
+        for k in extra
+    ]
     for ck, mod in table.items():
         t = tensors.get(ck)
         if t is not None and not _is_placeholder(t) and tuple(t.shape) != tuple(params[mod].shape):
-            problems.append(f"tensor '{ck}' has shape {list(t.shape)}, parameter '{mod}' needs "
-                            f"{list(params[mod].shape)}")
+            problems.append(
+                f"tensor '{ck}' has shape {list(t.shape)}, parameter '{mod}' needs {list(params[mod].shape)}"
+            )
     if problems:
         raise ModelError(f"{source}: checkpoint does not fit Qwen2 {_describe(cfg)}: " + "; ".join(problems))
     for ck, mod in table.items():
@@ -127,15 +137,19 @@ def load_state(model: Qwen2, tensors: Mapping[str, torch.Tensor], *, source: str
 
 
 def _describe(cfg: Qwen2Config) -> str:
-    return (f"(vocab {cfg.vocab_size}, hidden {cfg.hidden_size}, {cfg.num_layers} layers, "
-            f"tied={cfg.tied_embeddings})")
+    return (
+        f"(vocab {cfg.vocab_size}, hidden {cfg.hidden_size}, {cfg.num_layers} layers, "
+        f"tied={cfg.tied_embeddings})"
+    )
 
 
 def state_for_checkpoint(model: Qwen2) -> dict[str, torch.Tensor]:
     """Checkpoint-named tensors of `model` (detached, contiguous, on CPU); a tied head is left out."""
     params = dict(model.named_parameters())
-    return {ck: params[mod].detach().to("cpu").contiguous()
-            for mod, ck in module_to_checkpoint(model.config).items()}
+    return {
+        ck: params[mod].detach().to("cpu").contiguous()
+        for mod, ck in module_to_checkpoint(model.config).items()
+    }
 
 
 def read_config(path: str | Path) -> Qwen2Config:
@@ -211,8 +225,9 @@ def _hf_tensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def from_pretrained(path: str | Path, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> Qwen2:
+def from_pretrained(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Qwen2:
     """Load a Qwen2 from a GGUF, an `.apr` file or a Hugging Face dir (config.json + *.safetensors).
 
     Every parameter is filled exactly once through the key table (see `load_state`); weights are
@@ -225,16 +240,28 @@ def from_pretrained(path: str | Path, *, device: str | torch.device = "cpu",
     return _build(cfg, tensors, device=device, dtype=dtype, source=str(path))
 
 
-def from_state(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], *,
-               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               source: str = "<state>") -> Qwen2:
+def from_state(
+    config: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    source: str = "<state>",
+) -> Qwen2:
     """A Qwen2 from a config.json dict and Hugging Face-named tensors, checked as `from_pretrained` is."""
-    return _build(Qwen2Config.from_hf(dict(config), source=source), tensors, device=device, dtype=dtype,
-                  source=source)
+    return _build(
+        Qwen2Config.from_hf(dict(config), source=source), tensors, device=device, dtype=dtype, source=source
+    )
 
 
-def _build(cfg: Qwen2Config, tensors: Mapping[str, torch.Tensor], *, device: str | torch.device,
-           dtype: torch.dtype, source: str) -> Qwen2:
+def _build(
+    cfg: Qwen2Config,
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    source: str,
+) -> Qwen2:
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Qwen2(cfg)
     model = model.to(dtype=dtype)

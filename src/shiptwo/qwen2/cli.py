@@ -25,16 +25,23 @@ DEFAULT_CHECKPOINTS = Path("evidence") / "scratch" / "train"
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the top-level `train` and `eval` commands."""
-    t = subparsers.add_parser("train", help="fine-tune a Qwen2 (.apr or HF dir) on pretokenized shards",
-                              description="Fine-tune with AdamW, warmup + cosine, gradient clipping and the "
-                                          "GATE-TRAIN-005/007 guards; writes epoch-NNN.metadata.json + "
-                                          "epoch-NNN.apr and a run directory (command, host, config, "
-                                          "steps.jsonl, loss.png).")
+    t = subparsers.add_parser(
+        "train",
+        help="fine-tune a Qwen2 (.apr or HF dir) on pretokenized shards",
+        description="Fine-tune with AdamW, warmup + cosine, gradient clipping and the "
+        "GATE-TRAIN-005/007 guards; writes epoch-NNN.metadata.json + "
+        "epoch-NNN.apr and a run directory (command, host, config, "
+        "steps.jsonl, loss.png).",
+    )
     t.add_argument("--init", required=True, type=Path, help="initial model: .apr file or HF directory")
     t.add_argument("--shards", required=True, type=Path, help="training shards (pretokenize-bin-v1 dir)")
     t.add_argument("--val-shards", type=Path, help="validation shards (default: hold out --val-fraction)")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of training windows held out when --val-shards is absent (default 0.1)")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of training windows held out when --val-shards is absent (default 0.1)",
+    )
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--steps", type=int, help="stop after this many optimizer steps in total")
@@ -46,11 +53,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     t.add_argument("--batch-size", type=int, default=8, help="global batch, in sequences")
     t.add_argument("--seq-len", type=int, default=128)
     t.add_argument("--eval-batches", type=int, help="validation batches per evaluation (default all)")
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="bf16 = bf16 autocast over fp32 weights; auto = bf16 on cuda, fp32 on cpu")
-    t.add_argument("--output", type=Path,
-                   help=f"dir for epoch-NNN.apr + epoch-NNN.metadata.json (default {DEFAULT_CHECKPOINTS}/<UTC time>)")
-    t.add_argument("--run-dir", type=Path, help=f"evidence dir for this run (default {DEFAULT_RUNS}/<UTC time>)")
+    t.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16 = bf16 autocast over fp32 weights; auto = bf16 on cuda, fp32 on cpu",
+    )
+    t.add_argument(
+        "--output",
+        type=Path,
+        help=f"dir for epoch-NNN.apr + epoch-NNN.metadata.json (default {DEFAULT_CHECKPOINTS}/<UTC time>)",
+    )
+    t.add_argument(
+        "--run-dir", type=Path, help=f"evidence dir for this run (default {DEFAULT_RUNS}/<UTC time>)"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
@@ -79,13 +95,16 @@ def _positive(name: str, value: float | None) -> None:
 def _check_optimizer_options(args: argparse.Namespace) -> None:
     """Refuse optimizer settings that would silently train wrong (a negative clip flips every gradient)."""
     if not math.isfinite(args.grad_clip) or args.grad_clip <= 0:
-        raise UsageError(f"--grad-clip {args.grad_clip}: must be a finite number > 0 (the max global "
-                         "gradient norm; a negative one would reverse every gradient)")
+        raise UsageError(
+            f"--grad-clip {args.grad_clip}: must be a finite number > 0 (the max global "
+            "gradient norm; a negative one would reverse every gradient)"
+        )
     if args.warmup_steps is not None and args.warmup_steps < 0:
         raise UsageError(f"--warmup-steps {args.warmup_steps}: must be >= 0 (0 = no warmup)")
     if not (math.isfinite(args.min_lr_ratio) and 0 <= args.min_lr_ratio <= 1):
-        raise UsageError(f"--min-lr-ratio {args.min_lr_ratio}: must lie in [0, 1] (the cosine floor as a "
-                         "share of --lr)")
+        raise UsageError(
+            f"--min-lr-ratio {args.min_lr_ratio}: must lie in [0, 1] (the cosine floor as a share of --lr)"
+        )
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         raise UsageError(f"--weight-decay {args.weight_decay}: must be a finite number >= 0")
 
@@ -119,8 +138,10 @@ def _reader(directory: Path, seq_len: int, *, model_vocab: int, what: str) -> An
     manifest = load_manifest(directory)
     vocab = int(manifest.get("vocab_size") or 0)
     if vocab > model_vocab:
-        raise UsageError(f"{what} {directory}: manifest vocab_size {vocab} exceeds the model's vocab "
-                         f"{model_vocab}; ids would index past the embedding (use a matching tokenizer)")
+        raise UsageError(
+            f"{what} {directory}: manifest vocab_size {vocab} exceeds the model's vocab "
+            f"{model_vocab}; ids would index past the embedding (use a matching tokenizer)"
+        )
     return ShardReader(directory, seq_len=seq_len)
 
 
@@ -160,8 +181,10 @@ def run_train(args: argparse.Namespace) -> int:
         model = from_pretrained(args.init, device=ctx.device, dtype=torch.float32)
         vocab = model.config.vocab_size
         if args.seq_len > model.config.max_position_embeddings:
-            raise UsageError(f"--seq-len {args.seq_len} exceeds {args.init}'s max_position_embeddings "
-                             f"{model.config.max_position_embeddings}; use a shorter --seq-len")
+            raise UsageError(
+                f"--seq-len {args.seq_len} exceeds {args.init}'s max_position_embeddings "
+                f"{model.config.max_position_embeddings}; use a shorter --seq-len"
+            )
         train_reader = _reader(args.shards, args.seq_len, model_vocab=vocab, what="--shards")
         if args.val_shards is not None:
             val_reader = _reader(args.val_shards, args.seq_len, model_vocab=vocab, what="--val-shards")
@@ -169,47 +192,87 @@ def run_train(args: argparse.Namespace) -> int:
             n = len(train_reader)
             held = max(args.batch_size, int(n * args.val_fraction))
             if n - held < args.batch_size:
-                raise UsageError(f"--shards {args.shards}: {n} windows of {args.seq_len + 1} tokens cannot give "
-                                 f"{args.batch_size}-sequence train and val batches; add text, pass --val-shards "
-                                 "or lower --seq-len/--batch-size")
-            val_reader, train_reader = _Subset(train_reader, range(n - held, n)), _Subset(train_reader,
-                                                                                           range(n - held))
+                raise UsageError(
+                    f"--shards {args.shards}: {n} windows of {args.seq_len + 1} tokens cannot give "
+                    f"{args.batch_size}-sequence train and val batches; add text, pass --val-shards "
+                    "or lower --seq-len/--batch-size"
+                )
+            val_reader, train_reader = (
+                _Subset(train_reader, range(n - held, n)),
+                _Subset(train_reader, range(n - held)),
+            )
         bf16 = args.precision == "bf16" or (args.precision == "auto" and args.device == "cuda")
-        config = TrainConfig(lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps,
-                             weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                             batch_size=args.batch_size, seq_len=args.seq_len, epochs=args.epochs,
-                             max_steps=args.steps, eval_batches=args.eval_batches, seed=args.seed,
-                             autocast_bf16=bf16)
+        config = TrainConfig(
+            lr=args.lr,
+            min_lr_ratio=args.min_lr_ratio,
+            warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay,
+            grad_clip=args.grad_clip,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            epochs=args.epochs,
+            max_steps=args.steps,
+            eval_batches=args.eval_batches,
+            seed=args.seed,
+            autocast_bf16=bf16,
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = check_output_dir("--run-dir", args.run_dir or DEFAULT_RUNS / stamp)
         output = check_output_dir("--output", args.output or DEFAULT_CHECKPOINTS / stamp)
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "command.json", {"argv": ["shiptwo", *sys.argv[1:]], "cwd": str(Path.cwd()),
-                                                   "started_at": stamp})
+            _write_json(
+                run_dir / "command.json",
+                {"argv": ["shiptwo", *sys.argv[1:]], "cwd": str(Path.cwd()), "started_at": stamp},
+            )
             _write_json(run_dir / "host.json", host_facts(ctx))
-            _write_json(run_dir / "config.json", {
-                "train": config_dict(config), "model": model.config.to_hf(), "init": str(args.init),
-                "shards": str(args.shards), "val_shards": str(args.val_shards) if args.val_shards else None,
-                "train_windows": len(train_reader), "val_windows": len(val_reader),
-                "device": args.device, "world_size": ctx.world_size, "output": str(output)})
-        result = train(model, train_reader=train_reader, val_reader=val_reader, config=config,
-                       output_dir=output, run_dir=run_dir if ctx.is_main else None, ctx=ctx,
-                       progress=not args.no_progress)
+            _write_json(
+                run_dir / "config.json",
+                {
+                    "train": config_dict(config),
+                    "model": model.config.to_hf(),
+                    "init": str(args.init),
+                    "shards": str(args.shards),
+                    "val_shards": str(args.val_shards) if args.val_shards else None,
+                    "train_windows": len(train_reader),
+                    "val_windows": len(val_reader),
+                    "device": args.device,
+                    "world_size": ctx.world_size,
+                    "output": str(output),
+                },
+            )
+        result = train(
+            model,
+            train_reader=train_reader,
+            val_reader=val_reader,
+            config=config,
+            output_dir=output,
+            run_dir=run_dir if ctx.is_main else None,
+            ctx=ctx,
+            progress=not args.no_progress,
+        )
     finally:
         distributed.shutdown(ctx)
     if not ctx.is_main:
         return 0
     final = result.val_losses[-1] if result.val_losses else result.step0_val_loss
-    summary = {"step0_val_loss": result.step0_val_loss, "final_val_loss": final,
-               "val_loss_drop_fraction": (result.step0_val_loss - final) / result.step0_val_loss,
-               "ln_vocab": math.log(vocab), "steps": result.steps, "tokens_seen": result.tokens_seen,
-               "run_dir": str(run_dir), "output": str(output)}
+    summary = {
+        "step0_val_loss": result.step0_val_loss,
+        "final_val_loss": final,
+        "val_loss_drop_fraction": (result.step0_val_loss - final) / result.step0_val_loss,
+        "ln_vocab": math.log(vocab),
+        "steps": result.steps,
+        "tokens_seen": result.tokens_seen,
+        "run_dir": str(run_dir),
+        "output": str(output),
+    }
     if args.format == "json":
         print(json.dumps(summary, indent=2))
     else:
-        print(f"val_loss {result.step0_val_loss:.4f} -> {final:.4f} nats after {result.steps} steps "
-              f"(ln(vocab) = {summary['ln_vocab']:.4f}); run dir {run_dir}, checkpoints in {output}")
+        print(
+            f"val_loss {result.step0_val_loss:.4f} -> {final:.4f} nats after {result.steps} steps "
+            f"(ln(vocab) = {summary['ln_vocab']:.4f}); run dir {run_dir}, checkpoints in {output}"
+        )
     return 0
 
 
@@ -226,23 +289,32 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError("--device cuda: torch.cuda.is_available() is False on this host; use --device cpu")
     keep_freed_memory()
     start = time.monotonic()
-    model = from_pretrained(args.model, device=args.device,
-                            dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    model = from_pretrained(
+        args.model, device=args.device, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    )
     reader = _reader(args.shards, args.seq_len, model_vocab=model.config.vocab_size, what="--shards")
     loss = evaluate(model, reader, batch_size=args.batch_size, max_batches=args.max_batches)
     batches = len(reader) // args.batch_size
     if args.max_batches is not None:
         batches = min(batches, args.max_batches)
-    out = {"model": str(args.model), "shards": str(args.shards), "val_loss": loss,
-           "perplexity": math.exp(loss) if loss < 700 else float("inf"),
-           "ln_vocab": math.log(model.config.vocab_size), "vocab_size": model.config.vocab_size,
-           "tokens": batches * args.batch_size * args.seq_len, "batches": batches,
-           "seconds": round(time.monotonic() - start, 3)}
+    out = {
+        "model": str(args.model),
+        "shards": str(args.shards),
+        "val_loss": loss,
+        "perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        "ln_vocab": math.log(model.config.vocab_size),
+        "vocab_size": model.config.vocab_size,
+        "tokens": batches * args.batch_size * args.seq_len,
+        "batches": batches,
+        "seconds": round(time.monotonic() - start, 3),
+    }
     if args.format == "json":
         print(json.dumps(out, indent=2))
     else:
-        print(f"val_loss {loss:.4f} nats  perplexity {out['perplexity']:.2f}  "
-              f"ln(vocab) {out['ln_vocab']:.4f} (uniform)  over {out['tokens']} tokens")
+        print(
+            f"val_loss {loss:.4f} nats  perplexity {out['perplexity']:.2f}  "
+            f"ln(vocab) {out['ln_vocab']:.4f} (uniform)  over {out['tokens']} tokens"
+        )
     return 0
 
 

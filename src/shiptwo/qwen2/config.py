@@ -34,13 +34,18 @@ class Qwen2Config:
     tied_embeddings: bool = True
 
     def __post_init__(self) -> None:
-        problems = [f"{k}={v}" for k, v in asdict(self).items() if isinstance(v, int | float)
-                    and not isinstance(v, bool) and v <= 0]
+        problems = [
+            f"{k}={v}"
+            for k, v in asdict(self).items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and v <= 0
+        ]
         if problems:
             raise ModelError(f"Qwen2 config: {', '.join(problems)} must be positive")
         if self.num_heads % self.num_kv_heads:
-            raise ModelError(f"Qwen2 config: num_heads={self.num_heads} is not a multiple of "
-                             f"num_kv_heads={self.num_kv_heads}; fix the config")
+            raise ModelError(
+                f"Qwen2 config: num_heads={self.num_heads} is not a multiple of "
+                f"num_kv_heads={self.num_kv_heads}; fix the config"
+            )
         if self.head_dim % 2:
             raise ModelError(f"Qwen2 config: head_dim={self.head_dim} must be even for RoPE")
 
@@ -53,12 +58,22 @@ class Qwen2Config:
         ModelError naming the file, the field and the value.
         """
         if not isinstance(cfg, Mapping):
-            raise ModelError(f"{source}: a JSON {_json_type(cfg)}, expected an object of config fields; "
-                             "fix or re-export config.json")
-        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+            raise ModelError(
+                f"{source}: a JSON {_json_type(cfg)}, expected an object of config fields; "
+                "fix or re-export config.json"
+            )
+        required = (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+        )
         missing = [k for k in required if cfg.get(k) is None]
         if missing:
-            raise ModelError(f"{source}: field(s) {', '.join(missing)} missing; a Qwen2 config.json needs them")
+            raise ModelError(
+                f"{source}: field(s) {', '.join(missing)} missing; a Qwen2 config.json needs them"
+            )
         if cfg.get("hidden_act", "silu") != "silu":
             raise ModelError(f"{source}: hidden_act={cfg['hidden_act']!r}; only 'silu' (SwiGLU) is Qwen2")
         if cfg.get("use_sliding_window"):
@@ -71,35 +86,52 @@ class Qwen2Config:
             raise ModelError(f"{source}: rope scaling {rope!r} is not supported (only default RoPE)")
         f = _Fields(cfg, source=source, what="field")
         # transformers' Qwen2Config default when config.json names no theta (5.x keeps it in rope_parameters).
-        theta = f.number("rope_theta") if cfg.get("rope_theta") is not None else (
-            _Fields(rope, source=source, what=f"field {rope_key}.").number("rope_theta")
-            if rope.get("rope_theta") is not None else 10_000.0)
+        theta = (
+            f.number("rope_theta")
+            if cfg.get("rope_theta") is not None
+            else (
+                _Fields(rope, source=source, what=f"field {rope_key}.").number("rope_theta")
+                if rope.get("rope_theta") is not None
+                else 10_000.0
+            )
+        )
         heads, hidden = f.positive_integer("num_attention_heads"), f.positive_integer("hidden_size")
-        return _named(source, lambda: cls(
-            vocab_size=f.integer("vocab_size"),
-            hidden_size=hidden,
-            num_layers=f.integer("num_hidden_layers"),
-            num_heads=heads,
-            num_kv_heads=f.integer("num_key_value_heads", default=heads),
-            head_dim=f.integer("head_dim", default=hidden // heads),
-            intermediate_size=f.integer("intermediate_size"),
-            max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
-            rope_theta=theta,
-            rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
-            tied_embeddings=f.flag("tie_word_embeddings", default=False),
-        ))
+        return _named(
+            source,
+            lambda: cls(
+                vocab_size=f.integer("vocab_size"),
+                hidden_size=hidden,
+                num_layers=f.integer("num_hidden_layers"),
+                num_heads=heads,
+                num_kv_heads=f.integer("num_key_value_heads", default=heads),
+                head_dim=f.integer("head_dim", default=hidden // heads),
+                intermediate_size=f.integer("intermediate_size"),
+                max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
+                rope_theta=theta,
+                rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
+                tied_embeddings=f.flag("tie_word_embeddings", default=False),
+            ),
+        )
 
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict for this architecture."""
         return {
-            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
-            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_kv_heads, "head_dim": self.head_dim,
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_act": "silu",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
             "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": self.max_position_embeddings, "rope_theta": self.rope_theta,
-            "rms_norm_eps": self.rms_norm_eps, "tie_word_embeddings": self.tied_embeddings,
-            "use_sliding_window": False, "attention_dropout": 0.0,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "tie_word_embeddings": self.tied_embeddings,
+            "use_sliding_window": False,
+            "attention_dropout": 0.0,
         }
 
     @classmethod
@@ -113,35 +145,53 @@ class Qwen2Config:
         keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rope_theta")
         missing = [k for k in keys if md.get(k) is None]
         if missing:
-            raise ModelError(f"{source}: metadata lacks {', '.join(missing)} (absent or null); re-export the "
-                             "model with its architecture fields (APR defines no default for them)")
+            raise ModelError(
+                f"{source}: metadata lacks {', '.join(missing)} (absent or null); re-export the "
+                "model with its architecture fields (APR defines no default for them)"
+            )
         rope_type = md.get("rope_type")
         if rope_type is not None and (isinstance(rope_type, bool) or rope_type != ROPE_TYPE_NEOX):
-            raise ModelError(f"{source}: metadata rope_type={rope_type!r}; Qwen2 needs {ROPE_TYPE_NEOX} "
-                             "(the integer code of NEOX halves); fix the metadata")
+            raise ModelError(
+                f"{source}: metadata rope_type={rope_type!r}; Qwen2 needs {ROPE_TYPE_NEOX} "
+                "(the integer code of NEOX halves); fix the metadata"
+            )
         f = _Fields(md, source=source, what="metadata")
         heads, hidden = f.positive_integer("num_heads"), f.positive_integer("hidden_size")
-        return _named(source, lambda: cls(
-            vocab_size=f.integer("vocab_size"), hidden_size=hidden, num_layers=f.integer("num_layers"),
-            num_heads=heads, num_kv_heads=f.integer("num_kv_heads", default=heads),
-            head_dim=f.integer("head_dim", default=hidden // heads),
-            intermediate_size=f.integer("intermediate_size"),
-            max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
-            rope_theta=f.number("rope_theta"),
-            rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
-            tied_embeddings=f.flag("tied_embeddings", default=False),
-        ))
+        return _named(
+            source,
+            lambda: cls(
+                vocab_size=f.integer("vocab_size"),
+                hidden_size=hidden,
+                num_layers=f.integer("num_layers"),
+                num_heads=heads,
+                num_kv_heads=f.integer("num_kv_heads", default=heads),
+                head_dim=f.integer("head_dim", default=hidden // heads),
+                intermediate_size=f.integer("intermediate_size"),
+                max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
+                rope_theta=f.number("rope_theta"),
+                rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
+                tied_embeddings=f.flag("tied_embeddings", default=False),
+            ),
+        )
 
     def to_apr_metadata(self) -> dict[str, Any]:
         """The APR metadata keys aprender reads for a Qwen2 model."""
         return {
-            "architecture": "qwen2", "hf_architecture": "Qwen2ForCausalLM", "hf_model_type": "qwen2",
-            "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-            "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
-            "vocab_size": self.vocab_size, "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": self.max_position_embeddings, "rope_theta": self.rope_theta,
-            "rope_type": ROPE_TYPE_NEOX, "rms_norm_eps": self.rms_norm_eps,
-            "head_dim": self.head_dim, "tied_embeddings": self.tied_embeddings,
+            "architecture": "qwen2",
+            "hf_architecture": "Qwen2ForCausalLM",
+            "hf_model_type": "qwen2",
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "vocab_size": self.vocab_size,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_type": ROPE_TYPE_NEOX,
+            "rms_norm_eps": self.rms_norm_eps,
+            "head_dim": self.head_dim,
+            "tied_embeddings": self.tied_embeddings,
         }
 
 
@@ -161,8 +211,10 @@ class _Fields:
 
     def _bad(self, key: str, value: Any, expected: str) -> ModelError:
         sep = "" if self.what.endswith(".") else " "
-        return ModelError(f"{self.source}: {self.what}{sep}{key}={value!r}: expected {expected}; fix the "
-                          f"{'metadata' if self.what == 'metadata' else 'config'}")
+        return ModelError(
+            f"{self.source}: {self.what}{sep}{key}={value!r}: expected {expected}; fix the "
+            f"{'metadata' if self.what == 'metadata' else 'config'}"
+        )
 
     def _get(self, key: str, default: Any) -> Any:
         value = self.data.get(key)
@@ -175,8 +227,11 @@ class _Fields:
     def integer(self, key: str, *, default: int | None = None) -> int:
         value = self._get(key, default)
         # JSON writers may spell an integer 896.0; a bool, a string or 896.5 is not one.
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-                isinstance(value, float) and not value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise self._bad(key, value, "an integer")
         return int(value)
 

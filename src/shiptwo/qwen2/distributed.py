@@ -49,7 +49,9 @@ def init(device: str) -> DistContext:
     dev = "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda: torch.cuda.is_available() is False on this host; use --device cpu")
+            raise UsageError(
+                "--device cuda: torch.cuda.is_available() is False on this host; use --device cpu"
+            )
         torch.cuda.set_device(local)
         dev = f"cuda:{local}"
     if world > 1 and not dist.is_initialized():
@@ -66,8 +68,10 @@ def shutdown(ctx: DistContext) -> None:
 def local_slice(global_batch: int, ctx: DistContext) -> slice:
     """The rows of a global batch this rank trains on; the batch must split evenly."""
     if global_batch % ctx.world_size:
-        raise UsageError(f"--batch-size {global_batch} does not split over {ctx.world_size} processes; "
-                         f"use a multiple of {ctx.world_size}")
+        raise UsageError(
+            f"--batch-size {global_batch} does not split over {ctx.world_size} processes; "
+            f"use a multiple of {ctx.world_size}"
+        )
     per = global_batch // ctx.world_size
     return slice(ctx.rank * per, (ctx.rank + 1) * per)
 

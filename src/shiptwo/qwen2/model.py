@@ -47,8 +47,9 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-def rope_cos_sin(seq_len: int, head_dim: int, theta: float, *, device: torch.device,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    seq_len: int, head_dim: int, theta: float, *, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, (T, D), computed in fp32 and cast; both halves repeat (NEOX layout)."""
     # Built per call instead of kept as a buffer: `model.to(bfloat16)` would round a buffer.
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
@@ -81,8 +82,9 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # enable_gqa lets each group of H/K query heads share one k/v head without copying it.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           enable_gqa=self.n_head != self.n_kv_head)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_head != self.n_kv_head
+        )  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))  # (B, T, C)
 
 
@@ -96,7 +98,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C) -> (B, T, F) -> (B, T, C)
+        return self.down_proj(
+            F.silu(self.gate_proj(x)) * self.up_proj(x)
+        )  # (B, T, C) -> (B, T, F) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -146,8 +150,9 @@ class Qwen2(nn.Module):
             else:
                 p.normal_(0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_hidden: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, return_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits (B, T, V); with `targets` (B, T), the mean token cross-entropy instead (see `loss`).
 
         With `return_hidden`, also the residual stream at every stage: [embeddings, after layer 0,
@@ -155,8 +160,9 @@ class Qwen2(nn.Module):
         """
         _B, T = idx.shape
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = rope_cos_sin(T, self.config.head_dim, self.config.rope_theta, device=x.device,
-                                dtype=x.dtype)  # (T, D) each
+        cos, sin = rope_cos_sin(
+            T, self.config.head_dim, self.config.rope_theta, device=x.device, dtype=x.dtype
+        )  # (T, D) each
         hidden = [x]
         for block in self.layers:
             x = block(x, cos, sin)
@@ -198,8 +204,9 @@ def _ce_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> tor
     return F.cross_entropy(logits, targets.long(), reduction="sum")
 
 
-def chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
-                          chunk_rows: int | None = None) -> torch.Tensor:
+def chunked_cross_entropy(
+    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
+) -> torch.Tensor:
     """Mean cross-entropy of `head(hidden)` (N, V) against `targets` (N,), `chunk_rows` rows at a time.
 
     Equals `F.cross_entropy(head(hidden).float(), targets)` up to fp32 summation order. With a
@@ -208,7 +215,9 @@ def chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.
     checkpointed, so backward recomputes its logits instead of keeping every chunk's alive.
     """
     n = hidden.shape[0]
-    grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    grad = torch.is_grad_enabled() and (
+        hidden.requires_grad or any(p.requires_grad for p in head.parameters())
+    )
     if chunk_rows is None:
         vocab = int(getattr(head, "out_features", 0)) or 1
         chunk_rows = max(1, (LOSS_CHUNK_ELEMENTS if grad else EVAL_CHUNK_ELEMENTS) // vocab)
@@ -218,7 +227,7 @@ def chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.
 
     total: torch.Tensor | None = None
     for start in range(0, n, chunk_rows):
-        h, t = hidden[start:start + chunk_rows], targets[start:start + chunk_rows]
+        h, t = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
         part = checkpoint(_ce_sum, head, h, t, use_reentrant=False) if grad else _ce_sum(head, h, t)
         total = part if total is None else total + part
     if total is None:  # n == 0 took the first branch; this keeps the type checker honest
@@ -228,8 +237,10 @@ def chunked_cross_entropy(head: nn.Module, hidden: torch.Tensor, targets: torch.
 
 def flops_per_token(cfg: Qwen2Config, seq_len: int) -> float:
     """Training FLOPs per token (6N for the weights plus attention), as in the PaLM appendix."""
-    per_layer = (cfg.hidden_size * cfg.head_dim * (cfg.num_heads * 2 + cfg.num_kv_heads * 2)
-                 + 3 * cfg.hidden_size * cfg.intermediate_size)
+    per_layer = (
+        cfg.hidden_size * cfg.head_dim * (cfg.num_heads * 2 + cfg.num_kv_heads * 2)
+        + 3 * cfg.hidden_size * cfg.intermediate_size
+    )
     n = cfg.num_layers * per_layer + cfg.vocab_size * cfg.hidden_size  # the head matmul
     attn = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len / 2  # causal: half the scores
     return 6 * n + attn

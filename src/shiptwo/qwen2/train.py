@@ -39,8 +39,17 @@ from shiptwo.qwen2.model import Qwen2
 GATE_005_EPOCH0_MAX = 10.0
 GATE_005_RATIO_MAX = 2.0
 # aprender's per-epoch evidence file holds exactly these keys, in this order.
-EPOCH_METADATA_KEYS = ("epoch", "train_loss", "val_loss", "train_ppl", "val_ppl", "optimizer_state_sha",
-                       "wall_seconds", "tokens_seen", "grad_norm_max")
+EPOCH_METADATA_KEYS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "train_ppl",
+    "val_ppl",
+    "optimizer_state_sha",
+    "wall_seconds",
+    "tokens_seen",
+    "grad_norm_max",
+)
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,9 @@ def _unwrap(model: nn.Module) -> Qwen2:
     return inner
 
 
-def eval_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
-               autocast_bf16: bool = False) -> float:
+def eval_batch(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, autocast_bf16: bool = False
+) -> float:
     """Mean token cross-entropy (nats) of one batch, untouched by any training state.
 
     No grad (inference mode), eval mode for the call (the previous mode is restored), and no
@@ -154,9 +164,13 @@ def check_finite(gate_values: dict[str, float], *, where: str) -> None:
     bad = {k: v for k, v in gate_values.items() if not math.isfinite(v)}
     if bad:
         shown = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise TrainGateError(f"GATE-TRAIN-007 fired at {where}: {shown} is not finite; training aborted "
-                             "before the update was applied (lower --lr or check the data)",
-                             gate="GATE-TRAIN-007", values=gate_values, where=where)
+        raise TrainGateError(
+            f"GATE-TRAIN-007 fired at {where}: {shown} is not finite; training aborted "
+            "before the update was applied (lower --lr or check the data)",
+            gate="GATE-TRAIN-007",
+            values=gate_values,
+            where=where,
+        )
 
 
 def check_val_gate(epoch: int, val_loss: float, previous: float | None) -> None:
@@ -164,16 +178,21 @@ def check_val_gate(epoch: int, val_loss: float, previous: float | None) -> None:
     where = f"epoch {epoch} evaluation"
     check_finite({"val_loss": val_loss}, where=where)
     if epoch == 0 and val_loss > GATE_005_EPOCH0_MAX:
-        raise TrainGateError(f"GATE-TRAIN-005 fired: epoch-0 val_loss {val_loss:.4f} nats > "
-                             f"{GATE_005_EPOCH0_MAX}; the init or the learning rate is wrong, training aborted",
-                             gate="GATE-TRAIN-005", where=where,
-                             values={"val_loss": val_loss, "epoch0_max": GATE_005_EPOCH0_MAX})
+        raise TrainGateError(
+            f"GATE-TRAIN-005 fired: epoch-0 val_loss {val_loss:.4f} nats > "
+            f"{GATE_005_EPOCH0_MAX}; the init or the learning rate is wrong, training aborted",
+            gate="GATE-TRAIN-005",
+            where=where,
+            values={"val_loss": val_loss, "epoch0_max": GATE_005_EPOCH0_MAX},
+        )
     if previous is not None and val_loss > GATE_005_RATIO_MAX * previous:
-        raise TrainGateError(f"GATE-TRAIN-005 fired: epoch-{epoch} val_loss {val_loss:.4f} nats > "
-                             f"{GATE_005_RATIO_MAX} x previous {previous:.4f}; training diverged, aborted",
-                             gate="GATE-TRAIN-005", where=where,
-                             values={"val_loss": val_loss, "previous_val_loss": previous,
-                                     "ratio_max": GATE_005_RATIO_MAX})
+        raise TrainGateError(
+            f"GATE-TRAIN-005 fired: epoch-{epoch} val_loss {val_loss:.4f} nats > "
+            f"{GATE_005_RATIO_MAX} x previous {previous:.4f}; training diverged, aborted",
+            gate="GATE-TRAIN-005",
+            where=where,
+            values={"val_loss": val_loss, "previous_val_loss": previous, "ratio_max": GATE_005_RATIO_MAX},
+        )
 
 
 def optimizer_state_sha(optimizer: torch.optim.Optimizer) -> str:
@@ -194,20 +213,24 @@ def optimizer_state_sha(optimizer: torch.optim.Optimizer) -> str:
 class Trainer:
     """Owns the optimizer and the schedule; `train_batch` runs one step on one global batch."""
 
-    def __init__(self, model: Qwen2, config: TrainConfig, *, total_steps: int,
-                 ctx: DistContext | None = None) -> None:
+    def __init__(
+        self, model: Qwen2, config: TrainConfig, *, total_steps: int, ctx: DistContext | None = None
+    ) -> None:
         self.config, self.ctx = config, ctx or DistContext()
         self.model = model
         self.total_steps = max(1, total_steps)
-        self.warmup = (config.warmup_steps if config.warmup_steps is not None
-                       else int(0.05 * self.total_steps))
+        self.warmup = config.warmup_steps if config.warmup_steps is not None else int(0.05 * self.total_steps)
         # Weight decay on matrices only; biases and norm gains are not regularised toward 0.
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr, betas=config.betas)
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            betas=config.betas,
+        )
         self.net: nn.Module = model
         if self.ctx.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -222,8 +245,9 @@ class Trainer:
 
     def lr(self) -> float:
         c = self.config
-        return lr_at(self.step, base_lr=c.lr, warmup=self.warmup, total=self.total_steps,
-                     min_ratio=c.min_lr_ratio)
+        return lr_at(
+            self.step, base_lr=c.lr, warmup=self.warmup, total=self.total_steps, min_ratio=c.min_lr_ratio
+        )
 
     def eval_batch(self, inputs: torch.Tensor, targets: torch.Tensor) -> float:
         """The module-level `eval_batch` on this trainer's model: it never sees the optimizer."""
@@ -247,8 +271,9 @@ class Trainer:
         lr = self.lr()
         global_loss = float(mean_over_ranks(loss.detach(), self.ctx).item())
         stats = StepStats(step=self.step, loss=global_loss, grad_norm=float(grad_norm.item()), lr=lr)
-        check_finite({"train_loss": stats.loss, "grad_norm": stats.grad_norm, "lr": lr},
-                     where=f"step {self.step}")
+        check_finite(
+            {"train_loss": stats.loss, "grad_norm": stats.grad_norm, "lr": lr}, where=f"step {self.step}"
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -256,18 +281,27 @@ class Trainer:
         return stats
 
 
-def batches(reader: Any, *, batch_size: int, order: Sequence[int] | None = None
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    reader: Any, *, batch_size: int, order: Sequence[int] | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(inputs, targets) int64 batches of `batch_size` windows; an incomplete last batch is dropped."""
     idx = list(order) if order is not None else list(range(len(reader)))
     for start in range(0, len(idx) - batch_size + 1, batch_size):
-        windows = np.stack([np.asarray(reader.window(i), dtype=np.int64) for i in idx[start:start + batch_size]])
+        windows = np.stack(
+            [np.asarray(reader.window(i), dtype=np.int64) for i in idx[start : start + batch_size]]
+        )
         w = torch.from_numpy(windows)  # (B, T + 1)
         yield w[:, :-1], w[:, 1:]
 
 
-def evaluate(model: nn.Module, reader: Any, *, batch_size: int, max_batches: int | None = None,
-             autocast_bf16: bool = False) -> float:
+def evaluate(
+    model: nn.Module,
+    reader: Any,
+    *,
+    batch_size: int,
+    max_batches: int | None = None,
+    autocast_bf16: bool = False,
+) -> float:
     """Mean eval loss (nats) over the reader's batches (all equal-sized, so the token mean)."""
     losses = []
     for i, (x, y) in enumerate(batches(reader, batch_size=batch_size)):
@@ -275,8 +309,10 @@ def evaluate(model: nn.Module, reader: Any, *, batch_size: int, max_batches: int
             break
         losses.append(eval_batch(model, x, y, autocast_bf16=autocast_bf16))
     if not losses:
-        raise UsageError(f"no validation batch: {len(reader)} windows < batch size {batch_size}; "
-                        "give more validation text or a smaller --batch-size/--seq-len")
+        raise UsageError(
+            f"no validation batch: {len(reader)} windows < batch size {batch_size}; "
+            "give more validation text or a smaller --batch-size/--seq-len"
+        )
     return float(sum(losses) / len(losses))
 
 
@@ -284,9 +320,17 @@ def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
 
 
-def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConfig,
-          output_dir: Path | None = None, run_dir: Path | None = None,
-          ctx: DistContext | None = None, progress: bool = False) -> TrainResult:
+def train(
+    model: Qwen2,
+    *,
+    train_reader: Any,
+    val_reader: Any,
+    config: TrainConfig,
+    output_dir: Path | None = None,
+    run_dir: Path | None = None,
+    ctx: DistContext | None = None,
+    progress: bool = False,
+) -> TrainResult:
     """Train for `config.epochs` passes (or `config.max_steps` steps), evaluating at step 0 and
     after each epoch; rank 0 writes epoch-NNN.metadata.json + epoch-NNN.apr to `output_dir` and
     the per-step log and loss curve to `run_dir`. Raises GateError when a gate fires, after
@@ -302,8 +346,13 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
     trainer = Trainer(model, config, total_steps=total, ctx=ctx)
 
     def run_eval() -> float:
-        return evaluate(model, val_reader, batch_size=config.batch_size, max_batches=config.eval_batches,
-                        autocast_bf16=config.autocast_bf16)
+        return evaluate(
+            model,
+            val_reader,
+            batch_size=config.batch_size,
+            max_batches=config.eval_batches,
+            autocast_bf16=config.autocast_bf16,
+        )
 
     if output_dir is not None:
         check_output_dir("output_dir", output_dir)
@@ -314,19 +363,47 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
     result = TrainResult(step0_val_loss=math.nan)
     bar = _progress(total, enabled=progress and ctx.is_main)
     try:
-        _run_epochs(trainer, result, log, bar, config=config, train_reader=train_reader, total=total,
-                    run_eval=run_eval, output_dir=output_dir, run_dir=run_dir, is_main=ctx.is_main,
-                    start=start)
+        _run_epochs(
+            trainer,
+            result,
+            log,
+            bar,
+            config=config,
+            train_reader=train_reader,
+            total=total,
+            run_eval=run_eval,
+            output_dir=output_dir,
+            run_dir=run_dir,
+            is_main=ctx.is_main,
+            start=start,
+        )
     except TrainGateError as exc:
         # The run directory must say why it stopped: the abort goes to steps.jsonl and summary.json.
-        log.write({"event": "abort", "gate": exc.gate, "where": exc.where, "step": trainer.step,
-                   "values": {k: _json_number(v) for k, v in exc.values.items()}, "message": str(exc)})
+        log.write(
+            {
+                "event": "abort",
+                "gate": exc.gate,
+                "where": exc.where,
+                "step": trainer.step,
+                "values": {k: _json_number(v) for k, v in exc.values.items()},
+                "message": str(exc),
+            }
+        )
         result.steps = trainer.step
         if ctx.is_main and run_dir is not None:
-            _write_summary(run_dir, result, start, status="aborted",
-                           abort={"gate": exc.gate, "where": exc.where, "step": trainer.step,
-                                  "values": {k: _json_number(v) for k, v in exc.values.items()},
-                                  "message": str(exc)})
+            _write_summary(
+                run_dir,
+                result,
+                start,
+                status="aborted",
+                abort={
+                    "gate": exc.gate,
+                    "where": exc.where,
+                    "step": trainer.step,
+                    "values": {k: _json_number(v) for k, v in exc.values.items()},
+                    "message": str(exc),
+                },
+            )
         raise
     finally:
         bar.close()
@@ -337,9 +414,21 @@ def train(model: Qwen2, *, train_reader: Any, val_reader: Any, config: TrainConf
     return result
 
 
-def _run_epochs(trainer: Trainer, result: TrainResult, log: _StepLog, bar: Any, *, config: TrainConfig,
-                train_reader: Any, total: int, run_eval: Callable[[], float], output_dir: Path | None,
-                run_dir: Path | None, is_main: bool, start: float) -> None:
+def _run_epochs(
+    trainer: Trainer,
+    result: TrainResult,
+    log: _StepLog,
+    bar: Any,
+    *,
+    config: TrainConfig,
+    train_reader: Any,
+    total: int,
+    run_eval: Callable[[], float],
+    output_dir: Path | None,
+    run_dir: Path | None,
+    is_main: bool,
+    start: float,
+) -> None:
     """The step-0 evaluation and the epoch loop of `train`; gates raise TrainGateError out of it."""
     step0 = run_eval()
     log.write({"event": "eval", "step": 0, "epoch": -1, "val_loss": _json_number(step0)})
@@ -359,9 +448,18 @@ def _run_epochs(trainer: Trainer, result: TrainResult, log: _StepLog, bar: Any, 
             losses.append(stats.loss)
             grad_max = max(grad_max, stats.grad_norm)
             result.tokens_seen += tokens_per_step
-            log.write({"event": "step", "step": stats.step + 1, "epoch": epoch, "loss": stats.loss,
-                       "grad_norm": stats.grad_norm, "lr": stats.lr, "tokens_seen": result.tokens_seen,
-                       "elapsed_s": round(time.monotonic() - start, 4)})
+            log.write(
+                {
+                    "event": "step",
+                    "step": stats.step + 1,
+                    "epoch": epoch,
+                    "loss": stats.loss,
+                    "grad_norm": stats.grad_norm,
+                    "lr": stats.lr,
+                    "tokens_seen": result.tokens_seen,
+                    "elapsed_s": round(time.monotonic() - start, 4),
+                }
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{stats.loss:.4f}")
         val = run_eval()
@@ -371,9 +469,23 @@ def _run_epochs(trainer: Trainer, result: TrainResult, log: _StepLog, bar: Any, 
         result.val_losses.append(val)
         result.train_losses.append(train_loss)
         if is_main and (output_dir is not None or run_dir is not None):
-            meta = dict(zip(EPOCH_METADATA_KEYS, (
-                epoch, train_loss, val, _ppl(train_loss), _ppl(val), optimizer_state_sha(trainer.optimizer),
-                round(time.monotonic() - epoch_start, 3), result.tokens_seen, grad_max), strict=True))
+            meta = dict(
+                zip(
+                    EPOCH_METADATA_KEYS,
+                    (
+                        epoch,
+                        train_loss,
+                        val,
+                        _ppl(train_loss),
+                        _ppl(val),
+                        optimizer_state_sha(trainer.optimizer),
+                        round(time.monotonic() - epoch_start, 3),
+                        result.tokens_seen,
+                        grad_max,
+                    ),
+                    strict=True,
+                )
+            )
             if output_dir is not None:
                 result.epoch_files += write_epoch(trainer.model, meta, output_dir)
             if run_dir is not None and run_dir != output_dir:
@@ -386,13 +498,18 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def _write_summary(run_dir: Path, result: TrainResult, start: float, *, status: str,
-                   abort: dict[str, Any] | None = None) -> None:
+def _write_summary(
+    run_dir: Path, result: TrainResult, start: float, *, status: str, abort: dict[str, Any] | None = None
+) -> None:
     summary: dict[str, Any] = {
-        "status": status, "step0_val_loss": _json_number(result.step0_val_loss),
+        "status": status,
+        "step0_val_loss": _json_number(result.step0_val_loss),
         "val_losses": [_json_number(v) for v in result.val_losses],
-        "train_losses": [_json_number(v) for v in result.train_losses], "steps": result.steps,
-        "tokens_seen": result.tokens_seen, "wall_seconds": round(time.monotonic() - start, 3)}
+        "train_losses": [_json_number(v) for v in result.train_losses],
+        "steps": result.steps,
+        "tokens_seen": result.tokens_seen,
+        "wall_seconds": round(time.monotonic() - start, 3),
+    }
     if abort is not None:
         summary["abort"] = abort
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -408,8 +525,11 @@ def write_epoch(model: Qwen2, meta: dict[str, Any], output_dir: Path) -> list[Pa
     stem = output_dir / f"epoch-{meta['epoch']:03d}"
     meta_path, apr_path = Path(f"{stem}.metadata.json"), Path(f"{stem}.apr")
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    save_apr(model, apr_path, metadata={"source": "shiptwo train", "epoch": meta["epoch"],
-                                        "val_loss": meta["val_loss"]})
+    save_apr(
+        model,
+        apr_path,
+        metadata={"source": "shiptwo train", "epoch": meta["epoch"], "val_loss": meta["val_loss"]},
+    )
     return [meta_path, apr_path]
 
 
@@ -461,11 +581,20 @@ def plot_loss_curve(steps_jsonl: Path, png: Path) -> None:
 def host_facts(ctx: DistContext | None = None) -> dict[str, Any]:
     """Python, torch, platform and device facts for a run directory."""
     ctx = ctx or DistContext()
-    cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if torch.cuda.is_available() else []
-    return {"hostname": socket.gethostname(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "cuda_devices": cuda,
-            "cpu_threads": torch.get_num_threads(), "world_size": ctx.world_size}
+    cuda = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_devices": cuda,
+        "cpu_threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
+    }
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

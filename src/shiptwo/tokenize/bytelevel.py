@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     import tokenizers
 
 # Qwen2's pre-tokenizer regex (public; also transformers' Qwen2Tokenizer.PRETOKENIZE_REGEX).
-QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 # Qwen2.5(-Coder)'s added tokens from id 151,643 on, with their `special` flags.
 QWEN2_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
@@ -71,13 +69,18 @@ class ByteLevelTokenizer:
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
         unk = getattr(tokenizer.model, "unk_token", None)
         self.unk_id: int | None = tokenizer.token_to_id(unk) if unk else None
-        self.added_tokens: frozenset[str] = frozenset(t.content for t in tokenizer.get_added_tokens_decoder().values())
+        self.added_tokens: frozenset[str] = frozenset(
+            t.content for t in tokenizer.get_added_tokens_decoder().values()
+        )
         # The EOS token must be an added token: a regular BPE piece spelled "</s>" is text, not a marker.
         self.eos_id: int | None = next(
             (tokenizer.token_to_id(t) for t in EOS_CANDIDATES if t in self.added_tokens), None
         )
         if self.eos_id is None:
-            self.eos_id = next((tokenizer.token_to_id(t) for t in EOS_CANDIDATES if tokenizer.token_to_id(t) is not None), None)
+            self.eos_id = next(
+                (tokenizer.token_to_id(t) for t in EOS_CANDIDATES if tokenizer.token_to_id(t) is not None),
+                None,
+            )
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -143,13 +146,17 @@ def build_pipeline(
         # In id order: add_special_tokens forces special=True, so the non-special ones (tool calls,
         # FIM markers, which come last) go through add_tokens.
         for content, special in QWEN2_ADDED_TOKENS:
-            token = AddedToken(content, special=special, normalized=False, lstrip=False, rstrip=False, single_word=False)
+            token = AddedToken(
+                content, special=special, normalized=False, lstrip=False, rstrip=False, single_word=False
+            )
             if special:
                 tok.add_special_tokens([token])
             else:
                 tok.add_tokens([token])
     else:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(
+            add_prefix_space=False, trim_offsets=True, use_regex=True
+        )
         if "<|endoftext|>" in vocab:
             tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
     return tok
@@ -159,7 +166,9 @@ def resolve_pretokenizer(vocab_path: Path, pretokenizer: str | None) -> str:
     """The pre-tokenizer for a vocab.json + merges.txt pair: named, or from tokenizer_config.json."""
     if pretokenizer is not None:
         if pretokenizer not in PRETOKENIZERS:
-            raise UsageError(f"unknown pre-tokenizer {pretokenizer!r}; choose one of {', '.join(PRETOKENIZERS)}")
+            raise UsageError(
+                f"unknown pre-tokenizer {pretokenizer!r}; choose one of {', '.join(PRETOKENIZERS)}"
+            )
         return pretokenizer
     config = vocab_path.with_name("tokenizer_config.json")
     if config.is_file():

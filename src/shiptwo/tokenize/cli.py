@@ -32,18 +32,35 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("train", help="train a hex-byte BPE (aprender's `apr tokenize train` layout)")
     p.add_argument("--corpus", nargs="+", required=True, type=Path, help="JSONL files or dirs")
     p.add_argument("--vocab-size", type=int, required=True, help="total ids, specials and 256 bytes included")
-    p.add_argument("--output", type=Path, required=True,
-                   help="dir for vocab.json + merges.txt (created if missing; files of those names are replaced)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="dir for vocab.json + merges.txt (created if missing; files of those names are replaced)",
+    )
     p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
-    p.add_argument("--min-frequency", type=int, default=2, help="merge only pairs seen at least this often (>= 1, default 2)")
-    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
-                   help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
-                        "stop (error, default) or count and skip")
+    p.add_argument(
+        "--min-frequency",
+        type=int,
+        default=2,
+        help="merge only pairs seen at least this often (>= 1, default 2)",
+    )
+    p.add_argument(
+        "--on-bad-line",
+        choices=("error", "skip"),
+        default="error",
+        help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
+        "stop (error, default) or count and skip",
+    )
     p.set_defaults(func=_run_train)
 
     p = sub.add_parser("fetch-qwen2", help="build the real Qwen2 tokenizer from the pinned dashscope wheel")
-    p.add_argument("--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo")
-    p.add_argument("--wheel", type=Path, default=None, help="use this dashscope wheel instead of pip download")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo"
+    )
+    p.add_argument(
+        "--wheel", type=Path, default=None, help="use this dashscope wheel instead of pip download"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when already built")
     _add_format(p)
     p.set_defaults(func=_run_fetch_qwen2)
@@ -51,28 +68,60 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("encode-corpus", help="encode JSONL into pretokenize-bin-v1 shards with an audit")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer dir or file (format detected)")
     p.add_argument("--corpus", nargs="+", required=True, type=Path, help="JSONL files or dirs of *.jsonl")
-    p.add_argument("--output", required=True, type=Path,
-                   help="shard dir: new or empty, or an interrupted run (progress.json) continued with --resume; "
-                        "a dir holding other files is refused unless --force")
+    p.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="shard dir: new or empty, or an interrupted run (progress.json) continued with --resume; "
+        "a dir holding other files is refused unless --force",
+    )
     p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
-    p.add_argument("--eos-policy", choices=("between", "after", "none"), default="between",
-                   help="EOS before every document but the first (between, default), after each, or none")
-    p.add_argument("--shard-tokens", type=int, default=10_000_000,
-                   help="close a shard after the document that brings it to this many tokens (default 10,000,000)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="encoding processes (byte-level vocabs already use all cores inside tokenizers)")
-    p.add_argument("--max-unk-ratio", type=float, default=0.01, help="refuse above this unk ratio (default 0.01)")
+    p.add_argument(
+        "--eos-policy",
+        choices=("between", "after", "none"),
+        default="between",
+        help="EOS before every document but the first (between, default), after each, or none",
+    )
+    p.add_argument(
+        "--shard-tokens",
+        type=int,
+        default=10_000_000,
+        help="close a shard after the document that brings it to this many tokens (default 10,000,000)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="encoding processes (byte-level vocabs already use all cores inside tokenizers)",
+    )
+    p.add_argument(
+        "--max-unk-ratio", type=float, default=0.01, help="refuse above this unk ratio (default 0.01)"
+    )
     p.add_argument("--allow-unk", action="store_true", help="accept any unk ratio (still audited)")
-    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
-                   help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --output (same tokenizer, corpus and options); "
-                        "on a finished run with the same settings, do nothing")
-    p.add_argument("--force", action="store_true",
-                   help="write into a non-empty --output dir that holds no run; its files are left alone "
-                        "(only encode-corpus's own .shard-*.bin.tmp / .*.json.*.tmp temp files are ever deleted)")
-    p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None,
-                   help="pre-tokenizer of a byte-level vocab.json+merges.txt without tokenizer_config.json")
+    p.add_argument(
+        "--on-bad-line",
+        choices=("error", "skip"),
+        default="error",
+        help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --output (same tokenizer, corpus and options); "
+        "on a finished run with the same settings, do nothing",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --output dir that holds no run; its files are left alone "
+        "(only encode-corpus's own .shard-*.bin.tmp / .*.json.*.tmp temp files are ever deleted)",
+    )
+    p.add_argument(
+        "--pretokenizer",
+        choices=("qwen2", "gpt2"),
+        default=None,
+        help="pre-tokenizer of a byte-level vocab.json+merges.txt without tokenizer_config.json",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_format(p)
     p.set_defaults(func=_run_encode_corpus)
@@ -87,8 +136,12 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("decode", help="decode ids (arguments or stdin) and print the text")
     p.add_argument("--tokenizer", required=True, type=Path)
     p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None)
-    p.add_argument("ids", nargs="*", type=int,
-                   help="token ids (default: read stdin: whitespace-separated ids or a JSON list)")
+    p.add_argument(
+        "ids",
+        nargs="*",
+        type=int,
+        help="token ids (default: read stdin: whitespace-separated ids or a JSON list)",
+    )
     p.set_defaults(func=_run_decode)
 
 
@@ -109,9 +162,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
     # Everything checkable before reading the corpus is checked first: training can take minutes.
     if args.min_frequency < 1:
-        raise UsageError(f"--min-frequency must be >= 1 (a pair must occur at least once to merge), got {args.min_frequency}")
+        raise UsageError(
+            f"--min-frequency must be >= 1 (a pair must occur at least once to merge), got {args.min_frequency}"
+        )
     if args.output.exists() and not args.output.is_dir():
-        raise UsageError(f"--output {args.output}: exists and is not a directory; choose a directory for vocab.json + merges.txt")
+        raise UsageError(
+            f"--output {args.output}: exists and is not a directory; choose a directory for vocab.json + merges.txt"
+        )
     files = list_inputs(args.corpus)
     texts: list[str] = []
     bad = 0
@@ -136,7 +193,9 @@ def _run_train(args: argparse.Namespace) -> int:
     tok = train_hex_bpe(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     tok.save(args.output)
     skipped = f", {bad} bad lines skipped" if bad else ""
-    print(f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges from {len(texts)} documents{skipped}")
+    print(
+        f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges from {len(texts)} documents{skipped}"
+    )
     return 0
 
 
@@ -217,7 +276,9 @@ def _read_ids(text: str) -> list[int]:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"stdin: not a JSON list of ids ({exc}); pass [1, 2, ...] or whitespace-separated ids") from exc
+            raise UsageError(
+                f"stdin: not a JSON list of ids ({exc}); pass [1, 2, ...] or whitespace-separated ids"
+            ) from exc
         if not isinstance(doc, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in doc):
             raise UsageError("stdin: the JSON list holds something other than integer ids; pass [1, 2, ...]")
         return doc
@@ -240,6 +301,8 @@ def _run_decode(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer, pretokenizer=args.pretokenizer)
     for n, i in enumerate(ids, 1):
         if not 0 <= i < tok.vocab_size:
-            raise UsageError(f"id {i} (token {n}) is outside the vocab of {args.tokenizer} (0..{tok.vocab_size - 1})")
+            raise UsageError(
+                f"id {i} (token {n}) is outside the vocab of {args.tokenizer} (0..{tok.vocab_size - 1})"
+            )
     sys.stdout.write(tok.decode(ids))
     return 0

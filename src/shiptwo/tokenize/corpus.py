@@ -122,7 +122,9 @@ def _hash_inputs(files: Sequence[Path]) -> tuple[list[dict[str, Any]], str]:
                     corpus.update(block)
                     size += len(block)
         except OSError as exc:
-            raise FormatError(f"{f}: corpus file cannot be read ({exc.strerror or exc}); check its permissions") from exc
+            raise FormatError(
+                f"{f}: corpus file cannot be read ({exc.strerror or exc}); check its permissions"
+            ) from exc
         records.append({"path": str(f), "bytes": size, "sha256": h.hexdigest()})
     return records, corpus.hexdigest()
 
@@ -151,7 +153,9 @@ def _read(files: Sequence[Path], content_field: str, start: tuple[int, int, int]
         try:
             fh = path.open("rb")
         except OSError as exc:
-            raise FormatError(f"{path}: corpus file cannot be read ({exc.strerror or exc}); check its permissions") from exc
+            raise FormatError(
+                f"{path}: corpus file cannot be read ({exc.strerror or exc}); check its permissions"
+            ) from exc
         with fh:
             fh.seek(offset)
             for raw in fh:
@@ -172,16 +176,25 @@ def _read(files: Sequence[Path], content_field: str, start: tuple[int, int, int]
                     yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"invalid JSON ({exc})"))
                     continue
                 if not isinstance(obj, dict):
-                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"not a JSON object ({type(obj).__name__})"))
+                    yield _Bad(
+                        fi,
+                        lineno,
+                        offset,
+                        BadLine(str(path), lineno, f"not a JSON object ({type(obj).__name__})"),
+                    )
                     continue
                 text = obj.get(content_field)
                 if not isinstance(text, str):
                     why = "missing" if content_field not in obj else f"a {type(text).__name__}, not a string"
-                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r} is {why}"))
+                    yield _Bad(
+                        fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r} is {why}")
+                    )
                     continue
                 problem = unicode_problem(text)
                 if problem is not None:
-                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r}: {problem}"))
+                    yield _Bad(
+                        fi, lineno, offset, BadLine(str(path), lineno, f"field {content_field!r}: {problem}")
+                    )
                     continue
                 yield _Doc(fi, lineno, offset, text)
 
@@ -196,7 +209,9 @@ def read_documents(files: Sequence[Path], *, content_field: str = "content") -> 
         yield item.bad if isinstance(item, _Bad) else item.text
 
 
-def _batches(items: Iterator[_Doc | _Bad], batch_chars: int, on_bad_line: OnBadLine) -> Iterator[list[_Doc | _Bad]]:
+def _batches(
+    items: Iterator[_Doc | _Bad], batch_chars: int, on_bad_line: OnBadLine
+) -> Iterator[list[_Doc | _Bad]]:
     batch: list[_Doc | _Bad] = []
     chars = 0
     for item in items:
@@ -247,14 +262,22 @@ class _Encoder:
 
             # spawn, not fork: a forked `tokenizers` would disable its own threads with a warning.
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ctx.Pool(workers, initializer=_worker_init, initargs=(str(tokenizer_path), pretokenizer))
+            self.pool = ctx.Pool(
+                workers, initializer=_worker_init, initargs=(str(tokenizer_path), pretokenizer)
+            )
 
-    def map(self, batches: Iterator[list[_Doc | _Bad]]) -> Iterator[tuple[list[_Doc | _Bad], np.ndarray, np.ndarray]]:
+    def map(
+        self, batches: Iterator[list[_Doc | _Bad]]
+    ) -> Iterator[tuple[list[_Doc | _Bad], np.ndarray, np.ndarray]]:
         if self.pool is None:
-            rust = self.tokenizer.format == "byte-level" or getattr(self.tokenizer, "engine", "") == "tokenizers"
+            rust = (
+                self.tokenizer.format == "byte-level" or getattr(self.tokenizer, "engine", "") == "tokenizers"
+            )
             if not rust:
                 for batch in batches:
-                    flat, lengths = _encode_flat(self.tokenizer, [d.text for d in batch if isinstance(d, _Doc)])
+                    flat, lengths = _encode_flat(
+                        self.tokenizer, [d.text for d in batch if isinstance(d, _Doc)]
+                    )
                     yield batch, flat, lengths
                 return
             # `tokenizers` releases the GIL while it encodes: keeping two batches in flight lets the
@@ -316,8 +339,14 @@ def _write_shard(path: Path, ids: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _settings(tokenizer_sha: str, inputs: list[dict[str, Any]], content_field: str, eos: EosPolicy,
-              shard_tokens: int, on_bad_line: OnBadLine) -> dict[str, Any]:
+def _settings(
+    tokenizer_sha: str,
+    inputs: list[dict[str, Any]],
+    content_field: str,
+    eos: EosPolicy,
+    shard_tokens: int,
+    on_bad_line: OnBadLine,
+) -> dict[str, Any]:
     return {
         "tokenizer_sha256": tokenizer_sha,
         "input_files": [{"path": r["path"], "sha256": r["sha256"]} for r in inputs],
@@ -362,8 +391,17 @@ class _ShardWriter:
     the same bytes as one that never stopped.
     """
 
-    def __init__(self, out: Path, settings: dict[str, Any], state: _State, histogram: np.ndarray, *,
-                 vocab_size: int, shard_tokens: int, source: Path):
+    def __init__(
+        self,
+        out: Path,
+        settings: dict[str, Any],
+        state: _State,
+        histogram: np.ndarray,
+        *,
+        vocab_size: int,
+        shard_tokens: int,
+        source: Path,
+    ):
         self.out = out
         self.source = source
         self.settings = settings
@@ -487,7 +525,9 @@ def encode_corpus(
     report = detect_format(tokenizer_path)
     tokenizer = load_detected(report, pretokenizer=pretokenizer)
     if eos is not EosPolicy.NONE and tokenizer.eos_id is None:
-        raise UsageError(f"{tokenizer_path}: no EOS token (</s>, <|endoftext|>, <eos>, <|eos|>); use --eos-policy none")
+        raise UsageError(
+            f"{tokenizer_path}: no EOS token (</s>, <|endoftext|>, <eos>, <|eos|>); use --eos-policy none"
+        )
     tokenizer_sha, tokenizer_files = _tokenizer_identity(report)
     inputs, corpus_sha = _hash_inputs(files)
     settings = _settings(tokenizer_sha, inputs, content_field, eos, shard_tokens, bad_mode)
@@ -502,11 +542,25 @@ def encode_corpus(
 
     total_bytes = sum(r["bytes"] for r in inputs)
     done_bytes = sum(r["bytes"] for r in inputs[: state.position[0]]) + state.position[1]
-    bar = tqdm(total=total_bytes, initial=done_bytes, unit="B", unit_scale=True, file=sys.stderr,
-               disable=None if progress else True, desc="encode-corpus")
+    bar = tqdm(
+        total=total_bytes,
+        initial=done_bytes,
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None if progress else True,
+        desc="encode-corpus",
+    )
     encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
-    writer = _ShardWriter(out, settings, state, histogram, vocab_size=tokenizer.vocab_size,
-                          shard_tokens=shard_tokens, source=Path(tokenizer_path))
+    writer = _ShardWriter(
+        out,
+        settings,
+        state,
+        histogram,
+        vocab_size=tokenizer.vocab_size,
+        shard_tokens=shard_tokens,
+        source=Path(tokenizer_path),
+    )
     eos_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0  # unused under --eos-policy none
     tokens_this_run = 0
     run_start = time.perf_counter()
@@ -551,8 +605,11 @@ def encode_corpus(
         "total_documents": state.documents,
         "input_files": [dict(r, documents=state.file_documents[i]) for i, r in enumerate(inputs)],
         "corpus_sha256": corpus_sha,
-        "bad_lines": {"count": state.bad_line_count, "policy": str(bad_mode),
-                      "first": [str(b) for b in state.bad_lines]},
+        "bad_lines": {
+            "count": state.bad_line_count,
+            "policy": str(bad_mode),
+            "first": [str(b) for b in state.bad_lines],
+        },
         "shards": state.shards,
         "audit": audit,
         "elapsed_seconds": round(time.perf_counter() - started, 3),
@@ -584,9 +641,8 @@ def _audit(tokenizer: Any, histogram: np.ndarray, total: int, max_unk_ratio: flo
     else:
         # With no unk id the ratio cannot be anything but 0: say so, and say whether every byte has
         # a token of its own (if not, such bytes would be dropped, not counted).
-        unk_note = (
-            f"no unk token: always 0; {byte_tokens} of 256 bytes have a token of their own"
-            + ("" if byte_tokens == 256 else ", bytes without one are not counted here")
+        unk_note = f"no unk token: always 0; {byte_tokens} of 256 bytes have a token of their own" + (
+            "" if byte_tokens == 256 else ", bytes without one are not counted here"
         )
     return {
         "unk_token_id": unk_id,
@@ -613,28 +669,42 @@ def _byte_tokens(tokenizer: Any) -> int:
 
 
 def _save_progress(out: Path, settings: dict[str, Any], state: _State) -> None:
-    atomic_write_json(out / PROGRESS, {
-        "schema": f"{SCHEMA}/progress",
-        "settings": settings,
-        "position": list(state.position),
-        "documents": state.documents,
-        "tokens": state.tokens,
-        "file_documents": state.file_documents,
-        "bad_line_count": state.bad_line_count,
-        "bad_lines": [[b.file, b.line, b.reason] for b in state.bad_lines],
-        "shards": state.shards,
-    })
+    atomic_write_json(
+        out / PROGRESS,
+        {
+            "schema": f"{SCHEMA}/progress",
+            "settings": settings,
+            "position": list(state.position),
+            "documents": state.documents,
+            "tokens": state.tokens,
+            "file_documents": state.file_documents,
+            "bad_line_count": state.bad_line_count,
+            "bad_lines": [[b.file, b.line, b.reason] for b in state.bad_lines],
+            "shards": state.shards,
+        },
+    )
 
 
-def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _State,
-                    histogram: np.ndarray, *, force: bool = False) -> tuple[_State, np.ndarray]:
+def _prepare_output(
+    out: Path,
+    settings: dict[str, Any],
+    resume: bool,
+    state: _State,
+    histogram: np.ndarray,
+    *,
+    force: bool = False,
+) -> tuple[_State, np.ndarray]:
     """Check the output dir; on resume, reload the progress and the histogram of finished shards."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--output {out}: exists and is not a directory; choose a new or empty directory for the shards")
+        raise UsageError(
+            f"--output {out}: exists and is not a directory; choose a new or empty directory for the shards"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--output {out}: cannot create the directory ({exc.strerror or exc}); choose another path") from exc
+        raise UsageError(
+            f"--output {out}: cannot create the directory ({exc.strerror or exc}); choose another path"
+        ) from exc
     for tmp in out.iterdir():
         if _OWN_TEMP.fullmatch(tmp.name) and tmp.is_file():
             tmp.unlink()  # a shard or manifest half-written when a run died; never under a final name
@@ -646,10 +716,14 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
                 done_settings = {
                     **{k: done.get(k) for k in settings if k != "input_files"},
                     "on_bad_line": done.get("bad_lines", {}).get("policy"),
-                    "input_files": [{"path": f["path"], "sha256": f["sha256"]} for f in done.get("input_files", [])],
+                    "input_files": [
+                        {"path": f["path"], "sha256": f["sha256"]} for f in done.get("input_files", [])
+                    ],
                 }
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise FormatError(f"{manifest}: unreadable: {exc}; remove the output dir and start again") from exc
+                raise FormatError(
+                    f"{manifest}: unreadable: {exc}; remove the output dir and start again"
+                ) from exc
             changed = sorted(k for k in settings if done_settings.get(k) != settings[k])
             if changed:
                 raise UsageError(
@@ -661,7 +735,9 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
     if not progress.is_file():
         stray = sorted(out.glob("shard-*.bin"))
         if stray:
-            raise UsageError(f"{out}: holds {len(stray)} shards but no {PROGRESS} to resume from; choose an empty dir")
+            raise UsageError(
+                f"{out}: holds {len(stray)} shards but no {PROGRESS} to resume from; choose an empty dir"
+            )
         others = sorted(p.name for p in out.iterdir())
         if others and not force:
             raise UsageError(
@@ -697,6 +773,8 @@ def _prepare_output(out: Path, settings: dict[str, Any], resume: bool, state: _S
         path = out / s["file"]
         data = path.read_bytes() if path.is_file() else b""
         if hashlib.sha256(data).hexdigest() != s["sha256"]:
-            raise FormatError(f"{path}: missing or not the shard recorded in {PROGRESS}; start in an empty dir")
+            raise FormatError(
+                f"{path}: missing or not the shard recorded in {PROGRESS}; start in an empty dir"
+            )
         histogram += np.bincount(np.frombuffer(data, dtype="<u4"), minlength=histogram.size)
     return state, histogram

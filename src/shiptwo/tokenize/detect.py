@@ -77,7 +77,9 @@ def _classify(
     counts = f"{hex_keys} of 256 hex-byte keys, {byte_chars} of 256 byte-level characters"
     if hex_keys >= HEX_BYTE_THRESHOLD:
         reason = f"{hex_keys} of 256 hex-byte keys present (>= {HEX_BYTE_THRESHOLD}): hex-byte"
-        return FormatReport(VocabFormat.HEX_BYTE, layout, path, files, len(vocab), hex_keys, byte_chars, reason)
+        return FormatReport(
+            VocabFormat.HEX_BYTE, layout, path, files, len(vocab), hex_keys, byte_chars, reason
+        )
     if byte_chars == 256:
         alphabet = set(bytes_to_unicode().values())
         foreign = [k for k in vocab if k not in exempt and not set(k) <= alphabet]
@@ -91,7 +93,9 @@ def _classify(
             f"{hex_keys} of 256 hex-byte keys present (< {HEX_BYTE_THRESHOLD}) and all 256 byte-level "
             "characters: GPT-2 byte-level"
         )
-        return FormatReport(VocabFormat.BYTE_LEVEL, layout, path, files, len(vocab), hex_keys, byte_chars, reason)
+        return FormatReport(
+            VocabFormat.BYTE_LEVEL, layout, path, files, len(vocab), hex_keys, byte_chars, reason
+        )
     raise FormatError(
         f"{path}: unknown vocab format: {counts} (hex-byte needs >= {HEX_BYTE_THRESHOLD} hex keys, "
         "byte-level needs all 256 characters); shiptwo loads hex-byte and GPT-2 byte-level BPE only"
@@ -111,13 +115,13 @@ def _detect_tokenizer_json(path: Path, doc: dict[str, Any]) -> FormatReport:
     if not isinstance(model, dict):
         raise FormatError(f"{path}: no 'model' object; not a Hugging Face tokenizer.json")
     if model.get("type") != "BPE":
-        raise FormatError(
-            f"{path}: model.type is {model.get('type')!r}; shiptwo loads BPE tokenizers only"
-        )
+        raise FormatError(f"{path}: model.type is {model.get('type')!r}; shiptwo loads BPE tokenizers only")
     vocab = model.get("vocab")
     if not isinstance(vocab, dict):
         raise FormatError(f"{path}: model.vocab is not an object of token -> id")
-    added = frozenset(t["content"] for t in doc.get("added_tokens") or [] if isinstance(t, dict) and "content" in t)
+    added = frozenset(
+        t["content"] for t in doc.get("added_tokens") or [] if isinstance(t, dict) and "content" in t
+    )
     report = _classify(path, vocab, layout=VocabLayout.TOKENIZER_JSON, files=(path,), exempt=added)
     if report.format is VocabFormat.HEX_BYTE:
         raise FormatError(
@@ -156,9 +160,13 @@ def _detect_tiktoken(path: Path) -> FormatReport:
     single = sum(1 for b in range(256) if bytes([b]) in tokens)
     hex_keys = sum(1 for k in HEX_BYTE_KEYS if k.encode() in tokens)
     if single != 256:
-        raise FormatError(f"{path}: tiktoken ranks cover {single} of 256 single bytes; a byte-level BPE needs all")
+        raise FormatError(
+            f"{path}: tiktoken ranks cover {single} of 256 single bytes; a byte-level BPE needs all"
+        )
     reason = f"tiktoken ranks file: {len(tokens)} byte tokens, all 256 single bytes: byte-level"
-    return FormatReport(VocabFormat.BYTE_LEVEL, VocabLayout.TIKTOKEN, path, (path,), len(tokens), hex_keys, single, reason)
+    return FormatReport(
+        VocabFormat.BYTE_LEVEL, VocabLayout.TIKTOKEN, path, (path,), len(tokens), hex_keys, single, reason
+    )
 
 
 def detect_format(path: str | Path) -> FormatReport:
@@ -175,7 +183,9 @@ def detect_format(path: str | Path) -> FormatReport:
         ranks = sorted(path.glob("*.tiktoken"))
         if len(ranks) == 1:
             return _detect_tiktoken(ranks[0])
-        raise FormatError(f"{path}: no tokenizer.json, vocab.json or single *.tiktoken file in this directory")
+        raise FormatError(
+            f"{path}: no tokenizer.json, vocab.json or single *.tiktoken file in this directory"
+        )
     if not path.is_file():
         raise FormatError(f"{path}: no such file or directory")
     if path.suffix == ".tiktoken":

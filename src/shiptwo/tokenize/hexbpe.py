@@ -137,7 +137,7 @@ class HexByteTokenizer:
         hex_keys = count_hex_keys(vocab)
         if hex_keys < HEX_BYTE_THRESHOLD:
             raise FormatError(
-                f"{vocab_path}: {hex_keys} of 256 hex-byte keys (\"00\"..\"ff\") present, below the "
+                f'{vocab_path}: {hex_keys} of 256 hex-byte keys ("00".."ff") present, below the '
                 f"{HEX_BYTE_THRESHOLD} a hex-byte vocab needs: this is not a hex-byte vocab (GPT-2 byte-level?); "
                 "load it with shiptwo.tokenize.load_tokenizer() or check it with `shiptwo tokenize detect`"
             )
@@ -160,7 +160,9 @@ class HexByteTokenizer:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"{directory}: cannot create the directory ({exc.strerror or exc}); choose another path") from exc
+            raise UsageError(
+                f"{directory}: cannot create the directory ({exc.strerror or exc}); choose another path"
+            ) from exc
         ordered = dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))
         atomic_write_bytes(directory / "vocab.json", (json.dumps(ordered, indent=2) + "\n").encode())
         lines = [MERGES_HEADER, *(f"{a} {b}" for a, b in self.merges)]
@@ -194,7 +196,9 @@ class HexByteTokenizer:
             return [i if i >= 0 else unk for i in ids]
         if any(i < 0 for i in ids):
             missing = sorted({HEX_BYTE_KEYS[-1 - i] for i in ids if i < 0})
-            raise FormatError(f"{self.source}: bytes {missing[:8]} are not in the vocab and it has no <unk> token")
+            raise FormatError(
+                f"{self.source}: bytes {missing[:8]} are not in the vocab and it has no <unk> token"
+            )
         return ids
 
     def _merge(self, ids: list[int]) -> list[int]:
@@ -240,7 +244,9 @@ class HexByteTokenizer:
         try:
             hexstr = "".join(table[i] for i in ids)
         except KeyError as exc:
-            raise FormatError(f"{self.source}: id {exc.args[0]} is not in the vocab (size {self.vocab_size})") from exc
+            raise FormatError(
+                f"{self.source}: id {exc.args[0]} is not in the vocab (size {self.vocab_size})"
+            ) from exc
         return bytes.fromhex(hexstr).decode("utf-8", errors="replace")
 
     def id_to_piece(self, token_id: int) -> str:
@@ -270,7 +276,9 @@ def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
     return merges
 
 
-def _unlink(where: dict[tuple[int, int], set[int]], pair: tuple[int, int], pos: int, changed: set[tuple[int, int]]) -> None:
+def _unlink(
+    where: dict[tuple[int, int], set[int]], pair: tuple[int, int], pos: int, changed: set[tuple[int, int]]
+) -> None:
     ps = where.get(pair)
     if ps is not None and pos in ps:
         ps.discard(pos)
@@ -287,7 +295,9 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
     `min_frequency` times. UsageError when `min_frequency` < 1.
     """
     if min_frequency < 1:
-        raise UsageError(f"min_frequency must be >= 1 (a pair must occur at least once to merge), got {min_frequency}")
+        raise UsageError(
+            f"min_frequency must be >= 1 (a pair must occur at least once to merge), got {min_frequency}"
+        )
     base = len(SPECIAL_TOKENS) + 256
     if vocab_size < base:
         raise FormatError(f"vocab_size {vocab_size} is below the {base} ids of specials and bytes")

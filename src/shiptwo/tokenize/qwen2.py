@@ -73,8 +73,17 @@ def _sha256(data: bytes) -> str:
 
 def _download_wheel(into: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-        "--disable-pip-version-check", "-d", str(into), f"dashscope=={DASHSCOPE_VERSION}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+        f"dashscope=={DASHSCOPE_VERSION}",
     ]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True)
     wheel = into / DASHSCOPE_WHEEL
@@ -101,7 +110,9 @@ def read_pinned_ranks(wheel: Path) -> bytes:
     except (zipfile.BadZipFile, KeyError) as exc:
         raise FormatError(f"{wheel}: no {TIKTOKEN_MEMBER} inside: {exc}") from exc
     if _sha256(ranks) != QWEN_TIKTOKEN_SHA256:
-        raise FormatError(f"{wheel}: {TIKTOKEN_MEMBER} sha256 {_sha256(ranks)} is not the pinned {QWEN_TIKTOKEN_SHA256}")
+        raise FormatError(
+            f"{wheel}: {TIKTOKEN_MEMBER} sha256 {_sha256(ranks)} is not the pinned {QWEN_TIKTOKEN_SHA256}"
+        )
     return ranks
 
 
@@ -121,7 +132,9 @@ def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
     vocab, merges = byte_level_vocab_from_ranks(ranks, source=ranks_path)
     tok = build_pipeline(vocab, merges, pretokenizer="qwen2")
     tok.save(str(out_dir / "tokenizer.json"), pretty=False)
-    (out_dir / "vocab.json").write_text(json.dumps(vocab_to_json(vocab), ensure_ascii=False), encoding="utf-8")
+    (out_dir / "vocab.json").write_text(
+        json.dumps(vocab_to_json(vocab), ensure_ascii=False), encoding="utf-8"
+    )
     with open(out_dir / "merges.txt", "w", encoding="utf-8", newline="\n") as f:
         f.write("#version: 0.2\n")
         f.writelines(f"{a} {b}\n" for a, b in merges)
@@ -138,7 +151,12 @@ def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
         "model_max_length": 32768,
         "added_tokens_decoder": {
             str(QWEN2_REGULAR_TOKENS + i): {
-                "content": t, "special": s, "normalized": False, "lstrip": False, "rstrip": False, "single_word": False,
+                "content": t,
+                "special": s,
+                "normalized": False,
+                "lstrip": False,
+                "rstrip": False,
+                "single_word": False,
             }
             for i, (t, s) in enumerate(QWEN2_ADDED_TOKENS)
         },
@@ -187,7 +205,10 @@ def _is_built(d: Path) -> bool:
     if not isinstance(doc, dict) or any(doc.get(k) != v for k, v in _provenance().items()):
         return False
     files = doc.get("files") or {}
-    return all((d / name).is_file() and (d / name).stat().st_size == files.get(name, {}).get("bytes") for name in BUILT_FILES)
+    return all(
+        (d / name).is_file() and (d / name).stat().st_size == files.get(name, {}).get("bytes")
+        for name in BUILT_FILES
+    )
 
 
 def _cached_ranks(d: Path) -> bytes | None:
@@ -199,7 +220,9 @@ def _cached_ranks(d: Path) -> bytes | None:
     return data if _sha256(data) == QWEN_TIKTOKEN_SHA256 else None
 
 
-def fetch_qwen2(*, cache_dir: Path | None = None, wheel: Path | None = None, force: bool = False) -> tuple[Path, bool]:
+def fetch_qwen2(
+    *, cache_dir: Path | None = None, wheel: Path | None = None, force: bool = False
+) -> tuple[Path, bool]:
     """Build the Qwen2 tokenizer files into <cache_dir>/qwen2-tokenizer; returns (dir, built_now).
 
     Idempotent: a dir already built from the pinned wheel by this builder is left alone
@@ -215,8 +238,11 @@ def fetch_qwen2(*, cache_dir: Path | None = None, wheel: Path | None = None, for
     work = Path(tempfile.mkdtemp(prefix=f".{DIR_NAME}.", dir=root))
     try:
         cached = _cached_ranks(dest) if wheel is None else None
-        ranks = cached if cached is not None else read_pinned_ranks(
-            Path(wheel) if wheel is not None else _download_wheel(work / "download"))
+        ranks = (
+            cached
+            if cached is not None
+            else read_pinned_ranks(Path(wheel) if wheel is not None else _download_wheel(work / "download"))
+        )
         build = work / DIR_NAME
         build.mkdir()
         (build / RANKS_FILE).write_bytes(ranks)

@@ -50,7 +50,9 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
             "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
         ) from exc
     except OSError as exc:
-        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions") from exc
+        raise FormatError(
+            f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions"
+        ) from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -84,7 +86,9 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
         # aprender's manifests list no shards: they are shard-00000.bin .. by count.
         shards = [{"file": f"shard-{i:05d}.bin"} for i in range(doc["shard_count"])]
         doc["shards"] = shards
-    if not isinstance(shards, list) or not all(isinstance(x, dict) and isinstance(x.get("file"), str) for x in shards):
+    if not isinstance(shards, list) or not all(
+        isinstance(x, dict) and isinstance(x.get("file"), str) for x in shards
+    ):
         return [*findings, "field 'shards' is not a list of {\"file\": name, ...} objects"]
     if len(shards) != doc["shard_count"]:
         findings.append(f"shard_count {doc['shard_count']} but {len(shards)} shards listed")
@@ -104,11 +108,15 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
             continue
         size = file.stat().st_size
         if size % 4:
-            findings.append(f"{shard['file']}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)")
+            findings.append(
+                f"{shard['file']}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)"
+            )
         elif "tokens" in shard and shard["tokens"] * 4 != size:
             findings.append(f"{shard['file']}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
         total += size // 4
-    if total != doc["total_tokens"] and not any("does not exist" in f or "plain file name" in f for f in findings):
+    if total != doc["total_tokens"] and not any(
+        "does not exist" in f or "plain file name" in f for f in findings
+    ):
         findings.append(f"total_tokens {doc['total_tokens']} but the shards hold {total}")
     return findings
 

@@ -77,7 +77,9 @@ def edit(text: str, *replacements: tuple[str, str]) -> str:
 
 def without_tests(text: str) -> str:
     """`text` with every `tests:` list removed (a contract that binds no test by name)."""
-    return "".join(line for line in text.splitlines(keepends=True) if "tests:" not in line and "::" not in line)
+    return "".join(
+        line for line in text.splitlines(keepends=True) if "tests:" not in line and "::" not in line
+    )
 
 
 def line_of(text: str, needle: str, nth: int = 1) -> int:

@@ -16,16 +16,58 @@ from shiptwo.harness.contract.yamlsafe import parse_yaml
 from .contract_project import GOOD
 
 REPO = Path(__file__).resolve().parents[3]
-BASES = [parse_yaml(GOOD.encode()).data] + [parse_yaml(p.read_bytes()).data for p in sorted((REPO / "contracts").glob("*.yaml"))]
+BASES = [parse_yaml(GOOD.encode()).data] + [
+    parse_yaml(p.read_bytes()).data for p in sorted((REPO / "contracts").glob("*.yaml"))
+]
 VALUES = [
-    None, True, 0, 1, 1.5, float("nan"), "", "x", "DRAFT", "FALSIFY-X-001", "ABC-001", "Bad Name",
-    [], ["a"], ["a", "a"], [1], ["cuda", "cuda"], {}, {"min": 1}, {"max": "1e-5"}, {"unit": "x"}, {"k": 1},
-    "VACUOUS", "qkv-bias-random", "x" * 65, [{"id": "a", "defect": "d"}], [{"id": "a"}], {"id": "a", "defect": "d"},
-    {"declared": 1, "refuted": 1}, {"declared": 1.5, "refuted": 1},
+    None,
+    True,
+    0,
+    1,
+    1.5,
+    float("nan"),
+    "",
+    "x",
+    "DRAFT",
+    "FALSIFY-X-001",
+    "ABC-001",
+    "Bad Name",
+    [],
+    ["a"],
+    ["a", "a"],
+    [1],
+    ["cuda", "cuda"],
+    {},
+    {"min": 1},
+    {"max": "1e-5"},
+    {"unit": "x"},
+    {"k": 1},
+    "VACUOUS",
+    "qkv-bias-random",
+    "x" * 65,
+    [{"id": "a", "defect": "d"}],
+    [{"id": "a"}],
+    {"id": "a", "defect": "d"},
+    {"declared": 1, "refuted": 1},
+    {"declared": 1.5, "refuted": 1},
 ]
 KEYS = [
-    "extra", "unit", "min", "max", "id", "pass", "plausible", "Bad", "status", "tests", "requires", "evidence",
-    "controls", "covers", "defect", "declared",
+    "extra",
+    "unit",
+    "min",
+    "max",
+    "id",
+    "pass",
+    "plausible",
+    "Bad",
+    "status",
+    "tests",
+    "requires",
+    "evidence",
+    "controls",
+    "covers",
+    "defect",
+    "declared",
 ]
 
 

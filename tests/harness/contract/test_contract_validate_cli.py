@@ -45,7 +45,12 @@ def test_a_file_with_three_problems_yields_three_findings(project: Project) -> N
 
 def test_two_bad_files_are_both_reported(project: Project) -> None:
     project.contract(edit(GOOD, ("status: DRAFT", "status: DONE")))
-    project.contract(without_tests(GOOD.replace("demo-v1", "other-v1").replace("FALSIFY-DEMO", "FALSIFY-OTHER")).replace("requires: []", "requires: [tpu]"), stem="other-v1")
+    project.contract(
+        without_tests(GOOD.replace("demo-v1", "other-v1").replace("FALSIFY-DEMO", "FALSIFY-OTHER")).replace(
+            "requires: []", "requires: [tpu]"
+        ),
+        stem="other-v1",
+    )
     project.write("contracts/broken.yaml", "schema: [\n")
 
     result = project.validate()
@@ -59,7 +64,9 @@ def test_two_bad_files_are_both_reported(project: Project) -> None:
     assert [c.id for c in result.contracts] == ["other-v1"]
 
 
-def test_yaml_without_the_schema_key_is_skipped_and_counted(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_yaml_without_the_schema_key_is_skipped_and_counted(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     project.contract(GOOD)
     project.write("contracts/notes.yaml", "owner: someone\nreview: weekly\n")
     project.write("contracts/list.yml", "- a\n- b\n")
@@ -106,22 +113,42 @@ def test_exit_0_with_only_warnings(project: Project, capsys: pytest.CaptureFixtu
     assert "warning PV204 changelog-version" in out
 
 
-def test_a_falsifier_without_controls_warns_and_strict_makes_it_an_error(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
-    project.contract(edit(GOOD, ("    controls: [{id: group-broken, defect: the group is broken on purpose}]\n", "")))
+def test_a_falsifier_without_controls_warns_and_strict_makes_it_an_error(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project.contract(
+        edit(GOOD, ("    controls: [{id: group-broken, defect: the group is broken on purpose}]\n", ""))
+    )
 
     code, out, _ = run_cli(capsys, "pv", "validate", str(project.root / "contracts"))
 
     assert code == 0
-    assert "contracts/demo-v1.yaml:27:5: warning PV701 no-controls: falsifiers[1].controls: FALSIFY-DEMO-002 declares none" in out
+    assert (
+        "contracts/demo-v1.yaml:27:5: warning PV701 no-controls: falsifiers[1].controls: FALSIFY-DEMO-002 declares none"
+        in out
+    )
     code, out, _ = run_cli(capsys, "pv", "validate", "--strict", str(project.root / "contracts"))
     assert code == 1
     assert "error PV701 no-controls" in out and "1 error, 0 warnings" in out
 
 
 def test_covers_takes_paths_globs_and_directories(project: Project) -> None:
-    for rel in ("src/pkg/model.py", "src/pkg/train.py", "src/pkg/sub/ops.py", "src/pkg/__pycache__/model.cpython-311.pyc"):
+    for rel in (
+        "src/pkg/model.py",
+        "src/pkg/train.py",
+        "src/pkg/sub/ops.py",
+        "src/pkg/__pycache__/model.cpython-311.pyc",
+    ):
         project.write(rel, "x = 1\n")
-    project.contract(edit(GOOD, ("    if_fails:", "    covers: [src/pkg/model.py, 'src/pkg/t*.py', src/pkg/sub, 'src/**/ops.py']\n    if_fails:")))
+    project.contract(
+        edit(
+            GOOD,
+            (
+                "    if_fails:",
+                "    covers: [src/pkg/model.py, 'src/pkg/t*.py', src/pkg/sub, 'src/**/ops.py']\n    if_fails:",
+            ),
+        )
+    )
 
     result = project.validate()
 
@@ -129,7 +156,9 @@ def test_covers_takes_paths_globs_and_directories(project: Project) -> None:
     from shiptwo.harness.evidence import covered_files
 
     assert list(covered_files(project.root, result.contracts[0].falsifiers[0].covers)) == [
-        "src/pkg/model.py", "src/pkg/sub/ops.py", "src/pkg/train.py",
+        "src/pkg/model.py",
+        "src/pkg/sub/ops.py",
+        "src/pkg/train.py",
     ]
 
 
@@ -139,7 +168,10 @@ def test_exit_1_for_error_findings(project: Project, capsys: pytest.CaptureFixtu
     code, out, _ = run_cli(capsys, "pv", "validate", str(project.root / "contracts"))
 
     assert code == 1
-    assert "contracts/demo-v1.yaml:5:1: error PV101 unknown-key: descripton: unknown key; did you mean 'description'?" in out
+    assert (
+        "contracts/demo-v1.yaml:5:1: error PV101 unknown-key: descripton: unknown key; did you mean 'description'?"
+        in out
+    )
     assert "3 errors, 0 warnings" in out
 
 
@@ -150,7 +182,11 @@ def test_exit_2_for_a_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture
     assert err.startswith("error: ") and "nope: no such file or directory" in err
 
 
-@pytest.mark.parametrize("contents", [{}, {"ci.yaml": "on: push\n"}, {"README.md": "# x\n"}], ids=["empty", "non-contract-yaml", "no-yaml"])
+@pytest.mark.parametrize(
+    "contents",
+    [{}, {"ci.yaml": "on: push\n"}, {"README.md": "# x\n"}],
+    ids=["empty", "non-contract-yaml", "no-yaml"],
+)
 def test_exit_2_for_a_directory_with_no_contracts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], contents: dict[str, str]
 ) -> None:
@@ -172,7 +208,12 @@ def test_exit_2_for_an_unknown_option(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_json_has_the_spec_fields(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     project.contract(GOOD)
-    project.contract(without_tests(GOOD.replace("demo-v1", "other-v1").replace("FALSIFY-DEMO", "FALSIFY-OTHER")).replace("status: DRAFT", "status: DONE"), stem="other-v1")
+    project.contract(
+        without_tests(GOOD.replace("demo-v1", "other-v1").replace("FALSIFY-DEMO", "FALSIFY-OTHER")).replace(
+            "status: DRAFT", "status: DONE"
+        ),
+        stem="other-v1",
+    )
 
     code, out, _ = run_cli(capsys, "pv", "validate", "--format", "json", str(project.root / "contracts"))
 
@@ -180,19 +221,31 @@ def test_json_has_the_spec_fields(project: Project, capsys: pytest.CaptureFixtur
     doc = json.loads(out)
     [contract, invalid] = doc["contracts"]
     assert {k: contract[k] for k in ("id", "path", "version", "status", "valid")} == {
-        "id": "demo-v1", "path": "contracts/demo-v1.yaml", "version": "1.0.0", "status": "DRAFT", "valid": True,
+        "id": "demo-v1",
+        "path": "contracts/demo-v1.yaml",
+        "version": "1.0.0",
+        "status": "DRAFT",
+        "valid": True,
     }
     # A contract with error findings is still listed, without a status, so consumers see it exists.
     assert {k: invalid[k] for k in ("id", "path", "version", "status", "falsifiers", "valid")} == {
-        "id": "other-v1", "path": "contracts/other-v1.yaml", "version": "1.0.0", "status": None,
-        "falsifiers": [], "valid": False,
+        "id": "other-v1",
+        "path": "contracts/other-v1.yaml",
+        "version": "1.0.0",
+        "status": None,
+        "falsifiers": [],
+        "valid": False,
     }
     assert [(f["id"], f["status"]) for f in contract["falsifiers"]] == [
-        ("FALSIFY-DEMO-001", "NOT-RUN"), ("FALSIFY-DEMO-002", "NOT-RUN"),
+        ("FALSIFY-DEMO-001", "NOT-RUN"),
+        ("FALSIFY-DEMO-002", "NOT-RUN"),
     ]
     [finding] = doc["findings"]
     assert {k: finding[k] for k in ("rule", "severity", "path", "line")} == {
-        "rule": "PV103", "severity": "error", "path": "contracts/other-v1.yaml", "line": 29,
+        "rule": "PV103",
+        "severity": "error",
+        "path": "contracts/other-v1.yaml",
+        "line": 29,
     }
     assert "'DONE' is not one of" in finding["message"]
 
@@ -204,7 +257,10 @@ def test_github_format_emits_annotations(project: Project, capsys: pytest.Captur
 
     assert code == 1
     lines = out.splitlines()
-    assert re.fullmatch(r"::error file=contracts/demo-v1\.yaml,line=33,col=1,title=PV103 bad-value::status: 'DONE' .*", lines[0])
+    assert re.fullmatch(
+        r"::error file=contracts/demo-v1\.yaml,line=33,col=1,title=PV103 bad-value::status: 'DONE' .*",
+        lines[0],
+    )
     assert lines[1].startswith("::warning file=contracts/demo-v1.yaml,line=34,")
 
 
@@ -238,7 +294,9 @@ def test_rule_codes_are_stable_and_unique() -> None:
     ],
     ids=["binary", "recursive-alias", "deep", "only-schema", "wrong-types", "odd-tests", "schema-mapping"],
 )
-def test_bad_input_never_prints_a_traceback(project: Project, capsys: pytest.CaptureFixture[str], raw: bytes) -> None:
+def test_bad_input_never_prints_a_traceback(
+    project: Project, capsys: pytest.CaptureFixture[str], raw: bytes
+) -> None:
     project.write("contracts/demo-v1.yaml", raw)
     (project.root / "falsifiers/test_loop.py").symlink_to("test_loop.py")  # a symlink loop
 
@@ -255,7 +313,11 @@ def test_a_nesting_bomb_in_a_subprocess(project: Project) -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "shiptwo", "pv", "validate", "contracts"],
-        cwd=project.root, capture_output=True, text=True, timeout=60, check=False,
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert proc.returncode == 1, proc.stderr
@@ -275,7 +337,9 @@ def test_validate_writes_nothing_without_write(project: Project, capsys: pytest.
     assert sorted(p.relative_to(project.root) for p in project.root.rglob("*")) == before
 
 
-def test_github_format_escapes_separators_in_file_names(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+def test_github_format_escapes_separators_in_file_names(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     project.write("contracts/a,b/demo-v1.yaml", edit(GOOD, ("status: DRAFT", "status: DONE")))
 
     code, out, _ = run_cli(capsys, "pv", "validate", "--format", "github", str(project.root / "contracts"))

@@ -40,28 +40,76 @@ def merge_bomb(levels: int = 8) -> str:
 @pytest.mark.parametrize(
     ("text", "line", "column", "words"),
     [
-        pytest.param("schema: shiptwo.contract/v1\nid: [unclosed\ntitle: x\n", 3, 6, "did not find expected ',' or ']'", id="unclosed-flow"),
-        pytest.param("schema: shiptwo.contract/v1\nid: demo-v1\n\tversion: 1.0.0\n", 3, 1, "tab character that violates indentation", id="tab-indent"),
-        pytest.param("schema: shiptwo.contract/v1\n---\nid: demo-v1\n", 2, 1, "expected a single document", id="two-documents"),
-        pytest.param("schema: shiptwo.contract/v1\nid: 'open\n", 3, 1, "found unexpected end of stream", id="unclosed-quote"),
-        pytest.param("schema: shiptwo.contract/v1\nid: !!python/object:os.system x\n", 2, 5, "python/object", id="python-tag"),
-        pytest.param("schema: shiptwo.contract/v1\nid: !!int xyz\n", 2, 5, "'xyz' cannot be read", id="bad-int"),
-        pytest.param("schema: shiptwo.contract/v1\nid: demo\x07v1\n", 2, 9, "control characters are not allowed: character U+0007", id="control-char"),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: [unclosed\ntitle: x\n",
+            3,
+            6,
+            "did not find expected ',' or ']'",
+            id="unclosed-flow",
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: demo-v1\n\tversion: 1.0.0\n",
+            3,
+            1,
+            "tab character that violates indentation",
+            id="tab-indent",
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\n---\nid: demo-v1\n",
+            2,
+            1,
+            "expected a single document",
+            id="two-documents",
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: 'open\n",
+            3,
+            1,
+            "found unexpected end of stream",
+            id="unclosed-quote",
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: !!python/object:os.system x\n",
+            2,
+            5,
+            "python/object",
+            id="python-tag",
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: !!int xyz\n", 2, 5, "'xyz' cannot be read", id="bad-int"
+        ),
+        pytest.param(
+            "schema: shiptwo.contract/v1\nid: demo\x07v1\n",
+            2,
+            9,
+            "control characters are not allowed: character U+0007",
+            id="control-char",
+        ),
     ],
 )
-def test_pv001_yaml_that_does_not_parse(project: Project, text: str, line: int, column: int, words: str) -> None:
+def test_pv001_yaml_that_does_not_parse(
+    project: Project, text: str, line: int, column: int, words: str
+) -> None:
     project.contract(text)
 
     findings = project.validate().findings
 
     assert [f.rule for f in findings] == ["PV001"]
     f = findings[0]
-    assert (f.path, f.line, f.column, f.severity.value, f.name) == (CONTRACT, line, column, "error", "yaml-syntax")
+    assert (f.path, f.line, f.column, f.severity.value, f.name) == (
+        CONTRACT,
+        line,
+        column,
+        "error",
+        "yaml-syntax",
+    )
     assert words in f.message
     assert "\n" not in f.message
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "# nothing here yet\n"], ids=["empty", "blank-lines", "comment-only"])
+@pytest.mark.parametrize(
+    "text", ["", "\n\n", "# nothing here yet\n"], ids=["empty", "blank-lines", "comment-only"]
+)
 def test_pv002_file_with_no_document(project: Project, text: str) -> None:
     project.contract(text)
 
@@ -138,7 +186,9 @@ def test_pv005_merge_key_bomb_is_refused_fast() -> None:
     assert elapsed < 5.0
 
 
-@pytest.mark.parametrize("text", ["a: &a [*a]\n", "a: &a {b: *a}\n", "a: &a {<<: *a}\n"], ids=["seq", "map", "merge"])
+@pytest.mark.parametrize(
+    "text", ["a: &a [*a]\n", "a: &a {b: *a}\n", "a: &a {<<: *a}\n"], ids=["seq", "map", "merge"]
+)
 def test_pv005_recursive_alias(text: str) -> None:
     parsed = parse_yaml(text.encode())
 
@@ -223,7 +273,9 @@ def test_deep_block_nesting_is_a_finding() -> None:
 
 
 def test_merge_keys_merge_and_explicit_keys_win() -> None:
-    parsed = parse_yaml(b"base: &b {unit: nats, pass: {max: 1}}\nm: {<<: *b, unit: bits}\nn: {<<: [{x: 1}, {x: 2, y: 2}]}\n")
+    parsed = parse_yaml(
+        b"base: &b {unit: nats, pass: {max: 1}}\nm: {<<: *b, unit: bits}\nn: {<<: [{x: 1}, {x: 2, y: 2}]}\n"
+    )
 
     assert parsed.problems == ()
     assert parsed.data["m"] == {"unit": "bits", "pass": {"max": 1}}
@@ -259,7 +311,9 @@ def test_values_match_pyyaml_safe_load(data: object) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=200) | st.text(alphabet="ab:-[]{}&*!<>?|'\" \n\t#%@`,.", max_size=80).map(str.encode))
+@given(
+    st.binary(max_size=200) | st.text(alphabet="ab:-[]{}&*!<>?|'\" \n\t#%@`,.", max_size=80).map(str.encode)
+)
 def test_parse_yaml_never_raises(raw: bytes) -> None:
     parsed = parse_yaml(raw)
 

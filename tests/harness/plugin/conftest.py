@@ -54,7 +54,7 @@ falsifiers:
 status: DRAFT
 """
 
-TESTS = '''\
+TESTS = """\
 import pytest
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_notrun():
 
 def test_plain():
     pass
-'''
+"""
 
 EXPECTED = {
     "FALSIFY-DEMO-PASS-001": "DISCHARGED",

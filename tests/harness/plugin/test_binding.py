@@ -36,7 +36,9 @@ def test_marker_needs_exactly_one_id(demo: pytest.Pytester) -> None:
     add_test(demo, "@pytest.mark.falsifier\ndef test_bare():\n    pass\n")
     result = demo.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_bare: use @pytest.mark.falsifier('FALSIFY-<AREA>-<NNN>') with one id"])
+    result.stderr.fnmatch_lines(
+        ["*test_bare: use @pytest.mark.falsifier('FALSIFY-<AREA>-<NNN>') with one id"]
+    )
 
 
 def _list_tests(demo: pytest.Pytester, fid: str, tests: list[str]) -> None:
@@ -75,7 +77,9 @@ def test_measurement_outside_pass_range_refutes(demo: pytest.Pytester, pv_json: 
     result = demo.runpytest("-k", "test_high")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*FALSIFY-DEMO-PASS-001: loss = 12.5 nats is outside the pass range ?-inf, 9.38? (from contracts/demo-v1.yaml: measurements.loss.pass)*"]
+        [
+            "*FALSIFY-DEMO-PASS-001: loss = 12.5 nats is outside the pass range ?-inf, 9.38? (from contracts/demo-v1.yaml: measurements.loss.pass)*"
+        ]
     )
     assert status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")["status"] == "FALSIFIED"
 
@@ -98,7 +102,9 @@ def test_undeclared_measurement_is_a_harness_error(demo: pytest.Pytester, pv_jso
     )
     result = demo.runpytest("-k", "test_undeclared")
     result.stdout.fnmatch_lines(
-        ["*measurement 'los' is not declared by FALSIFY-DEMO-PASS-001 (declared: loss); did you mean 'loss'?*"]
+        [
+            "*measurement 'los' is not declared by FALSIFY-DEMO-PASS-001 (declared: loss); did you mean 'loss'?*"
+        ]
     )
     verdict = status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")
     assert verdict["status"] == "ERROR"
@@ -136,9 +142,17 @@ def test_options_and_ini_share_help(demo: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize("value", ["float('inf')", "float('-inf')"])
-def test_non_finite_measurement_refutes_even_inside_an_open_range(demo: pytest.Pytester, pv_json: Any, value: str) -> None:
+def test_non_finite_measurement_refutes_even_inside_an_open_range(
+    demo: pytest.Pytester, pv_json: Any, value: str
+) -> None:
     path = demo.path / "contracts" / "demo-v1.yaml"
-    path.write_text(path.read_text().replace("pass: {max: 9.38}\n        plausible: {min: 1.5, max: 2.5}\n  - id: FALSIFY-DEMO-FAIL", "plausible: {min: 1.5}\n  - id: FALSIFY-DEMO-FAIL", 1))
+    path.write_text(
+        path.read_text().replace(
+            "pass: {max: 9.38}\n        plausible: {min: 1.5, max: 2.5}\n  - id: FALSIFY-DEMO-FAIL",
+            "plausible: {min: 1.5}\n  - id: FALSIFY-DEMO-FAIL",
+            1,
+        )
+    )
     add_test(
         demo,
         f'@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_inf(record_measurement):\n    record_measurement("loss", {value})\n',
@@ -160,4 +174,6 @@ def test_falsifier_spec_exposes_the_contract_thresholds(demo: pytest.Pytester) -
     )
     result = demo.runpytest("-k", "test_spec or test_unbound")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*test_unbound: falsifier_spec needs exactly one falsifier marker, found ?]*"])
+    result.stdout.fnmatch_lines(
+        ["*test_unbound: falsifier_spec needs exactly one falsifier marker, found ?]*"]
+    )

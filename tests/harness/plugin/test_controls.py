@@ -45,7 +45,7 @@ falsifiers:
 status: DRAFT
 """
 
-TESTS = '''\
+TESTS = """\
 import pytest
 
 
@@ -82,7 +82,7 @@ def tagged(falsifier_control, dtype):
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
 def test_param(dtype, tagged):
     assert tagged == dtype
-'''
+"""
 
 STATUSES = {
     "FALSIFY-CTL-CAUGHT-001": "DISCHARGED",
@@ -106,7 +106,9 @@ def the_record(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def test_a_caught_control_discharges_and_a_surviving_one_is_vacuous(ctl: pytest.Pytester, pv_json: Any) -> None:
+def test_a_caught_control_discharges_and_a_surviving_one_is_vacuous(
+    ctl: pytest.Pytester, pv_json: Any
+) -> None:
     result = ctl.runpytest()
     # 5 real runs pass; 5 control runs catch their defect and pass; the blind one's control fails.
     result.assert_outcomes(passed=10, failed=1)
@@ -116,10 +118,15 @@ def test_a_caught_control_discharges_and_a_surviving_one_is_vacuous(ctl: pytest.
     assert code == 1, "a VACUOUS falsifier makes pv validate exit 1, as a FALSIFIED one does"
     assert report["contracts"][0]["status"] == "FALSIFIED"
     caught = falsifiers(report)["FALSIFY-CTL-CAUGHT-001"]
-    assert caught["reason"] == "the newest decisive run passed and every measurement was plausible; its control refuted"
+    assert (
+        caught["reason"]
+        == "the newest decisive run passed and every measurement was plausible; its control refuted"
+    )
     [control] = caught["controls"]
     assert {k: control[k] for k in ("id", "defect", "outcome")} == {
-        "id": "qkv-bias-random", "defect": "q/k/v biases left at their random init", "outcome": "refuted",
+        "id": "qkv-bias-random",
+        "defect": "q/k/v biases left at their random init",
+        "outcome": "refuted",
     }
     assert "loss = 16.4 nats is outside the pass range [-inf, 3]" in control["detail"]
     blind = falsifiers(report)["FALSIFY-CTL-BLIND-001"]
@@ -145,7 +152,9 @@ def test_pytest_output_says_what_each_control_did(ctl: pytest.Pytester) -> None:
         ]
     )
     result.stdout.fnmatch_lines(
-        ["shiptwo: control 'no-op' of FALSIFY-CTL-BLIND-001 survived: the test passed with its defect planted*Plant it where falsifier_control == 'no-op'*"]
+        [
+            "shiptwo: control 'no-op' of FALSIFY-CTL-BLIND-001 survived: the test passed with its defect planted*Plant it where falsifier_control == 'no-op'*"
+        ]
     )
     verbose = ctl.runpytest("-v", "-k", "caught")
     verbose.stdout.fnmatch_lines(
@@ -157,7 +166,11 @@ def test_the_run_record_keeps_each_control_run_under_its_real_run(ctl: pytest.Py
     ctl.runpytest()
     tests = {t["nodeid"].split("::")[1]: t for t in the_record(ctl.path)["tests"]}
     assert sorted(tests) == [
-        "test_assert[real]", "test_blind[real]", "test_caught[real]", "test_param[bf16-real]", "test_param[f32-real]",
+        "test_assert[real]",
+        "test_blind[real]",
+        "test_caught[real]",
+        "test_param[bf16-real]",
+        "test_param[f32-real]",
     ], "control runs are folded into their real run's entry"
     caught = tests["test_caught[real]"]
     assert caught["outcome"] == "passed" and caught["measurements"] == {"loss": [2.0]}
@@ -166,7 +179,9 @@ def test_the_run_record_keeps_each_control_run_under_its_real_run(ctl: pytest.Py
     assert run["nodeid"] == "falsifiers/test_subject.py::test_caught[control=qkv-bias-random]"
     assert tests["test_blind[real]"]["controls"]["FALSIFY-CTL-BLIND-001"]["no-op"]["outcome"] == "survived"
     assert tests["test_param[f32-real]"]["controls"]["FALSIFY-CTL-PARAM-001"]["bf16-as-f16"] == {
-        "outcome": "refuted", "detail": "assert 'f16' == 'f32'", "duration": pytest.approx(0, abs=5),
+        "outcome": "refuted",
+        "detail": "assert 'f16' == 'f32'",
+        "duration": pytest.approx(0, abs=5),
         "nodeid": "falsifiers/test_subject.py::test_param[f32-control=bf16-as-f16]",
     }
 
@@ -200,9 +215,12 @@ def test_a_control_that_errors_or_is_not_run_never_discharges(make_project: Any,
     project = make_project(
         CONTRACT,
         TESTS.replace(
-            'def loss(control):\n',
+            "def loss(control):\n",
             'def loss(control):\n    if control is not None:\n        raise RuntimeError("the model failed to load")\n',
-        ).replace('    assert True  # takes the fixture, plants nothing', '    if falsifier_control is not None:\n        pytest.skip("not planted yet")'),
+        ).replace(
+            "    assert True  # takes the fixture, plants nothing",
+            '    if falsifier_control is not None:\n        pytest.skip("not planted yet")',
+        ),
     )
     result = project.runpytest("-k", "caught or blind")
     result.assert_outcomes(passed=2, failed=1, skipped=1)
@@ -226,14 +244,21 @@ def test_deselected_controls_keep_a_pass_from_discharging(ctl: pytest.Pytester, 
 
 
 def test_control_runs_alone_decide_nothing(ctl: pytest.Pytester, pv_json: Any) -> None:
-    ctl.runpytest("falsifiers/test_subject.py::test_caught[control=qkv-bias-random]").assert_outcomes(passed=1)
+    ctl.runpytest("falsifiers/test_subject.py::test_caught[control=qkv-bias-random]").assert_outcomes(
+        passed=1
+    )
     (entry,) = the_record(ctl.path)["tests"]
-    assert entry["outcome"] == "skipped" and entry["skip_reason"] == "its real run was not selected; only its control runs ran"
+    assert (
+        entry["outcome"] == "skipped"
+        and entry["skip_reason"] == "its real run was not selected; only its control runs ran"
+    )
     assert entry["controls"]["FALSIFY-CTL-CAUGHT-001"]["qkv-bias-random"]["outcome"] == "refuted"
     assert falsifiers(pv_json(ctl.path)[1])["FALSIFY-CTL-CAUGHT-001"]["status"] == "NOT-RUN"
 
 
-def test_write_back_counts_the_controls_watched_red(ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_back_counts_the_controls_watched_red(
+    ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctl.runpytest()
     path = ctl.path / "contracts" / "ctl-v1.yaml"
     contracts = str(ctl.path / "contracts")
@@ -254,11 +279,16 @@ def test_write_back_counts_the_controls_watched_red(ctl: pytest.Pytester, capsys
     out = capsys.readouterr().out
     assert "CONTROLS REFUTED" in out
     assert [line.split()[2:4] for line in out.splitlines() if "FALSIFY-CTL-" in line] == [
-        ["DISCHARGED", "1/1"], ["DISCHARGED", "2/2"], ["VACUOUS", "0/1"], ["DISCHARGED", "1/1"],
+        ["DISCHARGED", "1/1"],
+        ["DISCHARGED", "2/2"],
+        ["VACUOUS", "0/1"],
+        ["DISCHARGED", "1/1"],
     ]
 
 
-def test_text_report_shows_the_control_count(ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_report_shows_the_control_count(
+    ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctl.runpytest()
     main(["pv", "validate", str(ctl.path / "contracts")])
     out = capsys.readouterr().out
@@ -267,7 +297,13 @@ def test_text_report_shows_the_control_count(ctl: pytest.Pytester, capsys: pytes
 
 
 def test_controls_of_a_gated_falsifier_skip_with_it(make_project: Any, pv_json: Any) -> None:
-    project = make_project(CONTRACT.replace("    prediction: nothing can fail it\n", "    prediction: nothing can fail it\n    requires: [qwen-artifacts]\n"), TESTS)
+    project = make_project(
+        CONTRACT.replace(
+            "    prediction: nothing can fail it\n",
+            "    prediction: nothing can fail it\n    requires: [qwen-artifacts]\n",
+        ),
+        TESTS,
+    )
     project.runpytest("-k", "blind").assert_outcomes(skipped=2)
     verdict = falsifiers(pv_json(project.path)[1])["FALSIFY-CTL-BLIND-001"]
     assert verdict["status"] == "HOST-GATED"
@@ -280,7 +316,13 @@ def test_two_falsifiers_sharing_a_control_id_get_distinct_runs(make_project: Any
         '\n\n@pytest.mark.falsifier("FALSIFY-CTL-CAUGHT-001")\n@pytest.mark.falsifier("FALSIFY-CTL-BLIND-001")\n'
         'def test_both(record_measurement, falsifier_control):\n    record_measurement("loss", loss(falsifier_control))\n'
     )
-    project = make_project(contract, tests.replace("def test_blind(falsifier_control):\n    assert True", "def test_blind(falsifier_control):\n    assert falsifier_control is None"))
+    project = make_project(
+        contract,
+        tests.replace(
+            "def test_blind(falsifier_control):\n    assert True",
+            "def test_blind(falsifier_control):\n    assert falsifier_control is None",
+        ),
+    )
     result = project.runpytest("-k", "both", "--collect-only", "-q")
     result.stdout.fnmatch_lines_random(
         [
@@ -291,8 +333,13 @@ def test_two_falsifiers_sharing_a_control_id_get_distinct_runs(make_project: Any
     )
 
 
-def test_github_format_annotates_a_vacuous_falsifier(ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_github_format_annotates_a_vacuous_falsifier(
+    ctl: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctl.runpytest()
     assert main(["pv", "validate", str(ctl.path / "contracts"), "--format", "github"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert "::error file=contracts/ctl-v1.yaml,title=FALSIFY-CTL-BLIND-001 VACUOUS::control 'no-op' survived: " in "\n".join(lines)
+    assert (
+        "::error file=contracts/ctl-v1.yaml,title=FALSIFY-CTL-BLIND-001 VACUOUS::control 'no-op' survived: "
+        in "\n".join(lines)
+    )

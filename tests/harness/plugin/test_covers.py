@@ -33,7 +33,7 @@ falsifiers:
 status: DRAFT
 """
 
-TESTS = '''\
+TESTS = """\
 import pytest
 
 
@@ -45,7 +45,7 @@ def test_kernel(falsifier_control):
 @pytest.mark.falsifier("FALSIFY-COV-PLAIN-001")
 def test_plain(falsifier_control):
     assert falsifier_control != "off-by-one"
-'''
+"""
 
 SOURCES = {
     "src/subject.py": "def kernel(x):\n    return sum(x)\n",
@@ -103,13 +103,17 @@ def test_a_deleted_covered_file_is_named(cov: pytest.Pytester, pv_json: Any) -> 
 
 
 def test_evidence_from_before_covers_was_declared_is_stale(make_project: Any, pv_json: Any) -> None:
-    project = make_project(CONTRACT.replace("    covers: [src/subject.py, src/kernels]\n", ""), TESTS, **SOURCES)
+    project = make_project(
+        CONTRACT.replace("    covers: [src/subject.py, src/kernels]\n", ""), TESTS, **SOURCES
+    )
     project.runpytest()
     path = project.path / "contracts" / "cov-v1.yaml"
     path.write_text(CONTRACT)
     verdict = statuses(pv_json, project.path)[KERNEL]
     assert verdict["status"] == "STALE"
-    assert verdict["reason"].endswith("recorded no digest of the files it covers; re-run it to tie the evidence to the code")
+    assert verdict["reason"].endswith(
+        "recorded no digest of the files it covers; re-run it to tie the evidence to the code"
+    )
 
 
 def test_write_back_names_the_changed_files(cov: pytest.Pytester) -> None:

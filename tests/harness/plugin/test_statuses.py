@@ -29,7 +29,9 @@ def test_every_status_is_reached(demo: pytest.Pytester, pv_json: Any, expected: 
     assert report["contracts"][0]["status"] == "FALSIFIED"
 
 
-def test_terminal_summary_names_suspects_and_the_record(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_terminal_summary_names_suspects_and_the_record(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     result = demo.runpytest(*NOT_RUN)
     result.stdout.fnmatch_lines(
         [
@@ -40,10 +42,14 @@ def test_terminal_summary_names_suspects_and_the_record(demo: pytest.Pytester, p
             "run record: evidence/runs/*.json",
         ]
     )
-    result.stdout.fnmatch_lines(["shiptwo: contracts=contracts (1 contracts, 7 falsifiers), evidence=evidence/runs, require=-"])
+    result.stdout.fnmatch_lines(
+        ["shiptwo: contracts=contracts (1 contracts, 7 falsifiers), evidence=evidence/runs, require=-"]
+    )
 
 
-def test_run_record_holds_what_the_spec_asks(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_run_record_holds_what_the_spec_asks(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     demo.runpytest(*NOT_RUN)
     (record,) = records(demo.path)
     assert record["schema"] == "shiptwo.run/v1" and record["schema_version"] == 2
@@ -75,18 +81,32 @@ def test_same_statuses_under_xdist(demo: pytest.Pytester, pv_json: Any, expected
     assert statuses(parallel) == statuses(serial) == expected
 
 
-def test_edited_prediction_makes_evidence_stale(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_edited_prediction_makes_evidence_stale(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     demo.runpytest(*NOT_RUN)
     path = demo.path / "contracts" / "demo-v1.yaml"
     path.write_text(path.read_text().replace("passes with a plausible number", "passes with a better number"))
     _, report = pv_json(demo.path)
     assert statuses(report)["FALSIFY-DEMO-PASS-001"] == "STALE"
     # A threshold edit is a new claim too.
-    path.write_text(path.read_text().replace("pass: {max: 9.38}\n        plausible: {min: 1.5", "pass: {max: 5.0}\n        plausible: {min: 1.5", 1))
+    path.write_text(
+        path.read_text().replace(
+            "pass: {max: 9.38}\n        plausible: {min: 1.5",
+            "pass: {max: 5.0}\n        plausible: {min: 1.5",
+            1,
+        )
+    )
     assert statuses(pv_json(demo.path)[1])["FALSIFY-DEMO-PASS-001"] == "STALE"
 
 
-def test_a_skip_never_demotes_a_decisive_result(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_skip_never_demotes_a_decisive_result(
+    demo: pytest.Pytester,
+    pv_json: Any,
+    expected: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     snapshot = tmp_path / "qwen"
     snapshot.mkdir()
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
@@ -97,11 +117,16 @@ def test_a_skip_never_demotes_a_decisive_result(demo: pytest.Pytester, pv_json: 
     gates.clear_cache()
     demo.runpytest("-k", "gated")  # the "GPU machine": the gate is open and the test passes
     (record,) = records(demo.path)
-    assert str(snapshot / "model.safetensors") in record["artifacts"], "artifacts the gate used are fingerprinted"
+    assert str(snapshot / "model.safetensors") in record["artifacts"], (
+        "artifacts the gate used are fingerprinted"
+    )
     monkeypatch.delenv("SHIPTWO_QWEN_DIR")
     gates.clear_cache()
     demo.runpytest("-k", "gated")  # the "CI machine": skipped
-    assert [r["tests"][0]["outcome"] for r in records(demo.path)] in (["passed", "skipped"], ["skipped", "passed"])
+    assert [r["tests"][0]["outcome"] for r in records(demo.path)] in (
+        ["passed", "skipped"],
+        ["skipped", "passed"],
+    )
     assert statuses(pv_json(demo.path)[1])["FALSIFY-DEMO-GATED-001"] == "DISCHARGED"
 
 
@@ -116,7 +141,9 @@ def test_newest_decisive_result_wins(demo: pytest.Pytester, pv_json: Any, expect
     assert statuses(pv_json(demo.path)[1])["FALSIFY-DEMO-FAIL-001"] == "FALSIFIED"
 
 
-def test_worst_outcome_wins_among_tests_of_one_falsifier(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_worst_outcome_wins_among_tests_of_one_falsifier(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     tests = demo.path / "falsifiers" / "test_demo.py"
     tests.write_text(
         tests.read_text()
@@ -130,15 +157,21 @@ def test_worst_outcome_wins_among_tests_of_one_falsifier(demo: pytest.Pytester, 
     assert verdict["measured"] == {"loss": 0.001}
 
 
-def test_required_gate_turns_skip_into_error(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_required_gate_turns_skip_into_error(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHIPTWO_REQUIRE", "qwen-artifacts")
     result = demo.runpytest("-k", "gated")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*host gate 'qwen-artifacts' closed*this host claims it through SHIPTWO_REQUIRE*"])
+    result.stdout.fnmatch_lines(
+        ["*host gate 'qwen-artifacts' closed*this host claims it through SHIPTWO_REQUIRE*"]
+    )
     assert statuses(pv_json(demo.path)[1])["FALSIFY-DEMO-GATED-001"] == "ERROR"
 
 
-def test_unknown_required_gate_is_a_usage_error(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_unknown_required_gate_is_a_usage_error(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     result = demo.runpytest("--shiptwo-require", "cuda,gpu-farm")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*required host gate(s) gpu-farm unknown*known gates: cuda, multi-gpu*"])
@@ -150,7 +183,9 @@ def test_record_can_be_turned_off(demo: pytest.Pytester, pv_json: Any, expected:
     assert not (demo.path / "evidence" / "runs").exists()
 
 
-def test_marker_selects_exactly_the_bound_tests(demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]) -> None:
+def test_marker_selects_exactly_the_bound_tests(
+    demo: pytest.Pytester, pv_json: Any, expected: dict[str, str]
+) -> None:
     result = demo.runpytest("-m", "falsifier", "--collect-only", "-q")
     lines = [line for line in result.stdout.lines if "::" in line]
     assert len(lines) == 6 and not any("test_plain" in line for line in lines)

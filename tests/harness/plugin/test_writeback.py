@@ -83,7 +83,8 @@ def test_write_changes_only_status_lines(ran: pytest.Pytester, capsys: pytest.Ca
     assert pv(ran.path, "--write") == 1  # a FALSIFIED falsifier still exits 1
     after = path.read_text()
     changed = [
-        line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
     assert changed, "statuses were written"
@@ -91,16 +92,23 @@ def test_write_changes_only_status_lines(ran: pytest.Pytester, capsys: pytest.Ca
     removed = [line for line in changed if line.startswith("-")]
     assert removed == ["-    status: DISCHARGED   # a stale hand-written status, to be corrected"]
     kept = [line for line in after.splitlines() if not line.lstrip().startswith(("status:", "evidence:"))]
-    assert kept == [line for line in before.splitlines() if not line.lstrip().startswith(("status:", "evidence:"))]
+    assert kept == [
+        line for line in before.splitlines() if not line.lstrip().startswith(("status:", "evidence:"))
+    ]
     assert "    status: FALSIFIED\n" in after and "\nstatus: FALSIFIED\n# trailing comment block" not in after
     assert "status: FALSIFIED\n\n# trailing comment block\nchangelog:" in after
-    assert "    status: HOST-GATED\n    evidence: {run: '" in after and "reason: 'host gate ''qwen-artifacts'' closed" in after
+    assert (
+        "    status: HOST-GATED\n    evidence: {run: '" in after
+        and "reason: 'host gate ''qwen-artifacts'' closed" in after
+    )
     assert "    status: UNBOUND\n" in after
     assert "measured: {val_loss: 0.00081}" in after
     assert "wrote" in capsys.readouterr().err
 
 
-def test_second_write_is_a_no_op_and_check_passes(ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_write_is_a_no_op_and_check_passes(
+    ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = ran.path / "contracts" / "demo-v1.yaml"
     pv(ran.path, "--write")
     first = path.read_bytes()
@@ -114,9 +122,15 @@ def test_second_write_is_a_no_op_and_check_passes(ran: pytest.Pytester, capsys: 
     assert "PV602" not in capsys.readouterr().out
 
 
-def test_check_fails_when_yaml_and_evidence_disagree(ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_when_yaml_and_evidence_disagree(
+    ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     tests = ran.path / "falsifiers" / "test_demo.py"
-    tests.write_text(tests.read_text().replace("assert 1 + 1 == 3", "assert 1 + 1 == 2").replace('raise RuntimeError("fixture broke")', "return 1"))
+    tests.write_text(
+        tests.read_text()
+        .replace("assert 1 + 1 == 3", "assert 1 + 1 == 2")
+        .replace('raise RuntimeError("fixture broke")', "return 1")
+    )
     ran.runpytest("-k", "fail or error")
     pv(ran.path, "--write")
     assert pv(ran.path, "--check") == 0  # nothing falsified, YAML agrees
@@ -124,7 +138,9 @@ def test_check_fails_when_yaml_and_evidence_disagree(ran: pytest.Pytester, capsy
     capsys.readouterr()
     assert pv(ran.path, "--check") == 1
     out = capsys.readouterr().out
-    assert "PV602 status-out-of-date: FALSIFY-DEMO-GATED-001: YAML says HOST-GATED, evidence says ERROR" in out
+    assert (
+        "PV602 status-out-of-date: FALSIFY-DEMO-GATED-001: YAML says HOST-GATED, evidence says ERROR" in out
+    )
 
 
 def test_without_write_no_file_changes(ran: pytest.Pytester) -> None:
@@ -158,12 +174,12 @@ ev.atomic_write_bytes(__import__("pathlib").Path({str(target)!r}), b"half" * 100
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["demo-v1.yaml"]
 
 
-def test_write_refuses_when_contracts_have_errors(ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_write_refuses_when_contracts_have_errors(
+    ran: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = ran.path / "contracts" / "demo-v1.yaml"
     path.write_text(COMMENTED.replace("title: 'Demo contract'", "titel: 'Demo contract'"))
     before = path.read_bytes()
     assert pv(ran.path, "--write") == 1
     assert path.read_bytes() == before
     assert "not writing statuses while there are error findings" in capsys.readouterr().err
-
-

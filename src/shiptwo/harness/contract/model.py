@@ -127,7 +127,10 @@ class Contract:
         for f in data["falsifiers"]:
             measurements = {
                 name: Measurement(
-                    name, spec["unit"], Range.from_data(spec.get("pass")), Range.from_data(spec.get("plausible"))
+                    name,
+                    spec["unit"],
+                    Range.from_data(spec.get("pass")),
+                    Range.from_data(spec.get("plausible")),
                 )
                 for name, spec in (f.get("measurements") or {}).items()
             }

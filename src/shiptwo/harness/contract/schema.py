@@ -159,7 +159,9 @@ def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> 
         elif keyword == "required":
             checks.append(partial(_required, tuple(value)))
         elif keyword == "properties":
-            checks.append(partial(_properties, {k: _compile(sub, defs, compiled) for k, sub in value.items()}))
+            checks.append(
+                partial(_properties, {k: _compile(sub, defs, compiled) for k, sub in value.items()})
+            )
         elif keyword == "additionalProperties":
             known = frozenset(schema.get("properties", {}))
             if value is False:
@@ -196,7 +198,9 @@ def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
         if "propertyNames" in error.schema_path and isinstance(error.instance, str):
             # The error sits on the mapping; point at the offending name instead.
             line, col = parsed.position((*path, error.instance))
-            yield finding("bad-value", rel, line, col, f"{_where((*path, error.instance))}: bad name: {_short(error)}")
+            yield finding(
+                "bad-value", rel, line, col, f"{_where((*path, error.instance))}: bad name: {_short(error)}"
+            )
         elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = error.schema.get("properties", {})
             for key in sorted(set(error.instance) - set(allowed)):
@@ -205,10 +209,23 @@ def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
                     # No contract key has a space: text ran on past an unquoted ',' or ': '.
                     hint = "; a ',' or ': ' inside unquoted text ends the text there and starts this key: quote the text before it"
                 line, col = parsed.position((*path, key))
-                yield finding("unknown-key", rel, line, col, f"{_where((*path, key))}: unknown key{hint or '; remove it'}")
+                yield finding(
+                    "unknown-key",
+                    rel,
+                    line,
+                    col,
+                    f"{_where((*path, key))}: unknown key{hint or '; remove it'}",
+                )
         elif error.validator == "required":
             line, col = parsed.position(path)
-            missing = next((name for name in error.validator_value if isinstance(error.instance, dict) and name not in error.instance), "")
+            missing = next(
+                (
+                    name
+                    for name in error.validator_value
+                    if isinstance(error.instance, dict) and name not in error.instance
+                ),
+                "",
+            )
             fix = _fix((*path, missing), "required") or _fix(path, "required")
             yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}{fix}")
         else:
@@ -227,15 +244,24 @@ _FIXES: dict[tuple[tuple[str, ...], str | None], str] = {
         "name it with a short slug: lower-case letters and digits in words joined by single hyphens, "
         "at most 64 characters, e.g. qkv-bias-random"
     ),
-    (("falsifiers", "*", "controls", "*", "defect"), None): "say in one sentence which defect the test plants on this control run",
-    (("falsifiers", "*", "covers"), None): "write a list of paths or globs relative to the project root, e.g. [src/shiptwo/qwen2/model.py]",
+    (
+        ("falsifiers", "*", "controls", "*", "defect"),
+        None,
+    ): "say in one sentence which defect the test plants on this control run",
+    (
+        ("falsifiers", "*", "covers"),
+        None,
+    ): "write a list of paths or globs relative to the project root, e.g. [src/shiptwo/qwen2/model.py]",
     (("falsifiers", "*", "covers"), "uniqueItems"): "name each path or glob once",
-    (("falsifiers", "*", "covers", "*"), None): "give a path or glob relative to the project root, e.g. src/shiptwo/apr/*.py",
+    (
+        ("falsifiers", "*", "covers", "*"),
+        None,
+    ): "give a path or glob relative to the project root, e.g. src/shiptwo/apr/*.py",
 }
 
 
 def _fix(path: tuple[Any, ...], validator: str) -> str:
-    """"; <how to fix it>" for a bad value at `path`, or "" where the message already says."""
+    """ "; <how to fix it>" for a bad value at `path`, or "" where the message already says."""
     shape = tuple("*" if isinstance(part, int) else str(part) for part in path)
     fix = _FIXES.get((shape, validator)) or _FIXES.get((shape, None))
     return f"; {fix}" if fix else ""
@@ -257,7 +283,7 @@ def _short(error: jsonschema.ValidationError) -> str:
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """"; did you mean 'x'?" for the closest choice, or ""."""
+    """ "; did you mean 'x'?" for the closest choice, or ""."""
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -47,9 +47,13 @@ def _falsifier_ids(decorators: list[ast.expr]) -> set[str]:
 
 def _is_falsifier_mark(func: ast.expr) -> bool:
     # pytest.mark.falsifier(...) or mark.falsifier(...)
-    return isinstance(func, ast.Attribute) and func.attr == "falsifier" and (
-        (isinstance(func.value, ast.Attribute) and func.value.attr == "mark")
-        or (isinstance(func.value, ast.Name) and func.value.id == "mark")
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "falsifier"
+        and (
+            (isinstance(func.value, ast.Attribute) and func.value.attr == "mark")
+            or (isinstance(func.value, ast.Name) and func.value.id == "mark")
+        )
     )
 
 
@@ -63,7 +67,9 @@ def _marker_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 def _module_marks(tree: ast.Module) -> set[str]:
     ids: set[str] = set()
     for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets):
+        if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets
+        ):
             value = stmt.value
             items = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
             ids |= _falsifier_ids(list(items))
@@ -128,7 +134,6 @@ def scan_tree(directory: Path) -> list[TestFile]:
 
 @dataclass(frozen=True)
 class TestRef:
-
     __test__ = False  # not a pytest test class, despite the name
     file: str
     node: str  # `func` or `Class::func`, parametrization stripped

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shiptwo.errors import UsageError
 from shiptwo.harness.contract.findings import Finding, finding
 from shiptwo.harness.contract.model import Contract
 from shiptwo.harness.contract.schema import did_you_mean, schema_findings
 from shiptwo.harness.contract.testrefs import TestFile, TestRef, find_project_root, scan_test_file, scan_tree
 from shiptwo.harness.contract.yamlsafe import ParsedYaml, parse_yaml
-from shiptwo.errors import UsageError
 from shiptwo.harness.evidence import cover_pattern_problem, match_covers
 
 SCHEMA_ID = "shiptwo.contract/v1"
@@ -92,7 +92,9 @@ def validate_paths(
     files = collect_files(paths)
     root = (root or find_project_root(paths[0] if paths else Path.cwd())).resolve()
     result = ValidationResult(root=root, files=files)
-    scanned = [tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)]
+    scanned = [
+        tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)
+    ]
     documents: list[tuple[Path, str, ParsedYaml]] = []
     unread = False  # a file that may be a contract could not be read as one
     for path in files:
@@ -100,12 +102,16 @@ def validate_paths(
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            result.findings.append(finding("file-unreadable", rel, 1, 1, f"cannot read: {exc.strerror or exc}"))
+            result.findings.append(
+                finding("file-unreadable", rel, 1, 1, f"cannot read: {exc.strerror or exc}")
+            )
             unread = True
             continue
         parsed = parse_yaml(raw)
         for problem in parsed.problems:
-            result.findings.append(finding(_YAML_RULES[problem.kind], rel, problem.line, problem.column, problem.message))
+            result.findings.append(
+                finding(_YAML_RULES[problem.kind], rel, problem.line, problem.column, problem.message)
+            )
         data = parsed.data
         if parsed.problems and data is None:
             unread = True
@@ -117,7 +123,13 @@ def validate_paths(
         if data["schema"] != SCHEMA_ID:
             line, col = parsed.position(("schema",))
             result.findings.append(
-                finding("bad-value", rel, line, col, f"schema: {data['schema']!r} is not supported; this shiptwo reads {SCHEMA_ID!r}")
+                finding(
+                    "bad-value",
+                    rel,
+                    line,
+                    col,
+                    f"schema: {data['schema']!r} is not supported; this shiptwo reads {SCHEMA_ID!r}",
+                )
             )
             unread = True
             result.invalid.append((path, data))
@@ -130,7 +142,9 @@ def validate_paths(
     first_falsifier: dict[str, str] = {}
     first_contract: dict[str, str] = {}
     for path, rel, parsed in documents:
-        file_findings = list(_check_document(path, rel, parsed, test_files, markers, first_falsifier, first_contract))
+        file_findings = list(
+            _check_document(path, rel, parsed, test_files, markers, first_falsifier, first_contract)
+        )
         result.findings.extend(file_findings)
         if not any(f.name in _STRUCTURAL for f in file_findings):
             result.contracts.append(Contract.from_data(parsed.data, path))
@@ -220,19 +234,44 @@ def _check_document(
     cid = data.get("id")
     if isinstance(cid, str):
         if cid != path.stem:
-            yield finding("id-stem-mismatch", rel, *at("id"), f"id: {cid!r} differs from the file stem {path.stem!r}; rename one so they match")
+            yield finding(
+                "id-stem-mismatch",
+                rel,
+                *at("id"),
+                f"id: {cid!r} differs from the file stem {path.stem!r}; rename one so they match",
+            )
         if cid in first_contract:
-            yield finding("duplicate-contract-id", rel, *at("id"), f"id: {cid!r} is also declared by {first_contract[cid]}")
+            yield finding(
+                "duplicate-contract-id",
+                rel,
+                *at("id"),
+                f"id: {cid!r} is also declared by {first_contract[cid]}",
+            )
         else:
             first_contract[cid] = rel
     version = data.get("version")
     if isinstance(version, str) and not SEMVER.match(version):
-        yield finding("version-not-semver", rel, *at("version"), f"version: {version!r} is not semver MAJOR.MINOR.PATCH (e.g. 1.0.0)")
+        yield finding(
+            "version-not-semver",
+            rel,
+            *at("version"),
+            f"version: {version!r} is not semver MAJOR.MINOR.PATCH (e.g. 1.0.0)",
+        )
     elif version is not None and not isinstance(version, str):
-        yield finding("version-not-semver", rel, *at("version"), f"version: {version!r} is not a string; quote it, e.g. '1.0.0'")
+        yield finding(
+            "version-not-semver",
+            rel,
+            *at("version"),
+            f"version: {version!r} is not a string; quote it, e.g. '1.0.0'",
+        )
     changelog = [c for c in _list(data.get("changelog")) if isinstance(c, dict)]
     if changelog and isinstance(version, str) and version not in {str(c.get("version")) for c in changelog}:
-        yield finding("changelog-version", rel, *at("changelog"), f"changelog has no entry for version {version}; add one")
+        yield finding(
+            "changelog-version",
+            rel,
+            *at("changelog"),
+            f"changelog has no entry for version {version}; add one",
+        )
 
     gates = known_gates()
     for i, gate in enumerate(_list(data.get("requires"))):
@@ -246,7 +285,9 @@ def _check_document(
             continue
         if oid in obligation_ids:
             yield finding(
-                "duplicate-obligation-id", rel, *at("obligations", i, "id"),
+                "duplicate-obligation-id",
+                rel,
+                *at("obligations", i, "id"),
                 f"obligations[{i}].id: {oid!r} repeats obligations[{obligation_ids[oid]}]; give each obligation its own id",
             )
         else:
@@ -261,12 +302,16 @@ def _check_document(
         if isinstance(fid, str):
             if not FALSIFIER_ID.match(fid):
                 yield finding(
-                    "falsifier-id-format", rel, *at("falsifiers", i, "id"),
+                    "falsifier-id-format",
+                    rel,
+                    *at("falsifiers", i, "id"),
                     f"{where}.id: {fid!r} is not FALSIFY-<AREA>-<NNN> (upper-case area, three digits), e.g. FALSIFY-BPE-FORMAT-MISMATCH-001",
                 )
             if fid in first_falsifier:
                 yield finding(
-                    "duplicate-falsifier-id", rel, *at("falsifiers", i, "id"),
+                    "duplicate-falsifier-id",
+                    rel,
+                    *at("falsifiers", i, "id"),
                     f"{where}.id: {fid!r} is already declared at {first_falsifier[fid]}; falsifier ids are unique across all contracts",
                 )
             else:
@@ -278,12 +323,16 @@ def _check_document(
             if oid not in obligation_ids:
                 hint = did_you_mean(oid, obligation_ids)
                 yield finding(
-                    "unknown-obligation", rel, *at("falsifiers", i, "obligations", j),
+                    "unknown-obligation",
+                    rel,
+                    *at("falsifiers", i, "obligations", j),
                     f"{where}.obligations[{j}]: {oid!r} is not an obligation of this contract{hint}",
                 )
         for j, gate in enumerate(_list(f.get("requires"))):
             if isinstance(gate, str) and gate not in gates:
-                yield _unknown_gate(rel, at("falsifiers", i, "requires", j), f"{where}.requires[{j}]", gate, gates)
+                yield _unknown_gate(
+                    rel, at("falsifiers", i, "requires", j), f"{where}.requires[{j}]", gate, gates
+                )
         measurements = f.get("measurements")
         if isinstance(measurements, dict):
             for name, spec in measurements.items():
@@ -297,7 +346,9 @@ def _check_document(
     for oid, i in obligation_ids.items():
         if oid not in covered:
             yield finding(
-                "uncovered-obligation", rel, *at("obligations", i, "id"),
+                "uncovered-obligation",
+                rel,
+                *at("obligations", i, "id"),
                 f"obligations[{i}]: {oid!r} is covered by no falsifier; add a falsifier that could refute it",
             )
 
@@ -307,14 +358,21 @@ _At = Callable[..., tuple[int, int]]  # path parts -> (line, column)
 
 def _unknown_gate(rel: str, pos: tuple[int, int], where: str, gate: str, gates: frozenset[str]) -> Finding:
     hint = did_you_mean(gate, gates)
-    return finding("unknown-host-gate", rel, *pos, f"{where}: {gate!r} is not a host gate ({', '.join(sorted(gates))}){hint}")
+    return finding(
+        "unknown-host-gate",
+        rel,
+        *pos,
+        f"{where}: {gate!r} is not a host gate ({', '.join(sorted(gates))}){hint}",
+    )
 
 
 def _range_findings(rel: str, at: _At, i: int, name: str, spec: dict[str, Any]) -> Iterable[Finding]:
     where = f"falsifiers[{i}].measurements.{name}"
     if "pass" not in spec and "plausible" not in spec:
         yield finding(
-            "measurement-unjudged", rel, *at("falsifiers", i, "measurements", name),
+            "measurement-unjudged",
+            rel,
+            *at("falsifiers", i, "measurements", name),
             f"{where}: declares neither `pass` nor `plausible`; add the range the value must fall in",
         )
     ranges = {}
@@ -323,28 +381,46 @@ def _range_findings(rel: str, at: _At, i: int, name: str, spec: dict[str, Any]) 
         if not isinstance(rng, dict):
             continue
         lo, hi = rng.get("min"), rng.get("max")
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi) if v is not None)
+        numeric = all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi) if v is not None
+        )
         if not numeric:
             continue  # the schema reports non-numbers (PyYAML reads `1e-5` as a string)
         nan = [bound for bound, v in (("min", lo), ("max", hi)) if isinstance(v, float) and math.isnan(v)]
         if nan:
             # NaN passes the schema's `number` but compares false with everything: nothing would pass.
             yield finding(
-                "bad-value", rel, *at("falsifiers", i, "measurements", name, kind, nan[0]),
+                "bad-value",
+                rel,
+                *at("falsifiers", i, "measurements", name, kind, nan[0]),
                 f"{where}.{kind}.{nan[0]}: .nan is not a bound; give a number or leave the side open",
             )
             continue
         if lo is None and hi is None:
-            yield finding("range-empty", rel, *at("falsifiers", i, "measurements", name, kind), f"{where}.{kind}: has neither min nor max; give at least one bound")
+            yield finding(
+                "range-empty",
+                rel,
+                *at("falsifiers", i, "measurements", name, kind),
+                f"{where}.{kind}: has neither min nor max; give at least one bound",
+            )
         elif lo is not None and hi is not None and lo > hi:
-            yield finding("range-inverted", rel, *at("falsifiers", i, "measurements", name, kind), f"{where}.{kind}: min {lo} > max {hi}; swap them")
+            yield finding(
+                "range-inverted",
+                rel,
+                *at("falsifiers", i, "measurements", name, kind),
+                f"{where}.{kind}: min {lo} > max {hi}; swap them",
+            )
         else:
             ranges[kind] = (lo, hi)
     if len(ranges) == 2:
         (plo, phi), (qlo, qhi) = ranges["pass"], ranges["plausible"]
-        if (phi is not None and qlo is not None and qlo > phi) or (plo is not None and qhi is not None and qhi < plo):
+        if (phi is not None and qlo is not None and qlo > phi) or (
+            plo is not None and qhi is not None and qhi < plo
+        ):
             yield finding(
-                "plausible-outside-pass", rel, *at("falsifiers", i, "measurements", name, "plausible"),
+                "plausible-outside-pass",
+                rel,
+                *at("falsifiers", i, "measurements", name, "plausible"),
                 f"{where}: plausible range does not overlap the pass range; every pass would be suspect",
             )
 
@@ -356,7 +432,9 @@ def _control_findings(rel: str, at: _At, i: int, f: dict[str, Any], fid: Any) ->
         name = fid if isinstance(fid, str) else where
         pos = at("falsifiers", i, "controls") if "controls" in f else at("falsifiers", i, "id")
         yield finding(
-            "no-controls", rel, *pos,
+            "no-controls",
+            rel,
+            *pos,
             f"{where}.controls: {name} declares none, so nothing shows it can fail on the defect it exists to catch; "
             "add controls: [{id: <slug>, defect: <the defect its if_fails describes>}] and plant each where "
             "the test's falsifier_control fixture names it",
@@ -369,7 +447,9 @@ def _control_findings(rel: str, at: _At, i: int, f: dict[str, Any], fid: Any) ->
             continue
         if cid in seen:
             yield finding(
-                "duplicate-control-id", rel, *at("falsifiers", i, "controls", j, "id"),
+                "duplicate-control-id",
+                rel,
+                *at("falsifiers", i, "controls", j, "id"),
                 f"{where}.controls[{j}].id: {cid!r} repeats controls[{seen[cid]}]; give each control its own id",
             )
         else:
@@ -384,18 +464,28 @@ def _covers_findings(rel: str, at: _At, i: int, f: dict[str, Any], root: Path) -
         problem = cover_pattern_problem(pattern)
         if problem is not None:
             yield finding(
-                "covers-outside-project", rel, *at("falsifiers", i, "covers", j),
+                "covers-outside-project",
+                rel,
+                *at("falsifiers", i, "covers", j),
                 f"{where}: {pattern!r} {problem}; write a path or glob relative to the project root ({root})",
             )
         elif not match_covers(root, pattern):
             yield finding(
-                "covers-no-match", rel, *at("falsifiers", i, "covers", j),
+                "covers-no-match",
+                rel,
+                *at("falsifiers", i, "covers", j),
                 f"{where}: {pattern!r} matches no file under {root}; fix the path or glob (renamed?), or remove it",
             )
 
 
 def _test_findings(
-    rel: str, at: _At, i: int, f: dict[str, Any], fid: str, test_files: _TestFiles, markers: dict[str, set[str]]
+    rel: str,
+    at: _At,
+    i: int,
+    f: dict[str, Any],
+    fid: str,
+    test_files: _TestFiles,
+    markers: dict[str, set[str]],
 ) -> Iterable[Finding]:
     listed: set[str] = set()
     for j, entry in enumerate(_list(f.get("tests"))):
@@ -405,15 +495,27 @@ def _test_findings(
         where = f"falsifiers[{i}].tests[{j}]"
         ref = TestRef.parse(entry)
         if ref is None:
-            yield finding("test-ref-format", rel, *pos, f"{where}: {entry!r} is not 'path/test_x.py::test_name' or 'path/test_x.py::TestClass::test_name'")
+            yield finding(
+                "test-ref-format",
+                rel,
+                *pos,
+                f"{where}: {entry!r} is not 'path/test_x.py::test_name' or 'path/test_x.py::TestClass::test_name'",
+            )
             continue
         found = test_files.get(ref.file)
         if found is None:
-            yield finding("test-file-missing", rel, *pos, f"{where}: {ref.file} does not exist (relative to {test_files.root})")
+            yield finding(
+                "test-file-missing",
+                rel,
+                *pos,
+                f"{where}: {ref.file} does not exist (relative to {test_files.root})",
+            )
             continue
         tf, test_rel = found
         if tf.error:
-            yield finding("test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}")
+            yield finding(
+                "test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}"
+            )
             continue
         listed.add(f"{test_rel}::{ref.node}")  # `./x.py` and `x.py` name one file
         if ref.node not in tf.tests:
@@ -426,18 +528,25 @@ def _test_findings(
             yield finding("test-missing", rel, *pos, f"{where}: {ref.file} defines no {what}{hint}")
         elif fid not in tf.tests[ref.node]:
             yield finding(
-                "test-marker-mismatch", rel, *pos,
+                "test-marker-mismatch",
+                rel,
+                *pos,
                 f"{where}: {entry} carries no @pytest.mark.falsifier({fid!r}); add the marker or drop the entry",
             )
     for node in sorted(markers.get(fid, set()) - listed):
         yield finding(
-            "test-marker-mismatch", rel, *at("falsifiers", i, "tests"),
+            "test-marker-mismatch",
+            rel,
+            *at("falsifiers", i, "tests"),
             f"falsifiers[{i}].tests: {node} is marked falsifier({fid!r}) but not listed; add it to tests:",
         )
 
 
 def _check_markers_declared(
-    scanned: list[TestFile], documents: list[tuple[Path, str, ParsedYaml]], root: Path, result: ValidationResult
+    scanned: list[TestFile],
+    documents: list[tuple[Path, str, ParsedYaml]],
+    root: Path,
+    result: ValidationResult,
 ) -> None:
     declared = {fid for _, _, parsed in documents for fid in _falsifier_ids(parsed.data)}
     if any(ids - declared for tf in scanned for ids in tf.tests.values()):
@@ -449,7 +558,10 @@ def _check_markers_declared(
                 hint = did_you_mean(fid, declared)
                 result.findings.append(
                     finding(
-                        "test-marker-mismatch", _display(tf.path, root), tf.lines.get(node, 1), 1,
+                        "test-marker-mismatch",
+                        _display(tf.path, root),
+                        tf.lines.get(node, 1),
+                        1,
                         f"{node}: marker falsifier({fid!r}) names no falsifier of any contract{hint}",
                     )
                 )

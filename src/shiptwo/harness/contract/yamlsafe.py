@@ -82,7 +82,11 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _Abort("alias-bomb", f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)", node.start_mark)
+            raise _Abort(
+                "alias-bomb",
+                f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)",
+                node.start_mark,
+            )
         if depth > MAX_DEPTH:
             raise _Abort("syntax", f"values nest more than {MAX_DEPTH} levels deep", node.start_mark)
         mark = node.start_mark
@@ -93,7 +97,9 @@ class _Builder:
                 return node.value
             return self._construct(node)
         if id(node) in self.active:
-            raise _Abort("alias-bomb", "an alias refers to a collection that contains it (infinite expansion)", mark)
+            raise _Abort(
+                "alias-bomb", "an alias refers to a collection that contains it (infinite expansion)", mark
+            )
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -106,9 +112,13 @@ class _Builder:
         try:
             return self.constructor.construct_object(node)
         except yaml.MarkedYAMLError as exc:
-            raise _Abort("syntax", f"YAML value cannot be read: {exc.problem}", exc.problem_mark or node.start_mark) from exc
+            raise _Abort(
+                "syntax", f"YAML value cannot be read: {exc.problem}", exc.problem_mark or node.start_mark
+            ) from exc
         except (yaml.YAMLError, ValueError, TypeError) as exc:
-            raise _Abort("syntax", f"YAML value {node.value!r} cannot be read: {exc}", node.start_mark) from exc
+            raise _Abort(
+                "syntax", f"YAML value {node.value!r} cannot be read: {exc}", node.start_mark
+            ) from exc
 
     def _mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[str, Any]:
         # Merge keys (<<) are expanded here, not by PyYAML's flatten_mapping: that copies the
@@ -122,7 +132,9 @@ class _Builder:
             # The earlier source wins, as YAML says: build the later ones first, then overwrite.
             for source in reversed(sources):
                 if not isinstance(source, yaml.MappingNode):
-                    self._problem("key-type", "a merge key (<<) takes a mapping or a list of mappings", source)
+                    self._problem(
+                        "key-type", "a merge key (<<) takes a mapping or a list of mappings", source
+                    )
                     continue
                 # Built at `path` so merged keys are located where they take effect.
                 merged.update(self.build(source, path, depth + 1))
@@ -275,7 +287,9 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
         message = f"YAML does not parse: {exc.reason}: character U+{char:04X}; remove it or quote it escaped"
         return ParsedYaml(None, {}, (YamlProblem("syntax", message, line, col),))
     except yaml.YAMLError as exc:
-        return ParsedYaml(None, {}, (YamlProblem("syntax", f"YAML does not parse: {' '.join(str(exc).split())}", 1, 1),))
+        return ParsedYaml(
+            None, {}, (YamlProblem("syntax", f"YAML does not parse: {' '.join(str(exc).split())}", 1, 1),)
+        )
     if node is None:
         return ParsedYaml(None, {}, (YamlProblem("empty", "the file holds no YAML document", 1, 1),))
     builder = _Builder()
