@@ -1,4 +1,4 @@
-"""On-disk constants of APR v2: magic, header layout, flags, dtype codes and sizes.
+"""On-disk constants of APR v2: magic, header layout and CRC, flags, dtype codes and sizes, and names.
 
 Everything here is documented in docs/apr-v2.md (read from aprender's crates/aprender-core/src/format/v2).
 No numpy or torch at import time: the CLI imports this to register commands.
@@ -7,10 +7,16 @@ No numpy or torch at import time: the CLI imports this to register commands.
 from __future__ import annotations
 
 import enum
+import struct
+import zlib
 
 MAGIC = b"APR\x00"
 VERSION = (2, 0)
 HEADER_SIZE = 64
+# The header: magic, version major and minor, flags, tensor_count, metadata_offset, metadata_size,
+# tensor_index_offset, data_offset, checksum (bytes 40..44) and 20 reserved bytes.
+HEADER_STRUCT = struct.Struct("<4sBBHIQIQQI20s")
+CHECKSUM_OFFSET = 40
 ALIGNMENT = 64
 FOOTER_SIZE = 4
 # aprender caps metadata at 16 MiB; a larger claim is refused before anything is read.
@@ -27,6 +33,11 @@ OTHER_MAGICS: dict[bytes, str] = {
     b"APR2": "pre-unification APR2, not APR v2",
     b"GGUF": "a GGUF file, not APR v2",
 }
+
+
+def header_crc(head: bytes) -> int:
+    """The header checksum: CRC-32 of bytes 0..40 and 44..64 (the checksum field left out)."""
+    return zlib.crc32(head[CHECKSUM_OFFSET + 4 : HEADER_SIZE], zlib.crc32(head[:CHECKSUM_OFFSET]))
 
 
 def align64(n: int) -> int:
@@ -134,14 +145,22 @@ SAFETENSORS_DTYPE: dict[str, DType] = {
     "U8": DType.U8,
 }
 SAFETENSORS_NAME: dict[DType, str] = {code: name for name, code in SAFETENSORS_DTYPE.items()}
+# Plain dtypes -> the name of the torch dtype that holds them (`torch.<name>`), read and write alike.
+TORCH_DTYPES: dict[DType, str] = {
+    DType.F32: "float32",
+    DType.F16: "float16",
+    DType.BF16: "bfloat16",
+    DType.F64: "float64",
+    DType.I32: "int32",
+    DType.I64: "int64",
+    DType.I8: "int8",
+    DType.U8: "uint8",
+}
 
-
-def dtype_name(code: int) -> str:
-    """The dtype's name for messages, or the bare code when unknown."""
-    try:
-        return DType(code).name
-    except ValueError:
-        return f"unknown({code})"
+# The two tensor names the format treats specially: aprender writes a tied head as a 0-byte
+# `lm_head.weight` placeholder (or a physical copy) of the embedding; the loaders tie it back.
+LM_HEAD = "lm_head.weight"
+EMBED = "model.embed_tokens.weight"
 
 
 def expected_nbytes(dtype: DType, numel: int) -> int:

@@ -12,9 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shiptwo.apr.constants import NUMPY_TYPESTR, PLAIN_ITEMSIZE, DType
+from shiptwo.apr.constants import EMBED, LM_HEAD, NUMPY_TYPESTR, PLAIN_ITEMSIZE, DType
 from shiptwo.apr.convert import SourceTensor, open_source
-from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile, TensorInfo, decode_array
+from shiptwo.apr.decode import decode_array
+from shiptwo.apr.reader import AprFile
+from shiptwo.apr.records import TensorInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,7 +199,8 @@ def _diagnose_mislabel(raw: memoryview, info: TensorInfo, src: SourceTensor, sou
             return f"bytes decode to the source exactly as {alt.name} but are tagged {info.dtype.name}"
         if rel <= _ROUNDING[alt]:
             return (
-                f"bytes decode to the source as {alt.name} within {alt.name} rounding (max rel err {rel:.3g}) "
+                f"bytes decode to the source as {alt.name} within {alt.name} rounding "
+                f"(max rel err {rel:.3g}) "
                 f"but are tagged {info.dtype.name}"
             )
     return ""

@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shiptwo.apr.constants import DType
+from shiptwo.apr.constants import EMBED, LM_HEAD, DType
 from shiptwo.apr.metadata import ImportReport, metadata_from_config, numel
-from shiptwo.apr.reader import EMBED, LM_HEAD
 from shiptwo.apr.writer import FileRange, RawTensor, raw_nbytes, to_raw, write_raw
 
 # GGML type name -> the APR code whose bytes are identical (kept as they are).

@@ -2,7 +2,8 @@
 
 The parser checks every offset, size and count against the file before it allocates or
 decodes anything, and each refusal is a FormatError naming the file, the field and the value.
-The tensor core is numpy over a memory map; torch is imported only when a torch tensor is asked for.
+What a parse learns is in `shiptwo.apr.records`; the tensor decoding (numpy over a memory map,
+torch only when a torch tensor is asked for) in `shiptwo.apr.decode`.
 """
 
 from __future__ import annotations
@@ -13,141 +14,44 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from shiptwo.apr.constants import (
     ALIGNMENT,
-    APR_Q4_BLOCK,
-    APR_Q4_BLOCK_BYTES,
     COMPRESSION_FLAGS,
+    EMBED,
     FOOTER_SIZE,
-    GGML_SUPER_BLOCK,
     HEADER_SIZE,
+    HEADER_STRUCT,
     KNOWN_FLAGS,
+    LM_HEAD,
     MAGIC,
     MAX_METADATA_SIZE,
     MAX_NAME_LEN,
     MAX_NDIM,
     MIN_INDEX_ENTRY_SIZE,
-    NUMPY_TYPESTR,
     OTHER_MAGICS,
-    PLAIN_ITEMSIZE,
-    QUANT_CANONICAL,
+    TORCH_DTYPES,
     UNSUPPORTED_FLAGS,
     DType,
     Flag,
     align64,
     expected_nbytes,
     flag_names,
+    header_crc,
 )
+from shiptwo.apr.decode import decode_array, decode_tensor
+from shiptwo.apr.records import AprInfo, Header, TensorInfo
 from shiptwo.errors import FormatError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
-_HEADER = struct.Struct("<4sBBHIQIQQI20s")
-LM_HEAD = "lm_head.weight"
-EMBED = "model.embed_tokens.weight"
-
-
-@dataclass(frozen=True)
-class Header:
-    """The 64-byte header, as stored."""
-
-    magic: bytes
-    version: tuple[int, int]
-    flags: int
-    tensor_count: int
-    metadata_offset: int
-    metadata_size: int
-    tensor_index_offset: int
-    data_offset: int
-    checksum: int
-    reserved: bytes
-
-    @property
-    def flag_names(self) -> list[str]:
-        return flag_names(self.flags)
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One index entry; `start` is the absolute file offset of its bytes."""
-
-    name: str
-    dtype: DType
-    shape: tuple[int, ...]
-    offset: int
-    size: int
-    start: int
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def is_placeholder(self) -> bool:
-        """True for aprender's 0-byte stand-in of a tensor that has elements (a tied lm_head)."""
-        return self.size == 0 and self.numel > 0
-
-
-@dataclass(frozen=True)
-class AprInfo:
-    """Everything a parse learns about a file without decoding tensor data."""
-
-    path: str
-    file_size: int
-    header: Header
-    header_checksum_computed: int
-    metadata: dict[str, Any]
-    tensors: tuple[TensorInfo, ...]
-    footer_checksum: int
-    footer_checksum_computed: int | None = None  # None: not verified (lazy open)
-    _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self._by_name.update((t.name, t) for t in self.tensors)
-
-    def tensor(self, name: str) -> TensorInfo:
-        """The index entry called `name`; KeyError names the file when there is none."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
-
-    @property
-    def names(self) -> list[str]:
-        return [t.name for t in self.tensors]
-
-    @property
-    def placeholders(self) -> list[str]:
-        """Tensors stored as 0-byte placeholders (left out by `load_file`)."""
-        return [t.name for t in self.tensors if t.is_placeholder]
-
-    @property
-    def lm_head_tied(self) -> bool:
-        """True when lm_head.weight is absent or a 0-byte placeholder but an embedding exists.
-
-        The format has no tie pointer; the model loader fills lm_head from the embedding.
-        """
-        if EMBED not in self._by_name:
-            return False
-        head = self._by_name.get(LM_HEAD)
-        return head is None or head.is_placeholder
-
-    @property
-    def notes(self) -> list[str]:
-        """Facts worth telling a reader of `inspect` that are not errors (aprender quirks)."""
-        return [
-            f"{name} flag set but payload uncompressed (aprender writer quirk)"
-            for name in flag_names(self.header.flags & COMPRESSION_FLAGS)
-        ]
+# Handles for the falsifiers' controls (the facts live in constants): test_apr_integrity.py swaps
+# `_HEADER` for this module's parse; test_apr_dtype_parity.py edits the shared torch dtype table.
+_HEADER = HEADER_STRUCT
+_TORCH_DTYPES = TORCH_DTYPES
 
 
 def _fail(path: str, field_name: str, message: str) -> FormatError:
@@ -171,8 +75,7 @@ def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
     _check_magic(header.magic, path)
     if header.version[0] != 2:
         raise _fail(path, "version", f"{header.version[0]}.{header.version[1]} is not APR v2.x")
-    head = bytes(buf[:HEADER_SIZE])
-    computed = zlib.crc32(head[44:], zlib.crc32(head[:40]))
+    computed = header_crc(bytes(buf[:HEADER_SIZE]))
     if computed != header.checksum:
         raise _fail(
             path,
@@ -325,7 +228,8 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
             raise _fail(
                 path,
                 "tensor index",
-                f"{where} {verb} {previous.decode('utf-8')!r}: the index must be sorted by name bytes, no duplicates",
+                f"{where} {verb} {previous.decode('utf-8')!r}: "
+                "the index must be sorted by name bytes, no duplicates",
             )
         previous = raw_name
         numel = 1
@@ -354,7 +258,8 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
         raise _fail(
             path,
             "data_offset",
-            f"{end}, but the {header.tensor_count}-entry index ends at {pos} (expected data at {align64(pos)})",
+            f"{end}, but the {header.tensor_count}-entry index ends at {pos} "
+            f"(expected data at {align64(pos)})",
         )
     return tuple(tensors)
 
@@ -383,98 +288,9 @@ def _check_data_layout(tensors: tuple[TensorInfo, ...], header: Header, data_end
         raise _fail(
             path,
             "data section",
-            f"{section} bytes, but the tensors fill {padded_end}: the file is truncated or has trailing bytes",
+            f"{section} bytes, but the tensors fill {padded_end}: "
+            "the file is truncated or has trailing bytes",
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding
-
-
-def decode_array(info: TensorInfo, buf: Any, *, raw_bf16: bool = False) -> np.ndarray:
-    """Decode one tensor from `buf` to numpy: plain dtypes as stored (copied), BF16 and
-    quantized types to float32 (BF16 as raw uint16 bits with `raw_bf16`)."""
-    import numpy as np
-
-    if info.is_placeholder:
-        raise FormatError(
-            f"tensor {info.name!r} is a 0-byte placeholder (tied to the embedding); it has no data"
-        )
-    if info.dtype in PLAIN_ITEMSIZE:
-        arr = np.frombuffer(buf, dtype=NUMPY_TYPESTR[info.dtype], count=info.numel, offset=info.start).copy()
-        if info.dtype is DType.BF16 and not raw_bf16:
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        return arr.reshape(info.shape)
-    raw = np.frombuffer(buf, dtype=np.uint8, count=info.size, offset=info.start)
-    return dequantize(raw, info.dtype, info.numel).reshape(info.shape)
-
-
-def dequantize(raw: np.ndarray, dtype: DType, numel: int) -> np.ndarray:
-    """Dequantize APR Q8/Q4 (and their legacy codes) or GGML Q4_K/Q6_K bytes to float32."""
-    import numpy as np
-
-    canonical = QUANT_CANONICAL[dtype]
-    if numel == 0:
-        return np.zeros(0, dtype=np.float32)
-    if canonical is DType.APR_Q8:
-        scale = raw[:4].view("<f4")[0]
-        return raw[4 : 4 + numel].view(np.int8).astype(np.float32) * scale
-    if canonical is DType.APR_Q4:
-        blocks = raw.reshape(-1, APR_Q4_BLOCK_BYTES)
-        scales = blocks[:, :2].copy().view("<f2").astype(np.float32)
-        # aprender zeroes a NaN, infinite or subnormal block scale rather than propagate it.
-        bad = ~np.isfinite(scales) | (np.abs(scales) < np.float32(6.103515625e-05))
-        scales[bad] = 0.0
-        packed = blocks[:, 2:]
-        nibbles = np.empty((blocks.shape[0], APR_Q4_BLOCK), dtype=np.int8)
-        nibbles[:, 0::2] = packed & 0x0F  # low nibble first
-        nibbles[:, 1::2] = packed >> 4
-        values = (nibbles.astype(np.float32) - 8.0) * scales
-        return values.reshape(-1)[:numel]
-    from shiptwo.ggml.quants import GgmlType
-    from shiptwo.ggml.quants import dequantize as ggml_dequantize
-
-    # APR's codes 12 and 14 are GGML's super-block layouts; a padded last block is decoded whole.
-    qtype = GgmlType.Q4_K if canonical is DType.Q4_K else GgmlType.Q6_K
-    padded = -(-numel // GGML_SUPER_BLOCK) * GGML_SUPER_BLOCK
-    return ggml_dequantize(raw, qtype, padded)[:numel]
-
-
-_TORCH_DTYPES: dict[DType, str] = {
-    DType.F32: "float32",
-    DType.F16: "float16",
-    DType.BF16: "bfloat16",
-    DType.F64: "float64",
-    DType.I32: "int32",
-    DType.I64: "int64",
-    DType.I8: "int8",
-    DType.U8: "uint8",
-}
-
-
-def decode_tensor(info: TensorInfo, buf: Any, *, device: str = "cpu") -> torch.Tensor:
-    """Decode one tensor to torch, dtype preserved (BF16 -> bfloat16); quantized -> float32.
-
-    Over a writable buffer (AprFile's private copy-on-write map) a plain tensor is zero-copy:
-    its pages are read when touched, and writes to it never reach the file. Over a read-only
-    buffer (bytes) it is copied.
-    """
-    import torch
-
-    if info.dtype not in PLAIN_ITEMSIZE:
-        return torch.from_numpy(decode_array(info, buf)).to(device)
-    if info.is_placeholder:
-        decode_array(info, buf)  # raises the placeholder error
-    dtype = getattr(torch, _TORCH_DTYPES[info.dtype])
-    if info.numel == 0:
-        tensor = torch.empty(info.shape, dtype=dtype)
-    elif isinstance(buf, (bytes, memoryview)) and memoryview(buf).readonly:
-        tensor = torch.frombuffer(
-            bytearray(memoryview(buf)[info.start : info.start + info.size]), dtype=dtype
-        ).reshape(info.shape)
-    else:
-        tensor = torch.frombuffer(buf, dtype=dtype, count=info.numel, offset=info.start).reshape(info.shape)
-    return tensor if device == "cpu" else tensor.to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,15 +359,16 @@ class AprFile:
 
     def metadata(self) -> dict[str, Any]:
         """The JSON metadata object (a copy)."""
-        return json.loads(json.dumps(self.info.metadata))
+        copy: dict[str, Any] = json.loads(json.dumps(self.info.metadata))
+        return copy
 
     def get_tensor(self, name: str) -> Any:
         """One tensor: torch (framework 'pt') or numpy (framework 'np', BF16 decoded to float32)."""
         info = self.info.tensor(name)
         if info.is_placeholder:
             raise FormatError(
-                f"{self.path}: tensor {name!r}: a 0-byte placeholder of shape {list(info.shape)}; it has no data "
-                f"(aprender's tied-embedding stand-in: tie it to {EMBED})"
+                f"{self.path}: tensor {name!r}: a 0-byte placeholder of shape {list(info.shape)}; "
+                f"it has no data (aprender's tied-embedding stand-in: tie it to {EMBED})"
             )
         if self._framework == "np":
             return decode_array(info, self._mmap)
@@ -560,11 +377,6 @@ class AprFile:
     def get_array(self, name: str, *, raw_bf16: bool = False) -> np.ndarray:
         """One tensor as numpy, whatever the framework (BF16 as float32, or raw uint16 bits)."""
         return decode_array(self.info.tensor(name), self._mmap, raw_bf16=raw_bf16)
-
-    def get_bytes(self, name: str) -> bytes:
-        """The tensor's stored bytes, unpadded, undecoded."""
-        t = self.info.tensor(name)
-        return bytes(self._mmap[t.start : t.start + t.size])
 
 
 def safe_open(

@@ -8,6 +8,7 @@ and renamed into place, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -20,20 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.apr.constants import (
+    CHECKSUM_OFFSET,
+    COMPRESSION_FLAGS,
     HEADER_SIZE,
+    HEADER_STRUCT,
+    KNOWN_FLAGS,
     MAGIC,
     MAX_METADATA_SIZE,
     MAX_NAME_LEN,
     MAX_NDIM,
+    TORCH_DTYPES,
+    UNSUPPORTED_FLAGS,
     VERSION,
     DType,
     Flag,
     align64,
     expected_nbytes,
+    header_crc,
 )
 from shiptwo.errors import FormatError, UsageError
 
-_HEADER = struct.Struct("<4sBBHIQIQQI20s")
 _ZEROS = bytes(64)
 
 
@@ -109,7 +116,8 @@ def _check(t: RawTensor, path: str) -> int:
     want = expected_nbytes(DType(t.dtype), numel)
     if size != want:
         raise UsageError(
-            f"{path}: tensor {t.name!r}: {size} bytes, but shape {list(t.shape)} x {DType(t.dtype).name} needs {want}"
+            f"{path}: tensor {t.name!r}: {size} bytes, "
+            f"but shape {list(t.shape)} x {DType(t.dtype).name} needs {want}"
         )
     return size
 
@@ -128,8 +136,8 @@ def write_raw(
     """
     target = Path(path)
     spath = str(target)
-    forbidden = flags & (Flag.LZ4 | Flag.ZSTD | Flag.ENCRYPTED | Flag.SIGNED | Flag.LAYOUT_COLUMN_MAJOR)
-    if forbidden or flags & ~0x0FFF:
+    forbidden = flags & (COMPRESSION_FLAGS | UNSUPPORTED_FLAGS | Flag.LAYOUT_COLUMN_MAJOR)
+    if forbidden or flags & ~KNOWN_FLAGS:
         raise UsageError(f"{spath}: flags 0x{flags:04x}: this writer cannot produce those payloads")
     items = sorted(tensors, key=lambda t: t.name.encode("utf-8"))
     sizes = [_check(t, spath) for t in items]
@@ -142,14 +150,14 @@ def write_raw(
         raise UsageError(f"{spath}: metadata is {len(meta)} bytes, APR caps it at {MAX_METADATA_SIZE}")
     entries = []
     offset = 0
-    for t, size in zip(items, sizes):
+    for t, size in zip(items, sizes, strict=True):
         entries.append(_index_entry(t, offset, size))
         offset += align64(size)
     index = b"".join(entries)
     index_offset = HEADER_SIZE + align64(len(meta))
     data_offset = index_offset + align64(len(index))
     header = bytearray(
-        _HEADER.pack(
+        HEADER_STRUCT.pack(
             MAGIC,
             VERSION[0],
             VERSION[1],
@@ -163,7 +171,7 @@ def write_raw(
             bytes(20),
         )
     )
-    struct.pack_into("<I", header, 40, zlib.crc32(bytes(header[44:]), zlib.crc32(bytes(header[:40]))))
+    struct.pack_into("<I", header, CHECKSUM_OFFSET, header_crc(bytes(header)))
 
     fd, tmp = open_temp_beside(target)
     sources: dict[str, Any] = {}  # source files of FileRange tensors, opened once each
@@ -180,7 +188,7 @@ def write_raw(
                 f.write(chunk)
                 crc = zlib.crc32(chunk, crc)
             buffer = bytearray(_CHUNK) if any(isinstance(t.data, FileRange) for t in items) else bytearray()
-            for t, size in zip(items, sizes):
+            for t, size in zip(items, sizes, strict=True):
                 if isinstance(t.data, FileRange):
                     crc = _copy_range(t.data, f, crc, buffer, sources, spath)
                 else:
@@ -195,10 +203,8 @@ def write_raw(
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         replace_into(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     finally:
         for src in sources.values():
@@ -261,16 +267,8 @@ def _copy_range(
     return crc
 
 
-_TORCH_CODES = {
-    "torch.float32": DType.F32,
-    "torch.float16": DType.F16,
-    "torch.bfloat16": DType.BF16,
-    "torch.float64": DType.F64,
-    "torch.int32": DType.I32,
-    "torch.int64": DType.I64,
-    "torch.int8": DType.I8,
-    "torch.uint8": DType.U8,
-}
+# torch dtype (as `str(tensor.dtype)`) -> code: constants.TORCH_DTYPES read backwards.
+_TORCH_CODES = {f"torch.{name}": code for code, name in TORCH_DTYPES.items()}
 _NUMPY_CODES = {
     "float32": DType.F32,
     "float16": DType.F16,

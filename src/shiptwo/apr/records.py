@@ -1,0 +1,109 @@
+"""What a parse of an APR v2 file learns, decoding no tensor data: the header, the index, the file.
+
+Frozen records, filled in by `shiptwo.apr.reader.parse` and read by everything after it (decoding,
+`inspect`, `diff`, the model loader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shiptwo.apr.constants import COMPRESSION_FLAGS, EMBED, LM_HEAD, DType, flag_names
+
+
+@dataclass(frozen=True)
+class Header:
+    """The 64-byte header, as stored."""
+
+    magic: bytes
+    version: tuple[int, int]
+    flags: int
+    tensor_count: int
+    metadata_offset: int
+    metadata_size: int
+    tensor_index_offset: int
+    data_offset: int
+    checksum: int
+    reserved: bytes
+
+    @property
+    def flag_names(self) -> list[str]:
+        return flag_names(self.flags)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One index entry; `start` is the absolute file offset of its bytes."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+    start: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def is_placeholder(self) -> bool:
+        """True for aprender's 0-byte stand-in of a tensor that has elements (a tied lm_head)."""
+        return self.size == 0 and self.numel > 0
+
+
+@dataclass(frozen=True)
+class AprInfo:
+    """Everything a parse learns about a file without decoding tensor data."""
+
+    path: str
+    file_size: int
+    header: Header
+    header_checksum_computed: int
+    metadata: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+    footer_checksum: int
+    footer_checksum_computed: int | None = None  # None: not verified (lazy open)
+    _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((t.name, t) for t in self.tensors)
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The index entry called `name`; KeyError names the file when there is none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    @property
+    def placeholders(self) -> list[str]:
+        """Tensors stored as 0-byte placeholders (left out by `load_file`)."""
+        return [t.name for t in self.tensors if t.is_placeholder]
+
+    @property
+    def lm_head_tied(self) -> bool:
+        """True when lm_head.weight is absent or a 0-byte placeholder but an embedding exists.
+
+        The format has no tie pointer; the model loader fills lm_head from the embedding.
+        """
+        if EMBED not in self._by_name:
+            return False
+        head = self._by_name.get(LM_HEAD)
+        return head is None or head.is_placeholder
+
+    @property
+    def notes(self) -> list[str]:
+        """Facts worth telling a reader of `inspect` that are not errors (aprender quirks)."""
+        return [
+            f"{name} flag set but payload uncompressed (aprender writer quirk)"
+            for name in flag_names(self.header.flags & COMPRESSION_FLAGS)
+        ]
