@@ -138,8 +138,29 @@ def test_tensor_in_two_shards_is_refused(tmp_path: Path) -> None:
     save_hf(model(TIED), tmp_path)
     t = load_file(tmp_path / "model.safetensors")
     save_file({"model.norm.weight": t["model.norm.weight"]}, tmp_path / "extra.safetensors")
-    with pytest.raises(ModelError, match="tensor 'model.norm.weight' appears in more than one shard"):
+    with pytest.raises(FormatError, match="tensor 'model.norm.weight' appears in more than one shard"):
         from_pretrained(tmp_path)
+
+
+def test_sharded_dir_is_read_through_its_index(tmp_path: Path) -> None:
+    """The index names the shards: a stray *.safetensors beside them is not read."""
+    import json
+
+    m = model(UNTIED)
+    save_hf(m, tmp_path)
+    t = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    head = {"lm_head.weight": t.pop("lm_head.weight")}
+    save_file(t, tmp_path / "model-00001-of-00002.safetensors")
+    save_file(head, tmp_path / "model-00002-of-00002.safetensors")
+    save_file({"model.norm.weight": t["model.norm.weight"]}, tmp_path / "stray.safetensors")
+    weight_map = dict.fromkeys(t, "model-00001-of-00002.safetensors") | {
+        "lm_head.weight": "model-00002-of-00002.safetensors"
+    }
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    loaded = from_pretrained(tmp_path)
+    assert torch.equal(loaded.lm_head.weight, m.lm_head.weight)
+    assert torch.equal(loaded.norm.weight, m.norm.weight)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ model, no `lm_head.weight`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from shiptwo.apr.constants import PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
+from shiptwo.apr.constants import EMBED, LM_HEAD, PLAIN_ITEMSIZE, SAFETENSORS_DTYPE, DType
 from shiptwo.apr.metadata import ImportReport, metadata_from_config, numel
-from shiptwo.apr.reader import EMBED, LM_HEAD, AprFile
+from shiptwo.apr.reader import AprFile
 from shiptwo.apr.writer import FileRange, RawTensor, write_raw
 from shiptwo.errors import FormatError, UsageError
 
@@ -52,10 +53,8 @@ class Source:
     def close(self) -> None:
         self.tensors.clear()
         for m in self._maps:
-            try:
+            with contextlib.suppress(BufferError):  # a caller still holds a view: closed when collected
                 m.close()
-            except BufferError:
-                pass  # a caller still holds a view; the map closes when it is collected
 
     def __enter__(self) -> Self:
         return self
@@ -106,7 +105,10 @@ def _read_safetensors(path: Path, source: Source) -> None:
                 f"{shape} x {dtype_s} in a {size - base}-byte data section"
             )
         if name in source.tensors:
-            raise FormatError(f"{spath}: tensor {name!r} also appears in {source.tensors[name].file}")
+            raise FormatError(
+                f"{spath}: tensor {name!r} appears in more than one shard "
+                f"(also in {source.tensors[name].file})"
+            )
         source.tensors[name] = SourceTensor(
             name, code, tuple(shape), view[base + begin : base + end], spath, base + begin
         )
@@ -133,7 +135,10 @@ def open_source(path: str | os.PathLike[str]) -> Source:
         else:
             shards = sorted(root.glob("*.safetensors"))
         if not shards:
-            raise FormatError(f"{root}: no *.safetensors weights in this directory")
+            raise FormatError(
+                f"{root}: no *.safetensors weights in this directory "
+                "(pytorch_model.bin is not read; convert it)"
+            )
         for shard in shards:
             _read_safetensors(shard, source)
     elif root.is_file():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shiptwo.apr.constants import EMBED, LM_HEAD
 from shiptwo.errors import FormatError, UsageError
 
 Tensors = MutableMapping[str, Any]  # name -> torch.Tensor, Hugging Face names
@@ -66,9 +67,9 @@ def _transpose_square(tensors: Tensors, config: dict[str, Any]) -> None:
 def _tied_head_random(tensors: Tensors, config: dict[str, Any]) -> None:
     import torch
 
-    embed = tensors["model.embed_tokens.weight"]
+    embed = tensors[EMBED]
     gen = torch.Generator().manual_seed(SEED)
-    tensors["lm_head.weight"] = (torch.randn(embed.shape, generator=gen) * 0.02).to(embed.dtype)
+    tensors[LM_HEAD] = (torch.randn(embed.shape, generator=gen) * 0.02).to(embed.dtype)
     config["tie_word_embeddings"] = False
 
 

@@ -15,8 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-EMBED = "model.embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
+from shiptwo.apr.constants import EMBED, LM_HEAD
 
 
 def write_snapshot(gguf_path: Path, out: Path, *, dtype: str = "bfloat16", tied: bool = True) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shiptwo.apr.constants import EMBED, LM_HEAD
 from shiptwo.errors import FormatError, ModelError
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 
@@ -35,7 +36,7 @@ class KeyRule:
 
 
 KEY_TABLE: tuple[KeyRule, ...] = (
-    KeyRule("model.embed_tokens.weight", "tok_embeddings.weight"),
+    KeyRule(EMBED, "tok_embeddings.weight"),
     KeyRule("model.layers.{n}.input_layernorm.weight", "layers.{n}.attn_norm.weight"),
     KeyRule("model.layers.{n}.self_attn.q_proj.weight", "layers.{n}.attn.q_proj.weight"),
     KeyRule("model.layers.{n}.self_attn.q_proj.bias", "layers.{n}.attn.q_proj.bias"),
@@ -49,10 +50,8 @@ KEY_TABLE: tuple[KeyRule, ...] = (
     KeyRule("model.layers.{n}.mlp.up_proj.weight", "layers.{n}.mlp.up_proj.weight"),
     KeyRule("model.layers.{n}.mlp.down_proj.weight", "layers.{n}.mlp.down_proj.weight"),
     KeyRule("model.norm.weight", "norm.weight"),
-    KeyRule("lm_head.weight", "lm_head.weight"),
+    KeyRule(LM_HEAD, "lm_head.weight"),
 )
-LM_HEAD = "lm_head.weight"
-EMBEDDING = "model.embed_tokens.weight"
 
 
 def checkpoint_to_module(cfg: Qwen2Config) -> dict[str, str]:
@@ -101,14 +100,14 @@ def load_state(model: Qwen2, tensors: Mapping[str, torch.Tensor], *, source: str
     tensors = dict(tensors)
     problems: list[str] = []
     if cfg.tied_embeddings and LM_HEAD in tensors:
-        head, emb = tensors.pop(LM_HEAD), tensors.get(EMBEDDING)
+        head, emb = tensors.pop(LM_HEAD), tensors.get(EMBED)
         if (
             not _is_placeholder(head)
             and emb is not None
             and (head.shape != emb.shape or not torch.equal(head.to(emb.dtype), emb))
         ):
             problems.append(
-                f"'{LM_HEAD}' differs from '{EMBEDDING}' although the config ties them "
+                f"'{LM_HEAD}' differs from '{EMBED}' although the config ties them "
                 "(set tied_embeddings/tie_word_embeddings to false to load it as its own head)"
             )
     missing = [k for k in table if k not in tensors or _is_placeholder(tensors[k])]
@@ -177,8 +176,8 @@ def _open(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor] | None]:
         if not path.is_file():
             raise ModelError(f"{path}: no such APR file")
         tensors = apr.load_file(path, device="cpu")
-        with _maybe_ctx(apr.safe_open(path)) as f:
-            md = dict(f.metadata() or {})
+        with apr.safe_open(path) as f:
+            md = f.metadata()
         if md.get("tied_embeddings") is None:  # older files: a missing or 0-byte head means tied
             md["tied_embeddings"] = _is_placeholder(tensors.get(LM_HEAD))
         return Qwen2Config.from_apr_metadata(md, source=str(path)), tensors
@@ -196,33 +195,16 @@ def _open_gguf(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor]]:
     return Qwen2Config.from_hf(config, source=str(path)), tensors
 
 
-class _maybe_ctx:
-    """Use a reader as a context manager whether or not it is one."""
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __enter__(self) -> Any:
-        return self.obj.__enter__() if hasattr(self.obj, "__enter__") else self.obj
-
-    def __exit__(self, *exc: object) -> None:
-        if hasattr(self.obj, "__exit__"):
-            self.obj.__exit__(*exc)
-
-
 def _hf_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """A Hugging Face directory's tensors, copied out of its shards (those its index names, if any).
 
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise ModelError(f"{path}: no *.safetensors weights (pytorch_model.bin is not read; convert it)")
-    tensors: dict[str, torch.Tensor] = {}
-    for f in files:
-        for k, v in load_file(f).items():
-            if k in tensors:
-                raise ModelError(f"{f}: tensor '{k}' appears in more than one shard")
-            tensors[k] = v
-    return tensors
+    Read by `shiptwo.apr.convert.open_source`, the one reader of an HF directory.
+    """
+    from shiptwo.apr.convert import open_source
+    from shiptwo.apr.decode import copy_tensor
+
+    with open_source(path) as source:
+        return {name: copy_tensor(t.data, t.dtype, t.shape) for name, t in source.tensors.items()}
 
 
 def from_pretrained(
@@ -275,7 +257,7 @@ def save_apr(model: Qwen2, path: str | Path, *, metadata: Mapping[str, Any] | No
 
     tensors = state_for_checkpoint(model)
     if model.config.tied_embeddings:
-        tensors[LM_HEAD] = tensors[EMBEDDING].clone()
+        tensors[LM_HEAD] = tensors[EMBED].clone()
     md = {**model.config.to_apr_metadata(), "param_count": model.num_params(), **(metadata or {})}
     apr.save_file(tensors, str(path), metadata=md)
 
