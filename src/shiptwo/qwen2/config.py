@@ -1,7 +1,8 @@
 """The architecture numbers of a Qwen2 decoder, read from HF `config.json` or APR metadata.
 
 Torch-free, so that reading a checkpoint's config never pays for torch. Every field is type
-checked on the way in; a bad one is refused naming the file, the field and the value.
+checked on the way in; a bad one is refused naming the file, the field and the value. The
+fields carry their APR metadata names; `shiptwo.apr.metadata.HF_TO_APR` gives their config.json ones.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shiptwo.apr.metadata import APR_TO_HF, HF_DEFAULT_ROPE_THETA, ROPE_TYPE_NEOX
 from shiptwo.errors import ModelError
 
-# APR metadata `rope_type`: 0 = adjacent pairs, 2 = NEOX halves (the only one Qwen2 uses).
-ROPE_TYPE_NEOX = 2
+# Fields a config must name; the APR metadata must name rope_theta too (APR defines no default).
+_REQUIRED = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,7 @@ class Qwen2Config:
                 f"{source}: a JSON {_json_type(cfg)}, expected an object of config fields; "
                 "fix or re-export config.json"
             )
-        required = (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-        )
-        missing = [k for k in required if cfg.get(k) is None]
+        missing = [APR_TO_HF[k] for k in _REQUIRED if cfg.get(APR_TO_HF[k]) is None]
         if missing:
             raise ModelError(
                 f"{source}: field(s) {', '.join(missing)} missing; a Qwen2 config.json needs them"
@@ -84,7 +79,7 @@ class Qwen2Config:
             raise ModelError(f"{source}: field {rope_key}={rope!r}: expected an object or null")
         if rope.get("rope_type", rope.get("type", "default")) != "default":
             raise ModelError(f"{source}: rope scaling {rope!r} is not supported (only default RoPE)")
-        f = _Fields(cfg, source=source, what="field")
+        f = _Fields(cfg, source=source, what="field", names=APR_TO_HF)
         # transformers' Qwen2Config default when config.json names no theta (5.x keeps it in rope_parameters).
         theta = (
             f.number("rope_theta")
@@ -92,26 +87,10 @@ class Qwen2Config:
             else (
                 _Fields(rope, source=source, what=f"field {rope_key}.").number("rope_theta")
                 if rope.get("rope_theta") is not None
-                else 10_000.0
+                else HF_DEFAULT_ROPE_THETA["qwen2"]
             )
         )
-        heads, hidden = f.positive_integer("num_attention_heads"), f.positive_integer("hidden_size")
-        return _named(
-            source,
-            lambda: cls(
-                vocab_size=f.integer("vocab_size"),
-                hidden_size=hidden,
-                num_layers=f.integer("num_hidden_layers"),
-                num_heads=heads,
-                num_kv_heads=f.integer("num_key_value_heads", default=heads),
-                head_dim=f.integer("head_dim", default=hidden // heads),
-                intermediate_size=f.integer("intermediate_size"),
-                max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
-                rope_theta=theta,
-                rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
-                tied_embeddings=f.flag("tie_word_embeddings", default=False),
-            ),
-        )
+        return cls._from_fields(f, source=source, rope_theta=theta)
 
     def to_hf(self) -> dict[str, Any]:
         """The Hugging Face `config.json` dict for this architecture."""
@@ -119,17 +98,7 @@ class Qwen2Config:
             "architectures": ["Qwen2ForCausalLM"],
             "model_type": "qwen2",
             "hidden_act": "silu",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_kv_heads,
-            "head_dim": self.head_dim,
-            "intermediate_size": self.intermediate_size,
-            "max_position_embeddings": self.max_position_embeddings,
-            "rope_theta": self.rope_theta,
-            "rms_norm_eps": self.rms_norm_eps,
-            "tie_word_embeddings": self.tied_embeddings,
+            **{APR_TO_HF[name]: value for name, value in asdict(self).items()},
             "use_sliding_window": False,
             "attention_dropout": 0.0,
         }
@@ -142,8 +111,7 @@ class Qwen2Config:
         (theta 1e6) would silently run with 10,000. A field of the wrong type is a ModelError
         naming the file, the field and the value.
         """
-        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "rope_theta")
-        missing = [k for k in keys if md.get(k) is None]
+        missing = [k for k in (*_REQUIRED, "rope_theta") if md.get(k) is None]
         if missing:
             raise ModelError(
                 f"{source}: metadata lacks {', '.join(missing)} (absent or null); re-export the "
@@ -155,7 +123,14 @@ class Qwen2Config:
                 f"{source}: metadata rope_type={rope_type!r}; Qwen2 needs {ROPE_TYPE_NEOX} "
                 "(the integer code of NEOX halves); fix the metadata"
             )
-        f = _Fields(md, source=source, what="metadata")
+        return cls._from_fields(_Fields(md, source=source, what="metadata"), source=source)
+
+    @classmethod
+    def _from_fields(cls, f: _Fields, *, source: str, rope_theta: float | None = None) -> Qwen2Config:
+        """The config from typed reads of `f`, field by field (`rope_theta` when already read).
+
+        Absent optional fields take transformers' Qwen2Config defaults, in both sources.
+        """
         heads, hidden = f.positive_integer("num_heads"), f.positive_integer("hidden_size")
         return _named(
             source,
@@ -168,7 +143,7 @@ class Qwen2Config:
                 head_dim=f.integer("head_dim", default=hidden // heads),
                 intermediate_size=f.integer("intermediate_size"),
                 max_position_embeddings=f.integer("max_position_embeddings", default=32_768),
-                rope_theta=f.number("rope_theta"),
+                rope_theta=f.number("rope_theta") if rope_theta is None else rope_theta,
                 rms_norm_eps=f.number("rms_norm_eps", default=1e-6),
                 tied_embeddings=f.flag("tied_embeddings", default=False),
             ),
@@ -203,21 +178,25 @@ def _json_type(value: Any) -> str:
 class _Fields:
     """Typed reads of a config mapping; a wrong type names the file, the field and the value.
 
-    A missing or null field takes `default`; without one it is an error (callers check presence first).
+    Fields are asked for by their Qwen2Config names; `names` maps them to the mapping's own keys
+    (the identity when absent). A missing or null field takes `default`; without one it is an
+    error (callers check presence first).
     """
 
-    def __init__(self, data: Mapping[str, Any], *, source: str, what: str) -> None:
-        self.data, self.source, self.what = data, source, what
+    def __init__(
+        self, data: Mapping[str, Any], *, source: str, what: str, names: Mapping[str, str] | None = None
+    ) -> None:
+        self.data, self.source, self.what, self.names = data, source, what, names or {}
 
     def _bad(self, key: str, value: Any, expected: str) -> ModelError:
         sep = "" if self.what.endswith(".") else " "
         return ModelError(
-            f"{self.source}: {self.what}{sep}{key}={value!r}: expected {expected}; fix the "
-            f"{'metadata' if self.what == 'metadata' else 'config'}"
+            f"{self.source}: {self.what}{sep}{self.names.get(key, key)}={value!r}: expected {expected}; "
+            f"fix the {'metadata' if self.what == 'metadata' else 'config'}"
         )
 
     def _get(self, key: str, default: Any) -> Any:
-        value = self.data.get(key)
+        value = self.data.get(self.names.get(key, key))
         if value is None:
             if default is None:
                 raise self._bad(key, value, "a value (it is required)")
@@ -248,7 +227,7 @@ class _Fields:
         return float(value)
 
     def flag(self, key: str, *, default: bool) -> bool:
-        value = self.data.get(key)
+        value = self.data.get(self.names.get(key, key))
         if value is None:
             return default
         if not isinstance(value, bool):

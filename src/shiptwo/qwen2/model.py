@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shiptwo.apr.metadata import ROPE_TYPE_NEOX
 from shiptwo.errors import ModelError
-from shiptwo.qwen2.config import ROPE_TYPE_NEOX, Qwen2Config
+from shiptwo.qwen2.config import Qwen2Config
 
 __all__ = [
     "ROPE_TYPE_NEOX",
@@ -85,7 +86,8 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, enable_gqa=self.n_head != self.n_kv_head
         )  # (B, H, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))  # (B, T, C)
+        out: torch.Tensor = self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+        return out  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -98,9 +100,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(
-            F.silu(self.gate_proj(x)) * self.up_proj(x)
-        )  # (B, T, C) -> (B, T, F) -> (B, T, C)
+        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return out  # (B, T, C) -> (B, T, F) -> (B, T, C)
 
 
 class Block(nn.Module):
