@@ -30,7 +30,7 @@ from shiptwo.harness.gates import check_gate
 from shiptwo.models.fetch import model_root
 from shiptwo.models.registry import DEFAULT_QWEN2, MODELS
 from shiptwo.qwen2.checkpoint import from_pretrained
-from shiptwo.qwen2.train import eval_batch
+from shiptwo.qwen2.evaluate import eval_batch
 
 
 def best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -127,8 +127,9 @@ def main() -> None:
         "loss_transformers": loss_peer,
     }
     print(
-        f"eval {args.batch}x{args.seq} fp32: shiptwo {tokens / t_ours:.0f} tok/s, transformers {tokens / t_peer:.0f} "
-        f"tok/s -> throughput ratio {t_peer / t_ours:.3f}x (goal >= 1.0x); loss {loss_ours:.4f} vs {loss_peer:.4f} nats"
+        f"eval {args.batch}x{args.seq} fp32: shiptwo {tokens / t_ours:.0f} tok/s, "
+        f"transformers {tokens / t_peer:.0f} tok/s -> throughput ratio {t_peer / t_ours:.3f}x "
+        f"(goal >= 1.0x); loss {loss_ours:.4f} vs {loss_peer:.4f} nats"
     )
     peer = None  # free its 2 GB before the bf16 copy
     gc.collect()

@@ -15,15 +15,8 @@ from shiptwo.errors import UsageError
 from shiptwo.qwen2.checkpoint import save_apr, save_hf
 from shiptwo.qwen2.distributed import DistContext, local_slice
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
-from shiptwo.qwen2.train import (
-    EPOCH_METADATA_KEYS,
-    TrainConfig,
-    Trainer,
-    lr_at,
-    optimizer_state_sha,
-    train,
-    write_epoch,
-)
+from shiptwo.qwen2.rundir import EPOCH_METADATA_KEYS, optimizer_state_sha, write_epoch
+from shiptwo.qwen2.train import TrainConfig, Trainer, lr_at, train
 
 CFG = Qwen2Config(
     vocab_size=64,

@@ -172,7 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from shiptwo.qwen2 import distributed
     from shiptwo.qwen2.checkpoint import from_pretrained
-    from shiptwo.qwen2.train import TrainConfig, config_dict, host_facts, train
+    from shiptwo.qwen2.rundir import host_facts
+    from shiptwo.qwen2.train import TrainConfig, config_dict, train
 
     keep_freed_memory()
     ctx = distributed.init(args.device)
@@ -283,7 +284,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from shiptwo.qwen2.checkpoint import from_pretrained
-    from shiptwo.qwen2.train import evaluate
+    from shiptwo.qwen2.evaluate import evaluate
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch.cuda.is_available() is False on this host; use --device cpu")
