@@ -76,11 +76,13 @@ def main() -> None:
     m_ours, m_peer = min(t_ours), min(t_peer)
     tokens = args.batch * args.seq
     print(
-        f"config: {args.layers} layers, hidden 896, 14/2 heads, vocab {args.vocab}; batch {args.batch}x{args.seq} "
-        f"on {args.device} {args.dtype}, torch threads {torch.get_num_threads()}; logits rel err {err:.2e}"
+        f"config: {args.layers} layers, hidden 896, 14/2 heads, vocab {args.vocab}; "
+        f"batch {args.batch}x{args.seq} on {args.device} {args.dtype}, "
+        f"torch threads {torch.get_num_threads()}; logits rel err {err:.2e}"
     )
     print(
-        f"shiptwo      {m_ours * 1e3:8.1f} ms  {tokens / m_ours:10.0f} tok/s  (best of {args.repeats}; median {statistics.median(t_ours) * 1e3:.1f} ms)"
+        f"shiptwo      {m_ours * 1e3:8.1f} ms  {tokens / m_ours:10.0f} tok/s  "
+        f"(best of {args.repeats}; median {statistics.median(t_ours) * 1e3:.1f} ms)"
     )
     print(
         f"transformers {m_peer * 1e3:8.1f} ms  {tokens / m_peer:10.0f} tok/s  "

@@ -94,12 +94,14 @@ def main() -> None:
     # Best step on a shared machine: the least disturbed estimate of each side.
     ours_tps, peer_tps = tokens / min(t_ours), tokens / min(t_peer)
     print(
-        f"config: {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads, vocab {args.vocab}; "
+        f"config: {args.layers} layers, hidden {args.hidden}, {args.heads}/{args.kv_heads} heads, "
+        f"vocab {args.vocab}; "
         f"batch {args.batch}x{args.seq} on {args.device}{' bf16 autocast' if bf16 else ' fp32'}, "
         f"torch threads {torch.get_num_threads()}; last losses {a:.4f} / {b:.4f}"
     )
     print(
-        f"shiptwo      {ours_tps:10.0f} train tok/s  (best of {args.steps} steps; median {tokens / statistics.median(t_ours):.0f})"
+        f"shiptwo      {ours_tps:10.0f} train tok/s  "
+        f"(best of {args.steps} steps; median {tokens / statistics.median(t_ours):.0f})"
     )
     print(f"transformers {peer_tps:10.0f} train tok/s  (median {tokens / statistics.median(t_peer):.0f})")
     print(f"ratio shiptwo/transformers throughput: {ours_tps / peer_tps:.3f}x (goal >= 0.9x)")

@@ -115,7 +115,8 @@ def test_diff_names_the_first_bad_tensor_and_its_errors(
     out = capsys.readouterr().out
     want_abs, want_rel = abs(2.0 - original), abs(2.0 - original) / abs(original)
     assert (
-        f"1 of {len(tensors)} tensors differ from {hf_dir}; first '{name}': mismatch, max abs err {want_abs:.6g}, "
+        f"1 of {len(tensors)} tensors differ from {hf_dir}; first '{name}': mismatch, "
+        f"max abs err {want_abs:.6g}, "
         f"max rel err {want_rel:.6g}" in out
     )
 

@@ -26,7 +26,7 @@ def test_a_gguf_with_any_name_imports_keeping_what_apr_can_hold(
     assert "wrote" in capsys.readouterr().out
     with apr.safe_open(tmp_path / "m.apr") as f:
         meta = f.metadata()
-        codes = {name: f.info.tensor(name).dtype.name for name in f.keys()}
+        codes = {name: f.info.tensor(name).dtype.name for name in f}
     assert (meta["original_format"], meta["tied_embeddings"]) == ("gguf", True)
     # F32 and F16 kept; the Q8_0 tensor (no APR code of its own) dequantized to F32.
     assert codes["model.layers.0.self_attn.o_proj.weight"] == "F16"

@@ -247,7 +247,8 @@ def test_bad_config_values() -> None:
         ({"qwen2.block_count": 0}, "m: metadata 'qwen2.block_count' is 0, expected a positive integer"),
         (
             {"qwen2.attention.head_count_kv": 3},
-            "m: embedding_length 64, head_count 4, head_count_kv 3: heads must divide the width and kv heads must",
+            "m: embedding_length 64, head_count 4, head_count_kv 3: "
+            "heads must divide the width and kv heads must",
         ),
         (
             {"qwen2.attention.key_length": 32},

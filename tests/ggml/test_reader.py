@@ -380,7 +380,8 @@ def test_misaligned_overlapping_and_outside_data(tmp_path: Path, small: Any) -> 
     _expect(
         tmp_path,
         small.build(),
-        f"tensor 'b': data [{192 + 2**40}, {192 + 2**40 + 16}) runs past the end of the file (240 bytes); {FIX}",
+        f"tensor 'b': data [{192 + 2**40}, {192 + 2**40 + 16}) runs past the end of the file "
+        f"(240 bytes); {FIX}",
     )
     small.infos[1] = small.infos[1][:-8] + struct.pack("<Q", 32)
     _expect(

@@ -165,7 +165,8 @@ def test_tiny_vocab() -> None:
     [
         (
             {"tokenizer.ggml.model": "llama"},
-            "tiny: tokenizer.ggml.model 'llama' / pre 'qwen2': shiptwo builds only byte-level BPE ('gpt2') with the qwen2",
+            "tiny: tokenizer.ggml.model 'llama' / pre 'qwen2': "
+            "shiptwo builds only byte-level BPE ('gpt2') with the qwen2",
         ),
         (
             {"tokenizer.ggml.pre": "llama-bpe"},

@@ -171,7 +171,8 @@ def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
         ({**TINY.to_apr_metadata(), "rope_type": 0}, "rope_type=0; Qwen2 needs 2"),
         (
             {**TINY.to_apr_metadata(), "rope_type": "neox"},
-            "m.apr: metadata rope_type='neox'; Qwen2 needs 2 (the integer code of NEOX halves); fix the metadata",
+            "m.apr: metadata rope_type='neox'; Qwen2 needs 2 (the integer code of NEOX halves); "
+            "fix the metadata",
         ),
         ({**TINY.to_apr_metadata(), "num_heads": "x"}, "m.apr: metadata num_heads='x': expected an integer"),
         (
@@ -193,7 +194,8 @@ def test_bad_hf_config_is_refused_by_name(raw: dict, needle: str) -> None:
         (
             {**TINY.to_apr_metadata(), "rope_theta": None},
             (
-                "m.apr: metadata lacks rope_theta (absent or null); re-export the model with its architecture fields "
+                "m.apr: metadata lacks rope_theta (absent or null); "
+                "re-export the model with its architecture fields "
                 "(APR defines no default for them)"
             ),
         ),

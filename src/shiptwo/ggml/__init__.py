@@ -10,7 +10,8 @@ block sizes and dequantizers.
 
 from __future__ import annotations
 
+from shiptwo.ggml.constants import GgufValueType
 from shiptwo.ggml.quants import GgmlType
-from shiptwo.ggml.reader import GgufFile, GgufTensor, GgufValueType, is_gguf, open_gguf
+from shiptwo.ggml.reader import GgufFile, GgufTensor, is_gguf, open_gguf
 
 __all__ = ["GgmlType", "GgufFile", "GgufTensor", "GgufValueType", "is_gguf", "open_gguf"]

@@ -12,7 +12,7 @@ own size. Each refusal is one FormatError line naming the file, the field and th
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import itertools
 import mmap
 import os
@@ -26,70 +26,27 @@ import numpy as np
 
 from shiptwo.errors import FormatError
 from shiptwo.ggml import quants
+from shiptwo.ggml.constants import (
+    ALIGNMENT_KEY,
+    DEFAULT_ALIGNMENT,
+    HEADER_STRUCT,
+    MAGIC,
+    MAX_DIMS,
+    MAX_NESTING,
+    MIN_KV_SIZE,
+    MIN_TENSOR_INFO_SIZE,
+    MIN_VALUE_SIZE,
+    OTHER_MAGICS,
+    SCALAR_DTYPES,
+    VERSIONS,
+    GgufValueType,
+)
 from shiptwo.ggml.quants import BLOCK, GgmlType, tensor_nbytes
 
 if TYPE_CHECKING:
     import torch
 
-MAGIC = b"GGUF"
-VERSIONS = (2, 3)  # v1 had 32-bit counts and lengths; nothing current writes it
-DEFAULT_ALIGNMENT = 32
-ALIGNMENT_KEY = "general.alignment"
-MAX_DIMS = 4  # GGML_MAX_DIMS
-MAX_NESTING = 8  # arrays of arrays deeper than this are refused (no real file nests at all)
-_HEADER = struct.Struct("<4sIQQ")
-_MIN_KV = 8 + 4 + 1  # empty key, value type, the smallest value
-_MIN_TENSOR_INFO = 8 + 4 + 4 + 8  # empty name, n_dims 0, type, offset
 _FIX = "the file is truncated or corrupt; download or convert it again"
-
-
-class GgufValueType(enum.IntEnum):
-    """The metadata value type codes of the GGUF spec."""
-
-    UINT8 = 0
-    INT8 = 1
-    UINT16 = 2
-    INT16 = 3
-    UINT32 = 4
-    INT32 = 5
-    FLOAT32 = 6
-    BOOL = 7
-    STRING = 8
-    ARRAY = 9
-    UINT64 = 10
-    INT64 = 11
-    FLOAT64 = 12
-
-
-# Fixed-size value types: their little-endian numpy dtype (the size is its itemsize).
-_SCALAR: dict[GgufValueType, np.dtype[Any]] = {
-    t: np.dtype(code)
-    for t, code in (
-        (GgufValueType.UINT8, "u1"),
-        (GgufValueType.INT8, "i1"),
-        (GgufValueType.UINT16, "<u2"),
-        (GgufValueType.INT16, "<i2"),
-        (GgufValueType.UINT32, "<u4"),
-        (GgufValueType.INT32, "<i4"),
-        (GgufValueType.FLOAT32, "<f4"),
-        (GgufValueType.BOOL, "u1"),
-        (GgufValueType.UINT64, "<u8"),
-        (GgufValueType.INT64, "<i8"),
-        (GgufValueType.FLOAT64, "<f8"),
-    )
-}
-# The fewest bytes one value of each type can take: caps an array's length by the bytes left.
-_MIN_SIZE = {t: d.itemsize for t, d in _SCALAR.items()} | {GgufValueType.STRING: 8, GgufValueType.ARRAY: 12}
-
-# Magics of formats a GGUF path is sometimes mistaken for, so a refusal can say what it is.
-_OTHER_MAGICS = {
-    b"APR\x00": "an APR v2 model file (open it with shiptwo.apr)",
-    b"APRN": "an APR v1 file (aprender's classical-ML format)",
-    b"PK\x03\x04": "a zip archive (a PyTorch checkpoint?)",
-    b"lmgg": "a legacy GGML file (pre-GGUF); convert it with llama.cpp",
-    b"ggjt": "a legacy GGJT file (pre-GGUF); convert it with llama.cpp",
-    b"FUGG": "a big-endian-swapped magic; not a little-endian GGUF",
-}
 
 
 @dataclass(frozen=True)
@@ -139,12 +96,12 @@ class GgufFile:
         self.path = Path(path)
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size < _HEADER.size:
+            if size < HEADER_STRUCT.size:
                 if size >= len(MAGIC):
                     _check_magic(f.read(10), str(self.path), size)
                 raise FormatError(
                     f"{self.path}: header: the file has {size} bytes, "
-                    f"a GGUF header needs {_HEADER.size}; {_FIX}"
+                    f"a GGUF header needs {HEADER_STRUCT.size}; {_FIX}"
                 )
             self._mm: mmap.mmap | None = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
@@ -186,10 +143,8 @@ class GgufFile:
         """Drop the map. Views from `raw` still alive keep it mapped until they are gone."""
         mm, self._mm = self._mm, None
         if mm is not None:
-            try:
+            with contextlib.suppress(BufferError):  # views remain: closed when the last one is collected
                 mm.close()
-            except BufferError:
-                pass  # exported views remain; the map closes when the last one is collected
 
     def __enter__(self) -> Self:
         return self
@@ -209,7 +164,7 @@ def _check_magic(head: bytes, path: str, size: int) -> None:
     magic = head[:4]
     if magic == MAGIC:
         return
-    what = _OTHER_MAGICS.get(magic)
+    what = OTHER_MAGICS.get(magic)
     if what is None and magic[:3] == b"APR":
         what = "an APR file"
     elif what is None and len(head) >= 9 and head[8:9] == b"{" and struct.unpack_from("<Q", head)[0] < size:
@@ -287,8 +242,8 @@ class _Parser:
             ) from None
 
     def parse(self) -> _Parsed:
-        self.need(_HEADER.size, "header")
-        _, version, n_tensors, n_kv = _HEADER.unpack_from(self.buf, 0)
+        self.need(HEADER_STRUCT.size, "header")
+        _, version, n_tensors, n_kv = HEADER_STRUCT.unpack_from(self.buf, 0)
         _check_magic(self.buf[:10], self.path, self.size)
         if version not in VERSIONS:
             if version & 0xFFFF == 0 and version >> 24 in VERSIONS:
@@ -302,8 +257,8 @@ class _Parser:
                 f"{version} is not supported (shiptwo reads GGUF v2 and v3); "
                 "re-convert with a current llama.cpp",
             )
-        self.pos = _HEADER.size
-        self._check_count("kv_count", n_kv, _MIN_KV)
+        self.pos = HEADER_STRUCT.size
+        self._check_count("kv_count", n_kv, MIN_KV_SIZE)
         metadata: dict[str, Any] = {}
         types: dict[str, tuple[GgufValueType, ...]] = {}
         for i in range(n_kv):
@@ -314,7 +269,7 @@ class _Parser:
             vtype = self.value_type(field)
             metadata[key], types[key] = self.value(vtype, field, depth=0)
         alignment = self._alignment(metadata, types)
-        self._check_count("tensor_count", n_tensors, _MIN_TENSOR_INFO)
+        self._check_count("tensor_count", n_tensors, MIN_TENSOR_INFO_SIZE)
         infos = [self.tensor_info(i) for i in range(n_tensors)]
         data_offset = -(-self.pos // alignment) * alignment
         tensors = self._place(infos, data_offset, alignment)
@@ -340,11 +295,11 @@ class _Parser:
         etype = self.value_type(f"{field} element")
         count = self.u64(f"{field} array length")
         left = self.size - self.pos
-        if count > left // _MIN_SIZE[etype]:
+        if count > left // MIN_VALUE_SIZE[etype]:
             raise self.fail(
                 field,
                 f"array of {count} {etype.name} cannot fit in the {left} bytes left "
-                f"(each takes at least {_MIN_SIZE[etype]}); {_FIX}",
+                f"(each takes at least {MIN_VALUE_SIZE[etype]}); {_FIX}",
             )
         if etype is GgufValueType.STRING:
             return [self.string(f"{field}[{j}]") for j in range(count)], (vtype, etype)
@@ -359,7 +314,7 @@ class _Parser:
         return self.scalars(etype, count, field), (vtype, etype)
 
     def scalars(self, vtype: GgufValueType, count: int, field: str) -> list[Any]:
-        dtype = _SCALAR[vtype]
+        dtype = SCALAR_DTYPES[vtype]
         self.need(dtype.itemsize * count, field)
         arr = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)
         self.pos += dtype.itemsize * count

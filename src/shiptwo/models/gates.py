@@ -26,7 +26,8 @@ def qwen_artifacts() -> GateResult:
             return GateResult(
                 "qwen-artifacts",
                 False,
-                f"no Qwen2 snapshot: run `shiptwo models fetch` (or set ${QWEN_DIR_ENV} to a Hugging Face snapshot dir)",
+                "no Qwen2 snapshot: run `shiptwo models fetch` "
+                f"(or set ${QWEN_DIR_ENV} to a Hugging Face snapshot dir)",
             )
         value = str(found)
     root = Path(value)
