@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from shiptwo.harness.contract.testrefs import unparametrized
 from shiptwo.harness.contract.validate import validate_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def _write_marked_tests(root: Path, data: dict) -> None:  # type: ignore[type-ar
     for falsifier in data["falsifiers"]:
         for entry in falsifier.get("tests") or ():
             file, node = entry.split("::", 1)
-            files[file][node.split("[", 1)[0]].add(falsifier["id"])
+            files[file][unparametrized(node)].add(falsifier["id"])
     for file, nodes in files.items():
         lines = ["import pytest", ""]
         classes: dict[str, list[tuple[str, set[str]]]] = defaultdict(list)
@@ -153,21 +154,26 @@ def main(argv: list[str] | None = None) -> int:
     validate_wall, validate_cpu = (min(r[i] for r in validate_runs) for i in (0, 1))
     first_cpu = validate_runs[0][1]
     print(
-        f"{args.contracts} contracts, {falsifiers} falsifiers, {size / 1e6:.1f} MB of YAML; best of {args.repeats}"
+        f"{args.contracts} contracts, {falsifiers} falsifiers, {size / 1e6:.1f} MB of YAML; best of "
+        f"{args.repeats}"
     )
     print(
-        f"parse     (read + yaml.load CSafeLoader): {parse_cpu * 1e3:8.1f} ms cpu  {parse_wall * 1e3:8.1f} ms wall"
+        f"parse     (read + yaml.load CSafeLoader): {parse_cpu * 1e3:8.1f} ms cpu  {parse_wall * 1e3:8.1f} "
+        "ms wall"
     )
     print(
-        f"validate  (validate_paths), best        : {validate_cpu * 1e3:8.1f} ms cpu  {validate_wall * 1e3:8.1f} ms wall"
+        f"validate  (validate_paths), best        : {validate_cpu * 1e3:8.1f} ms cpu  "
+        f"{validate_wall * 1e3:8.1f} ms wall"
     )
     print(
-        f"validate  (validate_paths), first run   : {first_cpu * 1e3:8.1f} ms cpu  (parses the test files too)"
+        f"validate  (validate_paths), first run   : {first_cpu * 1e3:8.1f} ms cpu  (parses the test files "
+        "too)"
     )
     print(
         f"ratio validate/parse: {validate_cpu / parse_cpu:.2f}x cpu, {validate_wall / parse_wall:.2f}x wall "
         f"(first run {first_cpu / parse_cpu:.2f}x; goal <= 3x); "
-        f"{args.contracts / validate_cpu:,.0f} contracts/s validated, {args.contracts / parse_cpu:,.0f} contracts/s parsed"
+        f"{args.contracts / validate_cpu:,.0f} contracts/s validated, {args.contracts / parse_cpu:,.0f} "
+        "contracts/s parsed"
     )
     return 0
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_pv_validate_and_plugin_import_no_heavy_libraries() -> None:
     code = (
         "import sys\n"
         "from shiptwo.cli import build_parser\n"
         "build_parser()\n"
-        "import shiptwo, shiptwo.harness.contract.validate, shiptwo.harness.evaluate, shiptwo.harness.plugin, shiptwo.harness.status\n"
+        "import shiptwo, shiptwo.harness.contract.validate, shiptwo.harness.evaluate, "
+        "shiptwo.harness.plugin, shiptwo.harness.status\n"
         "heavy = sorted(m for m in ('torch', 'tokenizers', 'transformers', 'numpy') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
@@ -26,7 +29,9 @@ def test_lazy_public_names_resolve() -> None:
     assert callable(shiptwo.load_tokenizer)
 
 
-def test_os_errors_become_one_line(tmp_path: object, capsys: object) -> None:
+def test_os_errors_become_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     from shiptwo import cli
@@ -35,12 +40,7 @@ def test_os_errors_become_one_line(tmp_path: object, capsys: object) -> None:
         raise IsADirectoryError(21, "Is a directory", "/tmp")
 
     parser = cli.build_parser()
-    original = cli.build_parser
     parser.set_defaults(func=boom)
-    cli.build_parser = lambda: parser  # type: ignore[assignment]
-    try:
-        assert cli.main([]) == 1
-    finally:
-        cli.build_parser = original  # type: ignore[assignment]
-    err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert err == "error: /tmp: Is a directory\n"
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err == "error: /tmp: Is a directory\n"

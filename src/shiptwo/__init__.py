@@ -7,6 +7,8 @@ where they are used.
 
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from shiptwo.errors import (
@@ -30,7 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shiptwo' has no attribute {name!r}")

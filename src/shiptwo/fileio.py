@@ -1,5 +1,5 @@
-"""Files written so that a reader never sees half of one, hashed without loading them whole, and
-output directories checked before a long run writes into them.
+"""Files written so that a reader never sees half of one, hashed without loading them whole,
+output directories checked before a long run writes into them, and paths shown to a person.
 
 Shared by the run records, the contract write-back and the tokenizer's outputs; the APR writer
 streams its own temp file but follows the same rule (fsync, then rename).
@@ -7,6 +7,7 @@ streams its own temp file but follows the same rule (fsync, then rename).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -38,10 +39,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -61,3 +60,19 @@ def check_output_dir(option: str, path: Path) -> Path:
                 )
             break
     return path
+
+
+def display_path(path: Path, root: Path) -> str:
+    """`path` relative to `root` where it lies under it (also through symlinks), else as given.
+
+    How findings, headers and summaries name a file: `contracts/x.yaml`, not an absolute path.
+    """
+    # String work and no syscalls first: most paths lie plainly under the root.
+    absolute, prefix = os.path.abspath(path), os.path.join(root, "")
+    if absolute.startswith(prefix):
+        return absolute[len(prefix) :]
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop; RuntimeError before Python 3.13
+        return str(path)
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(path)

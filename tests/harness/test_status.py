@@ -309,7 +309,8 @@ def test_a_surviving_control_makes_the_falsifier_vacuous() -> None:
     verdict = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="survived"))
     assert verdict.status is Status.VACUOUS and verdict.refuted == 1
     assert verdict.reason.startswith(
-        "control 'tied-head-random' survived: its run passed with the defect planted (the tied head left random)"
+        "control 'tied-head-random' survived: its run passed with the defect planted (the tied head left "
+        "random)"
     )
     assert contract_status([Status.DISCHARGED, Status.VACUOUS]) is ContractStatus.FALSIFIED
 
@@ -321,7 +322,8 @@ def test_a_control_that_errored_or_never_ran_blocks_discharge() -> None:
     assert missing.status is Status.NOT_RUN
     assert (
         missing.reason
-        == "control 'tied-head-random' has no verdict (run run-1 has no control run for it); run the test with its controls"
+        == "control 'tied-head-random' has no verdict (run run-1 has no control run for it); run the test "
+        "with its controls"
     )
     skipped = judge(controlled("passed", "1", qkv_bias_random="refuted", tied_head_random="not-run"))
     assert skipped.status is Status.NOT_RUN

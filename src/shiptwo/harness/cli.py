@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shiptwo.harness.contract.findings import Finding
+    from shiptwo.harness.evaluate import Evaluation
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "validate",
         help="validate contracts and report each falsifier's status from run evidence",
         description="Validate contracts, then compute every falsifier's status from the run records. "
-        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED or VACUOUS falsifier or a failed --check; "
+        "Exit 0: valid and nothing falsified; 1: error findings, a FALSIFIED or VACUOUS falsifier or a "
+        "failed --check; "
         "2: usage error or nothing to check.",
     )
     _common(validate)
@@ -81,7 +87,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _evaluate(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _evaluate(args: argparse.Namespace) -> Evaluation:
     from shiptwo.errors import UsageError
     from shiptwo.harness.contract.validate import validate_paths
     from shiptwo.harness.evaluate import evaluate
@@ -134,7 +140,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
 
 
-def _as_error(f):  # type: ignore[no-untyped-def]
+def _as_error(f: Finding) -> Finding:
     """`f` with error severity (--strict)."""
     import dataclasses
 
@@ -143,16 +149,16 @@ def _as_error(f):  # type: ignore[no-untyped-def]
     return dataclasses.replace(f, severity=Severity.ERROR)
 
 
-def _check_findings(ev):  # type: ignore[no-untyped-def]
+def _check_findings(ev: Evaluation) -> list[Finding]:
     """PV602 for every status written in the YAML that the evidence does not support."""
-    from shiptwo.harness import report
+    from shiptwo.fileio import display_path
     from shiptwo.harness.contract.findings import finding
     from shiptwo.harness.contract.yamlsafe import parse_yaml
 
-    out = []
+    out: list[Finding] = []
     fix = "run `shiptwo pv validate --write`"
     for c in ev.contracts:
-        rel = report._rel(ev, c.contract.path)
+        rel = display_path(c.contract.path, ev.validation.root)
         parsed = parse_yaml(c.contract.path.read_bytes())
         if c.contract.status != c.status.value:
             line, col = parsed.position(("status",))
@@ -162,7 +168,8 @@ def _check_findings(ev):  # type: ignore[no-untyped-def]
                     rel,
                     line,
                     col,
-                    f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; {fix}",
+                    f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; "
+                    f"{fix}",
                 )
             )
         for i, f in enumerate(c.falsifiers):
@@ -174,7 +181,8 @@ def _check_findings(ev):  # type: ignore[no-untyped-def]
                         rel,
                         line,
                         col,
-                        f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says {f.verdict.status.value}; {fix}",
+                        f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says "
+                        f"{f.verdict.status.value}; {fix}",
                     )
                 )
     return out
@@ -215,7 +223,7 @@ def _status(args: argparse.Namespace) -> int:
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     print(report.summary_line(ev))
     return 0
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from shiptwo.harness.contract.findings import Finding, finding
 from shiptwo.harness.contract.model import Contract, Falsifier
 from shiptwo.harness.contract.validate import ValidationResult
-from shiptwo.harness.evidence import RecordFromTheFuture, TestResult, covered_files, read_run_records
+from shiptwo.harness.covers import covered_files
+from shiptwo.harness.evidence import RecordFromTheFuture, TestResult, read_run_records
 from shiptwo.harness.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
 
 

@@ -1,28 +1,26 @@
 """Run records: what one pytest session observed about the falsifiers, as JSON on disk.
 
-One record per session, written by the pytest plugin on the controller, atomically
-(temp file + rename). `pv validate` reads them all to compute statuses. Every field is
-type-checked here, on the way in, so nothing downstream (status, report, write-back) ever
-computes with, or writes into a contract, a value of the wrong shape.
+One record per session, built by `run_record` and written by `write_run_record` (atomically,
+through `shiptwo.fileio`) on the pytest plugin's controller. `pv validate` reads them all to
+compute statuses. Every field is type-checked here, on the way in, so nothing downstream
+(status, report, write-back) ever computes with, or writes into a contract, a value of the wrong
+shape. The files a falsifier covers are in `covers.py`, the host and git facts in `host.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import re
-import socket
-import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, TypeGuard
 
 from shiptwo.errors import EvidenceError
-from shiptwo.fileio import atomic_write_bytes, sha256_file
+from shiptwo.fileio import atomic_write_bytes
+from shiptwo.harness.covers import UNREADABLE, covers_digest
 
 RUN_SCHEMA = "shiptwo.run/v1"
 # 2: control runs, covered-file digests, a sequence number, the crashed and interrupted outcomes.
@@ -41,7 +39,6 @@ CLOCK_SKEW = timedelta(minutes=10)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-UNREADABLE = "unreadable"  # the hash of a covered file that could not be read
 
 
 def utc_now() -> str:
@@ -102,6 +99,16 @@ class TestResult:
     sequence: int = 0  # the record's place in its evidence dir; breaks ties between equal times
 
 
+def control_runs(controls: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, ControlRun]]:
+    """A test entry's `controls` (falsifier -> control -> run) as ControlRuns."""
+    return {
+        fid: {
+            cid: ControlRun(run["outcome"], run.get("detail"), run.get("nodeid")) for cid, run in runs.items()
+        }
+        for fid, runs in controls.items()
+    }
+
+
 def test_key(nodeid: str) -> str:
     """The test a node id stands for across runs: `test_x[real]` is the `test_x` of runs before controls."""
     for suffix in (f"[{REAL_RUN_ID}]", f"-{REAL_RUN_ID}]"):
@@ -150,13 +157,7 @@ class RunRecord:
                 gate=t.get("gate"),
                 failure=t.get("failure"),
                 dirty=git.get("dirty"),
-                controls={
-                    fid: {
-                        cid: ControlRun(run["outcome"], run.get("detail"), run.get("nodeid"))
-                        for cid, run in runs.items()
-                    }
-                    for fid, runs in (t.get("controls") or {}).items()
-                },
+                controls=control_runs(t.get("controls") or {}),
                 covers={fid: covers[fid] for fid in falsifiers if fid in covers},
                 sequence=self.sequence,
             )
@@ -167,120 +168,45 @@ def new_run_id() -> str:
     return f"{stamp}-{os.urandom(3).hex()}"
 
 
-def git_state(root: Path) -> dict[str, Any]:
-    """The commit at `root` and whether the work tree differs from it (None/None outside git)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=20, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
-
-
-def host_facts() -> dict[str, Any]:
-    facts: dict[str, Any] = {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    import sys
-
-    torch = sys.modules.get("torch")  # only report torch if the run imported it anyway
-    if torch is not None:
-        facts["torch"] = getattr(torch, "__version__", "?")
-        try:
-            if torch.cuda.is_available():
-                facts["cuda_devices"] = [
-                    torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-                ]
-            else:
-                facts["cuda_devices"] = []
-        except Exception:  # noqa: BLE001 - a broken CUDA install must not cost the run record
-            facts["cuda_devices"] = None
-    return facts
-
-
-# The code a falsifier covers.
-
-
-def cover_pattern_problem(pattern: str) -> str | None:
-    """Why a `covers:` entry cannot name files under the project root, or None if it can."""
-    if pattern.startswith(("/", "\\", "~")) or PureWindowsPath(pattern).drive:
-        return "is an absolute path"
-    if ".." in PurePosixPath(pattern.replace("\\", "/")).parts:
-        return "climbs out of the project root with '..'"
-    return None
-
-
-def match_covers(root: Path, pattern: str) -> list[str]:
-    """The files (paths relative to `root`, `/`-separated) a `covers:` path or glob names.
-
-    A directory stands for every file below it; `__pycache__` is never source.
-    """
-    if not pattern or cover_pattern_problem(pattern) is not None:
-        return []
-    try:
-        hits = sorted(root.glob(pattern))
-    except (ValueError, NotImplementedError, OSError):
-        return []
-    files: set[str] = set()
-    for hit in hits:
-        candidates = (
-            sorted(p for p in hit.rglob("*") if p.is_file())
-            if hit.is_dir()
-            else [hit]
-            if hit.is_file()
-            else []
-        )
-        for path in candidates:
-            rel = path.relative_to(root).as_posix()
-            if "__pycache__" not in rel.split("/"):
-                files.add(rel)
-    return sorted(files)
-
-
-def covered_files(root: Path, patterns: Iterable[str]) -> dict[str, str]:
-    """file -> sha256 for every file the patterns name under `root` (UNREADABLE where it cannot be read)."""
-    out: dict[str, str] = {}
-    for pattern in patterns:
-        for rel in match_covers(root, pattern):
-            if rel not in out:
-                try:
-                    out[rel] = sha256_file(root / rel)
-                except OSError:
-                    out[rel] = UNREADABLE
-    return dict(sorted(out.items()))
-
-
-def covers_digest(files: dict[str, str]) -> str:
-    """One sha256 over the covered files' names and hashes: equal digests, equal code."""
-    h = hashlib.sha256()
-    for rel, digest in sorted(files.items()):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
-
-
-def changed_files(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
-    """The covered files that differ between a record and the tree now, each with how: `x.py (edited)`."""
-    out = []
-    for rel in sorted(recorded.keys() | now.keys()):
-        if rel not in now:
-            out.append(f"{rel} (deleted)")
-        elif rel not in recorded:
-            out.append(f"{rel} (new)")
-        elif recorded[rel] != now[rel]:
-            out.append(f"{rel} (edited)")
-    return out
-
-
 # Writing and reading records.
+
+
+def run_record(
+    *,
+    run_id: str,
+    sequence: int,
+    started_at: str,
+    finished_at: str,
+    exit_status: int,
+    git: dict[str, Any],
+    host: dict[str, Any],
+    gates: dict[str, dict[str, Any]],
+    artifacts: dict[str, str],
+    covers: dict[str, dict[str, str]],
+    tests: Iterable[dict[str, Any]],
+) -> dict[str, Any]:
+    """One session's run record, in the shape `read_run_record` checks (docs/contract-format.md).
+
+    `covers` is falsifier -> file -> sha256, kept with the digest of those files; `tests` are the
+    test entries (`nodeid`, `falsifiers`, `outcome`, ...), listed by node id.
+    """
+    return {
+        "schema": RUN_SCHEMA,
+        "schema_version": RUN_SCHEMA_VERSION,
+        "run_id": run_id,
+        "sequence": sequence,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "exit_status": int(exit_status),
+        "git": git,
+        "host": host,
+        "gates": gates,
+        "artifacts": artifacts,
+        "covers": {
+            fid: {"digest": covers_digest(files), "files": files} for fid, files in sorted(covers.items())
+        },
+        "tests": sorted(tests, key=lambda t: t["nodeid"]),
+    }
 
 
 def write_run_record(directory: Path, record: dict[str, Any]) -> Path:
@@ -336,11 +262,13 @@ def read_run_record(path: Path) -> RunRecord:
         )
     if version > RUN_SCHEMA_VERSION:
         raise EvidenceError(
-            f"{path}: schema_version {version} is newer than this shiptwo reads ({RUN_SCHEMA_VERSION}); upgrade shiptwo"
+            f"{path}: schema_version {version} is newer than this shiptwo reads ({RUN_SCHEMA_VERSION}); "
+            "upgrade shiptwo"
         )
     if version < 1:
         raise EvidenceError(
-            f"{path}: schema_version {version} is not a version of {RUN_SCHEMA}; delete the record or re-run pytest"
+            f"{path}: schema_version {version} is not a version of {RUN_SCHEMA}; delete the record or re-run "
+            "pytest"
         )
     for key in ("run_id", "finished_at", "tests"):
         if key not in data:
@@ -469,8 +397,10 @@ def read_run_records(
             ahead = record.finished - (limit - CLOCK_SKEW)
             errors.append(
                 RecordFromTheFuture(
-                    f"{path}: finished_at {record.data['finished_at']!r} is {_span(ahead)} ahead of this machine's clock; "
-                    "a record from the future cannot be ordered, so it decides nothing: fix the clock of the host that "
+                    f"{path}: finished_at {record.data['finished_at']!r} is {_span(ahead)} ahead of this "
+                    "machine's clock; "
+                    "a record from the future cannot be ordered, so it decides nothing: fix the clock of the "
+                    "host that "
                     "wrote it and re-run pytest there, or delete the record"
                 )
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shiptwo.fileio import display_path
 from shiptwo.harness.contract.findings import Finding
 from shiptwo.harness.contract.rules import Severity
 from shiptwo.harness.evaluate import Evaluation, statuses_tally
@@ -39,7 +40,8 @@ def render_text(ev: Evaluation, *, verbose: bool = True) -> str:
         for c in ev.contracts:
             done = sum(f.verdict.status is Status.DISCHARGED for f in c.falsifiers)
             out.append(
-                f"{c.contract.id} {c.contract.version}  {c.status.value}  ({done}/{len(c.falsifiers)} discharged)"
+                f"{c.contract.id} {c.contract.version}  {c.status.value}  ({done}/{len(c.falsifiers)} "
+                "discharged)"
             )
             width = max(len(f.verdict.status.value) for f in c.falsifiers)
             for f in c.falsifiers:
@@ -73,25 +75,20 @@ def render_github(ev: Evaluation) -> str:
     for f in ev.findings:
         level = "error" if f.severity is Severity.ERROR else "warning"
         out.append(
-            f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} {f.name}::{esc(f.message)}"
+            f"::{level} file={prop(f.path)},line={f.line},col={f.column},title={f.rule} "
+            f"{f.name}::{esc(f.message)}"
         )
     for c in ev.contracts:
         for r in c.falsifiers:
             if r.verdict.status in (Status.FALSIFIED, Status.VACUOUS, Status.SUSPECT, Status.ERROR):
                 level = "error" if r.verdict.status is not Status.SUSPECT else "warning"
+                where = prop(display_path(c.contract.path, ev.validation.root))
                 out.append(
-                    f"::{level} file={prop(_rel(ev, c.contract.path))},title={r.falsifier.id} {r.verdict.status.value}::"
+                    f"::{level} file={where},title={r.falsifier.id} {r.verdict.status.value}::"
                     f"{esc(r.verdict.reason)}"
                 )
     out.append(summary_line(ev))
     return "\n".join(out)
-
-
-def _rel(ev: Evaluation, path: Any) -> str:
-    try:
-        return str(path.resolve().relative_to(ev.validation.root))
-    except ValueError:
-        return str(path)
 
 
 def to_json(ev: Evaluation) -> dict[str, Any]:
@@ -129,7 +126,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
         contracts.append(
             {
                 "id": c.contract.id,
-                "path": _rel(ev, c.contract.path),
+                "path": display_path(c.contract.path, ev.validation.root),
                 "version": c.contract.version,
                 "status": c.status.value,
                 "written_status": c.contract.status,
@@ -142,7 +139,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
         contracts.append(
             {
                 "id": data.get("id") if isinstance(data.get("id"), str) else None,
-                "path": _rel(ev, path),
+                "path": display_path(path, ev.validation.root),
                 "version": data.get("version") if isinstance(data.get("version"), str) else None,
                 "status": None,
                 "written_status": data.get("status") if isinstance(data.get("status"), str) else None,
@@ -161,7 +158,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
                 "refuted": sum(f.verdict.refuted for c in ev.contracts for f in c.falsifiers),
             },
             "runs": ev.runs,
-            "skipped_files": [_rel(ev, p) for p in ev.validation.skipped],
+            "skipped_files": [display_path(p, ev.validation.root) for p in ev.validation.skipped],
         },
     }
 

@@ -22,13 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from shiptwo.harness.contract.model import Falsifier, Measurement, Range
-from shiptwo.harness.evidence import TestResult, changed_files, test_key
+from shiptwo.harness.contract.testrefs import unparametrized
+from shiptwo.harness.covers import changed_files
+from shiptwo.harness.evidence import TestResult, test_key
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     UNBOUND = "UNBOUND"
     NOT_RUN = "NOT-RUN"
     HOST_GATED = "HOST-GATED"
@@ -40,7 +42,7 @@ class Status(str, Enum):
     VACUOUS = "VACUOUS"
 
 
-class ContractStatus(str, Enum):
+class ContractStatus(StrEnum):
     DRAFT = "DRAFT"
     DRAFT_PARTIAL_DISCHARGE = "DRAFT_PARTIAL_DISCHARGE"
     ACTIVE_RUNTIME = "ACTIVE_RUNTIME"
@@ -140,7 +142,8 @@ def _decisive_status(
         recorded = result.covers.get(falsifier.id)
         if recorded is None:
             return Status.STALE, [
-                f"run {result.run_id} recorded no digest of the files it covers; re-run it to tie the evidence to the code"
+                f"run {result.run_id} recorded no digest of the files it covers; re-run it to tie the "
+                "evidence to the code"
             ]
         changed = changed_files(recorded, dict(covered))
         if changed:
@@ -218,7 +221,7 @@ def falsifier_status(
     mine = [
         r
         for r in results
-        if falsifier.id in r.falsifiers and (bound is None or r.nodeid.split("[", 1)[0] in bound)
+        if falsifier.id in r.falsifiers and (bound is None or unparametrized(r.nodeid) in bound)
     ]
     if not mine:
         return Verdict(
@@ -247,9 +250,7 @@ def falsifier_status(
     judged = [(r, *_decisive_status(r, falsifier, covered)) for r in newest_decisive.values()]
     # A bound test that never produced a decisive result leaves the claim partly untested:
     # the other tests' passes cannot discharge it (an importorskip must not hide a failure).
-    undecided = sorted(
-        {n for n in bound or ()} - {r.nodeid.split("[", 1)[0] for r in newest_decisive.values()}
-    )
+    undecided = sorted(set(bound or ()) - {unparametrized(r.nodeid) for r in newest_decisive.values()})
     # Worst outcome first; among equals, the newest result speaks (both sorts are stable).
     judged.sort(key=lambda t: (t[0].finished_at, t[0].sequence, t[0].run_id), reverse=True)
     judged.sort(key=lambda t: _SEVERITY[t[1]])
@@ -265,7 +266,7 @@ def falsifier_status(
         if verdict is not None:
             return verdict
     if status is Status.DISCHARGED and undecided:
-        skipped = [r for r in mine if r.nodeid.split("[", 1)[0] in undecided]
+        skipped = [r for r in mine if unparametrized(r.nodeid) in undecided]
         gated = [r for r in skipped if r.gate]
         if gated:
             why = gated[-1].skip_reason or f"host gate '{gated[-1].gate}' closed"
@@ -317,12 +318,18 @@ def _control_status(
     c = survived[0]
     by = next((r for r, _, _ in judged if r.run_id == c.run_id), judged[0][0])
     others = f" (and {len(survived) - 1} more)" if len(survived) > 1 else ""
-    why = f"control {c.id!r} survived{others}: its run passed with the defect planted ({c.defect}); the falsifier cannot see it"
+    why = (
+        f"control {c.id!r} survived{others}: its run passed with the defect planted ({c.defect}); the "
+        "falsifier cannot see it"
+    )
     return Verdict(Status.VACUOUS, why, by, measured, controls=controls)
 
 
 def _blocking_control(controls: tuple[ControlVerdict, ...]) -> tuple[Status, str] | None:
-    """The status and reason of the first control that keeps a pass from discharging: errored, else never run."""
+    """The status and reason of the first control that keeps a pass from discharging.
+
+    An errored control first, else one never run; None when no control errored or went unrun.
+    """
     for c in controls:
         if c.outcome == "error":
             return Status.ERROR, f"control {c.id!r} errored instead of reaching a verdict: {c.detail or '?'}"
@@ -336,7 +343,11 @@ def _blocking_control(controls: tuple[ControlVerdict, ...]) -> tuple[Status, str
 
 
 def contract_status(statuses: Iterable[Status]) -> ContractStatus:
-    """FALSIFIED if any is FALSIFIED or VACUOUS; ACTIVE_RUNTIME if all are DISCHARGED; PARTIAL if any is; else DRAFT."""
+    """A contract's status from its falsifiers' statuses.
+
+    FALSIFIED if any is FALSIFIED or VACUOUS; ACTIVE_RUNTIME if all are DISCHARGED;
+    DRAFT_PARTIAL_DISCHARGE if any is; else DRAFT.
+    """
     statuses = list(statuses)
     if Status.FALSIFIED in statuses or Status.VACUOUS in statuses:
         return ContractStatus.FALSIFIED

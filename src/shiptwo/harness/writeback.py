@@ -17,16 +17,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from shiptwo.errors import ContractError
-from shiptwo.harness.contract.yamlsafe import parse_yaml
+from shiptwo.harness.contract.yamlsafe import LOADER, parse_yaml
 
 if TYPE_CHECKING:
     from shiptwo.harness.evaluate import Evaluation
     from shiptwo.harness.status import Verdict
-
-try:
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -63,8 +58,8 @@ def _last_line(node: yaml.Node) -> int:
     """0-based last line holding text of `node` (block collections end where the next token starts)."""
     if isinstance(node, yaml.ScalarNode) or getattr(node, "flow_style", False):
         end = node.end_mark
-        return end.line if end.column > 0 else end.line - 1
-    last = node.start_mark.line
+        return int(end.line if end.column > 0 else end.line - 1)
+    last = int(node.start_mark.line)
     children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
     for child in children:
         last = max(last, _last_line(child))
@@ -83,7 +78,7 @@ def apply_updates(
     text: str, updates: dict[str, FalsifierUpdate], contract_status: str, *, source: str = "<contract>"
 ) -> str:
     """Return `text` with statuses and evidence of the falsifiers in `updates` (by id) rewritten."""
-    root = yaml.compose(text, Loader=_Loader)
+    root = yaml.compose(text, Loader=LOADER)
     if not isinstance(root, yaml.MappingNode):
         raise ContractError(f"{source}: not a mapping; cannot write statuses")
     lines = text.splitlines(keepends=True)
@@ -204,14 +199,15 @@ def evidence_of(verdict: Verdict, *, controls_declared: bool) -> dict[str, Any] 
 
 
 def _check_evidence(path: Path, fid: str, evidence: dict[str, Any] | None) -> None:
-    """Refuse to write evidence the contract schema would reject: a record's values reach YAML only checked."""
+    """Refuse to write evidence the contract schema would reject: a record's values reach YAML checked."""
     if evidence is None:
         return
     errors = list(_evidence_validator().iter_errors(evidence))
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "evidence"
         raise ContractError(
-            f"{path}: {fid}: evidence.{where}: {errors[0].message}; not writing it (a run record holds a value "
+            f"{path}: {fid}: evidence.{where}: {errors[0].message}; not writing it (a run record holds a "
+            "value "
             "the contract format does not allow: re-run pytest)"
         )
 

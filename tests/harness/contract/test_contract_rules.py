@@ -330,7 +330,8 @@ CASES = {
         (
             (
                 CONTROLS_1,
-                "    controls:\n      - {id: demo-broken, defect: one}\n      - {id: demo-broken, defect: two}\n",
+                "    controls:\n      - {id: demo-broken, defect: one}\n      - {id: demo-broken, defect: "
+                "two}\n",
             ),
         ),
         "defect: two}",
@@ -454,7 +455,8 @@ CASES = {
         "covers:",
         "covers",
         (
-            "falsifiers[0].covers: ['src/shiptwo/qwen2/model.py', 'src/shiptwo/qwen2/model.py'] has non-unique elements",
+            "falsifiers[0].covers: ['src/shiptwo/qwen2/model.py', 'src/shiptwo/qwen2/model.py'] has "
+            "non-unique elements",
             "name each path or glob once",
         ),
         files={"src/shiptwo/qwen2/model.py": "x = 1\n"},
@@ -579,13 +581,15 @@ def test_module_and_class_markers_bind_their_tests(project: Project) -> None:
             GOOD,
             (
                 TESTS_1,
-                "      - falsifiers/test_module.py::test_a\n      - falsifiers/test_module.py::TestB::test_b[1]\n",
+                "      - falsifiers/test_module.py::test_a\n      - "
+                "falsifiers/test_module.py::TestB::test_b[1]\n",
             ),
         )
     )
     project.write(
         "falsifiers/test_module.py",
-        'import pytest\n\npytestmark = [pytest.mark.falsifier("FALSIFY-DEMO-001")]\n\n\ndef test_a():\n    pass\n\n\n'
+        'import pytest\n\npytestmark = [pytest.mark.falsifier("FALSIFY-DEMO-001")]\n\n\ndef test_a():\n    '
+        "pass\n\n\n"
         "@pytest.mark.slow\nclass TestB:\n    def test_b(self):\n        pass\n",
     )
     project.write(

@@ -124,8 +124,8 @@ def test_a_falsifier_without_controls_warns_and_strict_makes_it_an_error(
 
     assert code == 0
     assert (
-        "contracts/demo-v1.yaml:27:5: warning PV701 no-controls: falsifiers[1].controls: FALSIFY-DEMO-002 declares none"
-        in out
+        "contracts/demo-v1.yaml:27:5: warning PV701 no-controls: falsifiers[1].controls: FALSIFY-DEMO-002 "
+        "declares none" in out
     )
     code, out, _ = run_cli(capsys, "pv", "validate", "--strict", str(project.root / "contracts"))
     assert code == 1
@@ -145,7 +145,8 @@ def test_covers_takes_paths_globs_and_directories(project: Project) -> None:
             GOOD,
             (
                 "    if_fails:",
-                "    covers: [src/pkg/model.py, 'src/pkg/t*.py', src/pkg/sub, 'src/**/ops.py']\n    if_fails:",
+                "    covers: [src/pkg/model.py, 'src/pkg/t*.py', src/pkg/sub, 'src/**/ops.py']\n    "
+                "if_fails:",
             ),
         )
     )
@@ -153,7 +154,7 @@ def test_covers_takes_paths_globs_and_directories(project: Project) -> None:
     result = project.validate()
 
     assert result.findings == []
-    from shiptwo.harness.evidence import covered_files
+    from shiptwo.harness.covers import covered_files
 
     assert list(covered_files(project.root, result.contracts[0].falsifiers[0].covers)) == [
         "src/pkg/model.py",
@@ -169,8 +170,8 @@ def test_exit_1_for_error_findings(project: Project, capsys: pytest.CaptureFixtu
 
     assert code == 1
     assert (
-        "contracts/demo-v1.yaml:5:1: error PV101 unknown-key: descripton: unknown key; did you mean 'description'?"
-        in out
+        "contracts/demo-v1.yaml:5:1: error PV101 unknown-key: descripton: unknown key; did you mean "
+        "'description'?" in out
     )
     assert "3 errors, 0 warnings" in out
 
@@ -288,8 +289,10 @@ def test_rule_codes_are_stable_and_unique() -> None:
         b"a: &a [*a]\n",
         b"a: " + b"[" * 3000 + b"]" * 3000 + b"\n",
         b"schema: shiptwo.contract/v1\n",
-        b"schema: shiptwo.contract/v1\nid: 7\nversion: [1]\ntitle: {}\nobligations: x\nfalsifiers: [1, [2]]\n",
-        b'schema: shiptwo.contract/v1\nfalsifiers:\n  - id: FALSIFY-X-001\n    tests: [7, "a\\x00.py::t", ../../etc/x.py::t, falsifiers/test_loop.py::t]\n',
+        b"schema: shiptwo.contract/v1\nid: 7\nversion: [1]\ntitle: {}\nobligations: x\nfalsifiers: [1, "
+        b"[2]]\n",
+        b'schema: shiptwo.contract/v1\nfalsifiers:\n  - id: FALSIFY-X-001\n    tests: [7, "a\\x00.py::t", '
+        b"../../etc/x.py::t, falsifiers/test_loop.py::t]\n",
         b"schema: {a: 1}\n",
     ],
     ids=["binary", "recursive-alias", "deep", "only-schema", "wrong-types", "odd-tests", "schema-mapping"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def make_project(demo: pytest.Pytester) -> Any:
     return make
 
 
-def _pv_json(root: Path, *extra: str) -> tuple[int, dict]:
+def _pv_json(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     """Run `shiptwo pv validate --format json` in-process on `root`."""
     import contextlib
     import io
@@ -150,7 +151,7 @@ def _pv_json(root: Path, *extra: str) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def pv_json():  # type: ignore[no-untyped-def]
+def pv_json() -> Callable[..., tuple[int, dict[str, Any]]]:
     """`shiptwo pv validate --format json` on a project root, in-process: (exit code, report)."""
     return _pv_json
 

@@ -55,10 +55,12 @@ def test_tests_list_and_markers_must_agree_both_ways(demo: pytest.Pytester) -> N
     result.stderr.fnmatch_lines(
         [
             (
-                "*falsifiers/test_demo.py::test_plain: listed in tests: of FALSIFY-DEMO-PASS-001 but carries no "
+                "*falsifiers/test_demo.py::test_plain: listed in tests: of FALSIFY-DEMO-PASS-001 but carries "
+                "no "
                 "@pytest.mark.falsifier('FALSIFY-DEMO-PASS-001')"
             ),
-            "*falsifiers/test_demo.py::test_pass: marked falsifier('FALSIFY-DEMO-PASS-001') but not listed in its contract's tests:",
+            "*falsifiers/test_demo.py::test_pass: marked falsifier('FALSIFY-DEMO-PASS-001') but not listed "
+            "in its contract's tests:",
         ]
     )
 
@@ -78,7 +80,8 @@ def test_measurement_outside_pass_range_refutes(demo: pytest.Pytester, pv_json: 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*FALSIFY-DEMO-PASS-001: loss = 12.5 nats is outside the pass range ?-inf, 9.38? (from contracts/demo-v1.yaml: measurements.loss.pass)*"
+            "*FALSIFY-DEMO-PASS-001: loss = 12.5 nats is outside the pass range ?-inf, 9.38? (from "
+            "contracts/demo-v1.yaml: measurements.loss.pass)*"
         ]
     )
     assert status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")["status"] == "FALSIFIED"
@@ -103,7 +106,8 @@ def test_undeclared_measurement_is_a_harness_error(demo: pytest.Pytester, pv_jso
     result = demo.runpytest("-k", "test_undeclared")
     result.stdout.fnmatch_lines(
         [
-            "*measurement 'los' is not declared by FALSIFY-DEMO-PASS-001 (declared: loss); did you mean 'loss'?*"
+            "*measurement 'los' is not declared by FALSIFY-DEMO-PASS-001 (declared: loss); did you mean "
+            "'loss'?*"
         ]
     )
     verdict = status_of(pv_json, demo, "FALSIFY-DEMO-PASS-001")
@@ -155,7 +159,8 @@ def test_non_finite_measurement_refutes_even_inside_an_open_range(
     )
     add_test(
         demo,
-        f'@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_inf(record_measurement):\n    record_measurement("loss", {value})\n',
+        '@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_inf(record_measurement):\n    '
+        f'record_measurement("loss", {value})\n',
     )
     result = demo.runpytest("-k", "test_inf")
     result.assert_outcomes(failed=1)
@@ -166,7 +171,8 @@ def test_non_finite_measurement_refutes_even_inside_an_open_range(
 def test_falsifier_spec_exposes_the_contract_thresholds(demo: pytest.Pytester) -> None:
     add_test(
         demo,
-        '@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_spec(record_measurement, falsifier_spec):\n'
+        '@pytest.mark.falsifier("FALSIFY-DEMO-PASS-001")\ndef test_spec(record_measurement, '
+        "falsifier_spec):\n"
         '    spec = falsifier_spec.measurements["loss"]\n'
         '    assert (spec.passing.max, spec.plausible.min, spec.unit) == (9.38, 1.5, "nats")\n'
         '    record_measurement("loss", 2.0)\n\n'

@@ -144,7 +144,8 @@ def test_pytest_output_says_what_each_control_did(ctl: pytest.Pytester) -> None:
         [
             "6 control runs: 5 refuted, 1 survived",
             "  control no-op SURVIVED: the test passed with the defect planted (FALSIFY-CTL-BLIND-001)",
-            "  control qkv-bias-random refuted: loss = 16.4 nats is outside the pass range ?-inf, 3? *(FALSIFY-CTL-CAUGHT-001)",
+            "  control qkv-bias-random refuted: loss = 16.4 nats is outside the pass range ?-inf, 3? "
+            "*(FALSIFY-CTL-CAUGHT-001)",
             "  control wrong-sign refuted: the sign flipped (FALSIFY-CTL-ASSERT-001)",
             "  control no-refusal refuted: DID NOT RAISE *ValueError* (FALSIFY-CTL-ASSERT-001)",
             "  VACUOUS: FALSIFY-CTL-BLIND-001: control 'no-op' survived: *",
@@ -153,7 +154,8 @@ def test_pytest_output_says_what_each_control_did(ctl: pytest.Pytester) -> None:
     )
     result.stdout.fnmatch_lines(
         [
-            "shiptwo: control 'no-op' of FALSIFY-CTL-BLIND-001 survived: the test passed with its defect planted*Plant it where falsifier_control == 'no-op'*"
+            "shiptwo: control 'no-op' of FALSIFY-CTL-BLIND-001 survived: the test passed with its defect "
+            "planted*Plant it where falsifier_control == 'no-op'*"
         ]
     )
     verbose = ctl.runpytest("-v", "-k", "caught")
@@ -203,8 +205,10 @@ def test_a_test_that_does_not_take_the_fixture_fails_collection(make_project: An
         [
             "*falsifier markers and contracts disagree*",
             (
-                "*falsifiers/test_subject.py::test_blind: FALSIFY-CTL-BLIND-001 declares controls (no-op) but the test does not "
-                "take the falsifier_control fixture; add a falsifier_control argument and plant each control's defect when it "
+                "*falsifiers/test_subject.py::test_blind: FALSIFY-CTL-BLIND-001 declares controls (no-op) "
+                "but the test does not "
+                "take the falsifier_control fixture; add a falsifier_control argument and plant each "
+                "control's defect when it "
                 "is set (if falsifier_control == 'no-op': ...)"
             ),
         ]
@@ -216,7 +220,8 @@ def test_a_control_that_errors_or_is_not_run_never_discharges(make_project: Any,
         CONTRACT,
         TESTS.replace(
             "def loss(control):\n",
-            'def loss(control):\n    if control is not None:\n        raise RuntimeError("the model failed to load")\n',
+            'def loss(control):\n    if control is not None:\n        raise RuntimeError("the model failed '
+            'to load")\n',
         ).replace(
             "    assert True  # takes the fixture, plants nothing",
             '    if falsifier_control is not None:\n        pytest.skip("not planted yet")',
@@ -227,7 +232,8 @@ def test_a_control_that_errors_or_is_not_run_never_discharges(make_project: Any,
     report = falsifiers(pv_json(project.path)[1])
     assert report["FALSIFY-CTL-CAUGHT-001"]["status"] == "ERROR"
     assert report["FALSIFY-CTL-CAUGHT-001"]["reason"] == (
-        "control 'qkv-bias-random' errored instead of reaching a verdict: RuntimeError: the model failed to load"
+        "control 'qkv-bias-random' errored instead of reaching a verdict: RuntimeError: the model failed to "
+        "load"
     )
     assert report["FALSIFY-CTL-BLIND-001"]["status"] == "NOT-RUN"
     assert report["FALSIFY-CTL-BLIND-001"]["reason"] == (
@@ -314,7 +320,8 @@ def test_two_falsifiers_sharing_a_control_id_get_distinct_runs(make_project: Any
     contract = CONTRACT.replace("{id: no-op, defect:", "{id: qkv-bias-random, defect:")
     tests = TESTS + (
         '\n\n@pytest.mark.falsifier("FALSIFY-CTL-CAUGHT-001")\n@pytest.mark.falsifier("FALSIFY-CTL-BLIND-001")\n'
-        'def test_both(record_measurement, falsifier_control):\n    record_measurement("loss", loss(falsifier_control))\n'
+        'def test_both(record_measurement, falsifier_control):\n    record_measurement("loss", '
+        "loss(falsifier_control))\n"
     )
     project = make_project(
         contract,

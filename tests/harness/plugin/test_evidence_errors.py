@@ -12,7 +12,10 @@ _RECORD: dict[str, str] = {}  # name -> text of the one record, made by the firs
 
 
 def one_record(demo: pytest.Pytester) -> Path:
-    """The run record of `pytest -k test_pass` on the demo project (run once, then copied: the project is the same)."""
+    """The run record of `pytest -k test_pass` on the demo project.
+
+    Run once, then copied: the project is the same.
+    """
     runs = demo.path / "evidence" / "runs"
     if not _RECORD:
         demo.runpytest("-k", "test_pass")
@@ -55,7 +58,8 @@ def one_record(demo: pytest.Pytester) -> Path:
         # Every field is type-checked before anything computes with it or writes it into a contract.
         (
             lambda text: _set(text, "finished_at", "zzz-sorts-last"),
-            "finished_at is not a UTC time string (ISO 8601 with Z or +00:00) (found 'zzz-sorts-last'); delete the record or re-run pytest",
+            "finished_at is not a UTC time string (ISO 8601 with Z or +00:00) (found 'zzz-sorts-last'); "
+            "delete the record or re-run pytest",
         ),
         (
             lambda text: _set(text, "finished_at", "2026-11-21T21:00:42"),
@@ -67,7 +71,8 @@ def one_record(demo: pytest.Pytester) -> Path:
         ),
         (
             lambda text: _set(text, "git.commit", 12345),
-            "git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found 12345); delete the record or re-run pytest",
+            "git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found 12345); delete "
+            "the record or re-run pytest",
         ),
         (
             lambda text: _set(text, "git.commit", "HEAD; rm -rf"),
@@ -91,7 +96,8 @@ def one_record(demo: pytest.Pytester) -> Path:
         ),
         (
             lambda text: _set(text, "tests.0.controls", {"FALSIFY-DEMO-PASS-001": {"c": {"outcome": "won"}}}),
-            "tests[0].controls.FALSIFY-DEMO-PASS-001.c is not a control run (outcome refuted|survived|error|not-run) (found {'outcome': 'won'})",
+            "tests[0].controls.FALSIFY-DEMO-PASS-001.c is not a control run (outcome "
+            "refuted|survived|error|not-run) (found {'outcome': 'won'})",
         ),
         (
             lambda text: _set(
@@ -107,7 +113,8 @@ def one_record(demo: pytest.Pytester) -> Path:
                 "covers",
                 {"FALSIFY-DEMO-PASS-001": {"digest": "0" * 64, "files": {"src/a.py": "1" * 64}}},
             ),
-            "covers.FALSIFY-DEMO-PASS-001.digest is not the digest of its files (edited by hand?) (found '0000000000",
+            "covers.FALSIFY-DEMO-PASS-001.digest is not the digest of its files (edited by hand?) (found "
+            "'0000000000",
         ),
         (
             lambda text: _set(

@@ -64,7 +64,8 @@ def records(root: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def verdict(pv_json: Any, root: Path) -> dict[str, Any]:
     _, report = pv_json(root)
-    return next(f for c in report["contracts"] for f in c["falsifiers"] if f["id"] == FID)  # type: ignore[no-any-return]
+    found: dict[str, Any] = next(f for c in report["contracts"] for f in c["falsifiers"] if f["id"] == FID)
+    return found
 
 
 def test_a_crashed_xdist_worker_is_recorded_crashed_and_never_discharges(
@@ -113,7 +114,8 @@ def test_an_interrupted_test_is_recorded_interrupted_and_decides_nothing(
     assert v["status"] == "NOT-RUN"
     assert (
         v["reason"]
-        == "no run reached its end: the newest was interrupted (the session was interrupted before the test finished)"
+        == "no run reached its end: the newest was interrupted (the session was interrupted before the test "
+        "finished)"
     )
 
 
@@ -167,8 +169,8 @@ def test_a_future_dated_record_cannot_hide_a_later_falsified_run(
     assert path.name in finding["path"] and path.name in finding["message"]
     assert "finished_at '2999-01-01T00:00:00.000000Z' is " in finding["message"]
     assert (
-        "days ahead of this machine's clock; a record from the future cannot be ordered, so it decides nothing"
-        in finding["message"]
+        "days ahead of this machine's clock; a record from the future cannot be ordered, so it decides "
+        "nothing" in finding["message"]
     )
     assert finding["message"].endswith(
         "fix the clock of the host that wrote it and re-run pytest there, or delete the record"
@@ -198,8 +200,8 @@ def test_a_record_value_of_the_wrong_type_never_reaches_the_contract(
     assert contract.read_bytes() == before
     out_text = capsys.readouterr().out
     assert (
-        f"{path.name}: git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found 12345); "
-        in out_text
+        f"{path.name}: git.commit is not a commit hash (7 to 64 lower-case hex digits) or null (found "
+        "12345); " in out_text
     )
     assert "delete the record or re-run pytest" in out_text
 
@@ -216,6 +218,7 @@ def test_write_back_refuses_evidence_the_schema_rejects(
             Path("contracts/out-v1.yaml"), FID, {"run": "r", "commit": 12345, "at": "t"}
         )
     assert str(excinfo.value) == (
-        "contracts/out-v1.yaml: FALSIFY-OUT-LOSS-001: evidence.commit: 12345 is not of type 'string', 'null'; "
+        "contracts/out-v1.yaml: FALSIFY-OUT-LOSS-001: evidence.commit: 12345 is not of type 'string', "
+        "'null'; "
         "not writing it (a run record holds a value the contract format does not allow: re-run pytest)"
     )

@@ -12,11 +12,11 @@ import pytest
 NOT_RUN = ["-k", "not notrun"]
 
 
-def statuses(report: dict) -> dict[str, str]:
+def statuses(report: dict[str, Any]) -> dict[str, str]:
     return {f["id"]: f["status"] for c in report["contracts"] for f in c["falsifiers"]}
 
 
-def records(root: Path) -> list[dict]:
+def records(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((root / "evidence" / "runs").glob("*.json"))]
 
 
@@ -36,9 +36,12 @@ def test_terminal_summary_names_suspects_and_the_record(
     result.stdout.fnmatch_lines(
         [
             "*shiptwo falsifiers*",
-            "5 falsifiers in this session: 1 HOST-GATED, 1 DISCHARGED, 1 NUMERICALLY-PASSED-METHODOLOGY-SUSPECT, 1 FALSIFIED, 1 ERROR",
-            "*NUMERICALLY-PASSED-METHODOLOGY-SUSPECT: FALSIFY-DEMO-SUSPECT-001: passed, but val_loss=0.00081 nats outside plausible ?1.5, 2.5?",
-            "*HOST-GATED: FALSIFY-DEMO-GATED-001: host gate 'qwen-artifacts' closed: no Qwen2 snapshot: run `shiptwo models fetch`*",
+            "5 falsifiers in this session: 1 HOST-GATED, 1 DISCHARGED, 1 "
+            "NUMERICALLY-PASSED-METHODOLOGY-SUSPECT, 1 FALSIFIED, 1 ERROR",
+            "*NUMERICALLY-PASSED-METHODOLOGY-SUSPECT: FALSIFY-DEMO-SUSPECT-001: passed, but val_loss=0.00081 "
+            "nats outside plausible ?1.5, 2.5?",
+            "*HOST-GATED: FALSIFY-DEMO-GATED-001: host gate 'qwen-artifacts' closed: no Qwen2 snapshot: run "
+            "`shiptwo models fetch`*",
             "run record: evidence/runs/*.json",
         ]
     )

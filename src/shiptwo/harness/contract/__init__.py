@@ -1,7 +1,8 @@
 """Contracts in: parsing, the schema, rules and validation. No torch, no tokenizers.
 
-The names below resolve on first use: the pytest plugin imports `contract.model` on every pytest
-run, and must not pay for the YAML and JSON Schema machinery in a project without contracts.
+The names below resolve on first use: importing `contract.model` or `contract.testrefs` must not
+pay for the YAML and JSON Schema machinery (the plugin's parts use them, the summary of a pytest
+session reads statuses), which only validating contracts needs.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ this table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -129,7 +129,8 @@ _RULES = (
         "PV701",
         "no-controls",
         Severity.WARNING,
-        "A falsifier declares no `controls`: it was never seen failing on its own defect (an error with --strict).",
+        "A falsifier declares no `controls`: it was never seen failing on its own defect (an error with "
+        "--strict).",
     ),
     Rule("PV702", "duplicate-control-id", Severity.ERROR, "Two controls of one falsifier share an id."),
     Rule(

@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema
 
-from shiptwo.harness.contract.findings import Finding, finding
+from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.yamlsafe import ParsedYaml
 
 
@@ -25,7 +25,8 @@ from shiptwo.harness.contract.yamlsafe import ParsedYaml
 def contract_schema() -> dict[str, Any]:
     """The JSON Schema shipped inside the package."""
     text = resources.files("shiptwo.harness.contract").joinpath("contract.schema.json").read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @cache
@@ -120,7 +121,10 @@ def _ref(compiled: dict[str, _Check], name: str, v: Any) -> bool:
 
 
 def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> _Check:
-    """A predicate true only for instances `schema` accepts; raises _Uncompilable on a keyword it does not know."""
+    """A predicate true only for instances `schema` accepts.
+
+    Raises _Uncompilable on a keyword it does not know.
+    """
     if not isinstance(schema, dict):
         raise _Uncompilable(repr(schema))
     checks: list[_Check] = []
@@ -207,7 +211,10 @@ def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
                 hint = did_you_mean(key, allowed)
                 if not hint and any(ch in key for ch in " ()"):
                     # No contract key has a space: text ran on past an unquoted ',' or ': '.
-                    hint = "; a ',' or ': ' inside unquoted text ends the text there and starts this key: quote the text before it"
+                    hint = (
+                        "; a ',' or ': ' inside unquoted text ends the text there and starts this key: "
+                        "quote the text before it"
+                    )
                 line, col = parsed.position((*path, key))
                 yield finding(
                     "unknown-key",
@@ -279,12 +286,4 @@ def _short(error: jsonschema.ValidationError) -> str:
         return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
     if error.validator == "type" and isinstance(error.instance, str) and error.validator_value == "number":
         return f"{error.instance!r} is a string, not a number (YAML reads 1e-5 as text: write 1.0e-5)"
-    return error.message
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """ "; did you mean 'x'?" for the closest choice, or ""."""
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return str(error.message)

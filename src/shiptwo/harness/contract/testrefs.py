@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from shiptwo.fileio import display_path
+
 ROOT_MARKERS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", ".git")
+
+
+def unparametrized(nodeid: str) -> str:
+    """The node id of the test function itself: `f.py::test_x[bf16-real]` -> `f.py::test_x`.
+
+    The name a marker, a `tests:` entry and a bound-test index all use for a test, whatever
+    parameters (controls included) pytest runs it with.
+    """
+    return nodeid.split("[", 1)[0]
 
 
 def find_project_root(start: Path) -> Path:
@@ -124,6 +135,24 @@ def scan_test_file(path: Path) -> TestFile:
     return _scan(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
 
 
+class TestFiles:
+    """The test files that `tests:` entries name, each found, scanned and placed once per run."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._found: dict[str, tuple[TestFile, str] | None] = {}
+
+    def get(self, file: str) -> tuple[TestFile, str] | None:
+        """(scan, path relative to the root) of the file an entry names; None if there is no such file."""
+        if file not in self._found:
+            target = self.root / file
+            tf = scan_test_file(target) if target.is_file() else None
+            self._found[file] = None if tf is None else (tf, display_path(tf.path, self.root))
+        return self._found[file]
+
+
 def scan_tree(directory: Path) -> list[TestFile]:
     """Scan every `test_*.py` / `*_test.py` under `directory` (none if it does not exist)."""
     if not directory.is_dir():
@@ -144,4 +173,4 @@ class TestRef:
         if len(parts) not in (2, 3) or not parts[0].endswith(".py") or not all(parts) or "\x00" in text:
             return None
         node = "::".join(parts[1:])
-        return cls(parts[0], node.split("[", 1)[0])
+        return cls(parts[0], unparametrized(node))

@@ -13,10 +13,9 @@ from typing import Any
 
 import yaml
 
-try:  # libyaml is an order of magnitude faster; the pure-Python composer is the fallback.
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+# libyaml is an order of magnitude faster; the pure-Python loader is the fallback (PyYAML defines
+# CSafeLoader only when it was built with libyaml). The write-back composes with it too.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # A contract has a few hundred values; anything expanding past this is an alias bomb.
 MAX_NODES = 100_000
@@ -152,7 +151,8 @@ class _Builder:
             if key in seen:
                 self._problem(
                     "duplicate-key",
-                    f"duplicate key {key!r} (first at line {seen[key]}); YAML would silently keep the last one",
+                    f"duplicate key {key!r} (first at line {seen[key]}); YAML would silently keep the last "
+                    "one",
                     key_node,
                 )
             seen[key] = key_node.start_mark.line + 1
@@ -237,7 +237,7 @@ def _too_deep(text: str) -> YamlProblem | None:
         return flow
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        for event in yaml.parse(text, Loader=LOADER):
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -271,7 +271,7 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
     if deep is not None:
         return ParsedYaml(None, {}, (deep,))
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
