@@ -107,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         rate = {k: bare_tokens / v for k, v in best.items()}
         print(f"bare tokenizers encode_batch: {rate['bare']:,.0f} tokens/s (best of {args.repeats})")
         print(
-            f"bare encode_batch_fast:       {rate['fast']:,.0f} tokens/s (no offsets; what encode-corpus calls)"
+            f"bare encode_batch_fast:       {rate['fast']:,.0f} tokens/s "
+            "(no offsets; what encode-corpus calls)"
         )
         print(
-            f"shiptwo encode-corpus:        {rate['cmd']:,.0f} tokens/s (hash, read, parse, encode, audit, write)"
+            f"shiptwo encode-corpus:        {rate['cmd']:,.0f} tokens/s "
+            "(hash, read, parse, encode, audit, write)"
         )
         print(
             f"ratio encode-corpus / bare encode_batch:      {rate['cmd'] / rate['bare']:.2f}x wall, "

@@ -27,7 +27,7 @@ from shiptwo.qwen2 import checkpoint
 from shiptwo.qwen2.checkpoint import from_pretrained, save_apr, save_hf
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import TrainConfig, eval_batch, train
-from shiptwo.tokenize.shards import ArrayWindows
+from shiptwo.shards import ArrayWindows
 
 transformers = pytest.importorskip("transformers")
 

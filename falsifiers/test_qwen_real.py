@@ -234,7 +234,7 @@ def test_qwen_short_finetune_from_the_real_init(
     """
     import shiptwo.qwen2.train as train_mod
     from shiptwo.qwen2.checkpoint import from_pretrained
-    from shiptwo.tokenize.shards import ShardReader
+    from shiptwo.shards import ShardReader
 
     if falsifier_control == "eval-reads-train-data":
         real_evaluate = train_mod.evaluate

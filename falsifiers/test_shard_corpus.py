@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from shiptwo.cli import main as shiptwo_main
+from shiptwo.shards import ShardReader, load_manifest
 from shiptwo.tokenize import corpus as corpus_module
 from shiptwo.tokenize import load_tokenizer
 from shiptwo.tokenize._testing import python_sources, write_jsonl
 from shiptwo.tokenize.corpus import encode_corpus
 from shiptwo.tokenize.hexbpe import HexByteTokenizer, train_hex_bpe
 from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
-from shiptwo.tokenize.shards import ShardReader, load_manifest
 
 
 @pytest.fixture(scope="module")

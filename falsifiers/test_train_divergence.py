@@ -21,7 +21,7 @@ import shiptwo.qwen2.train as train_mod
 from shiptwo.errors import GateError
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import TrainConfig, train
-from shiptwo.tokenize.shards import ArrayWindows
+from shiptwo.shards import ArrayWindows
 
 # The gate each control disables.
 CONTROL_GATE = {"divergence-gate-disabled": "GATE-TRAIN-005", "nonfinite-gate-disabled": "GATE-TRAIN-007"}

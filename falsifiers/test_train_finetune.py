@@ -33,7 +33,7 @@ from shiptwo.cli import main
 from shiptwo.qwen2.checkpoint import from_pretrained, save_apr
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import EPOCH_METADATA_KEYS
-from shiptwo.tokenize.shards import ShardReader
+from shiptwo.shards import ShardReader
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TRAIN_MODULES = ("shlex.py", "fnmatch.py", "bisect.py")  # about 9,500 tokens: two short epochs

@@ -14,10 +14,12 @@ import pytest
 
 from shiptwo.cli import main as shiptwo_main
 from shiptwo.errors import FormatError, UsageError
+from shiptwo.shards import ShardReader, load_manifest
+from shiptwo.shards.format import BadLine
 from shiptwo.tokenize._testing import write_jsonl
-from shiptwo.tokenize.corpus import BadLine, encode_corpus, read_documents
+from shiptwo.tokenize.corpus import encode_corpus
 from shiptwo.tokenize.hexbpe import train_hex_bpe
-from shiptwo.tokenize.shards import ShardReader, load_manifest
+from shiptwo.tokenize.jsonl import read_documents
 
 # A lone surrogate is a legal JSON escape but not Unicode text: no UTF-8 spelling exists.
 SURROGATE_LINE = '{"content": "ok \\ud800 x"}\n'
@@ -274,7 +276,12 @@ def test_encode_corpus_keeps_foreign_files_and_refuses_a_foreign_dir(
     ) in err
     assert not (out / "manifest.json").exists()
     # --force writes beside them; the user's files, hidden .tmp included, survive.
-    own = [out / ".shard-00000.bin.tmp", out / ".manifest.json.ab_12.tmp", out / ".progress.json.x9.tmp"]
+    own = [
+        out / ".shard-00000.bin.tmp",  # as shards were written before they went through shiptwo.fileio
+        out / ".shard-00001.bin.k3x_9q.tmp",
+        out / ".manifest.json.ab_12.tmp",
+        out / ".progress.json.x9.tmp",
+    ]
     for p in own:
         p.write_bytes(b"half")
     assert shiptwo_main([*argv, "--force"]) == 0
@@ -287,7 +294,7 @@ def test_encode_corpus_help_documents_output_states(capsys: pytest.CaptureFixtur
         shiptwo_main(["tokenize", "encode-corpus", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "a dir holding other files is refused unless --force" in text
-    assert "only encode-corpus's own .shard-*.bin.tmp / .*.json.*.tmp temp files are ever deleted" in text
+    assert "only encode-corpus's own .shard-*.tmp / .*.json.*.tmp temp files are ever deleted" in text
 
 
 # -- 8. training with nothing to train on, or a nonsense --min-frequency --------------------------------

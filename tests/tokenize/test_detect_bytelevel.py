@@ -12,10 +12,10 @@ import pytest
 
 from shiptwo.cli import main as shiptwo_main
 from shiptwo.errors import FormatError, UsageError
-from shiptwo.tokenize import VocabFormat, VocabLayout, detect_format, load_tokenizer
-from shiptwo.tokenize._common import bytes_to_unicode
+from shiptwo.tokenize import VocabFormat, VocabLayout, bytes_to_unicode, detect_format, load_tokenizer
 from shiptwo.tokenize._testing import python_sources, train_byte_level
-from shiptwo.tokenize.bytelevel import load_vocab_merges, merges_from_ranks, read_tiktoken_ranks
+from shiptwo.tokenize.bytelevel import load_vocab_merges, merges_from_ranks
+from shiptwo.tokenize.vocabfiles import read_tiktoken_ranks
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_tiktoken_ranks_recover_the_trained_merges(tmp_path: Path, bl_dir: Path,
 def test_tiktoken_refusals(tmp_path: Path) -> None:
     f = tmp_path / "x.tiktoken"
     f.write_text("IQ== 0\nnot-base64! 1\n")
-    with pytest.raises(FormatError, match=r"x.tiktoken:2: not 'base64\(token\) rank'"):
+    with pytest.raises(FormatError, match=r"x.tiktoken:2: not a tiktoken ranks line 'base64\(token\) rank'"):
         read_tiktoken_ranks(f)
     f.write_text("IQ== 0\nIQ== 1\n")
     with pytest.raises(FormatError, match="appears twice"):

@@ -11,7 +11,7 @@ HIDDEN, FFN, HEADS, KV_HEADS = 32, 64, 4, 2
 
 
 def _byte_tokens() -> list[str]:
-    from shiptwo.tokenize._common import bytes_to_unicode
+    from shiptwo.tokenize import bytes_to_unicode
 
     return [bytes_to_unicode()[b] for b in range(256)]
 

@@ -40,7 +40,7 @@ def tokenizer_files_from_gguf(metadata: Mapping[str, Any], *, source: str | None
     FormatError when the vocab is not byte-level BPE with Qwen2's pre-tokenizer, or when the
     tokens, types, merges or special ids are inconsistent. Takes a few seconds (151k merges).
     """
-    from shiptwo.tokenize._common import bytes_to_unicode
+    from shiptwo.tokenize import bytes_to_unicode
     from shiptwo.tokenize.bytelevel import build_pipeline
 
     where = source or str(metadata.get("general.name") or "GGUF")

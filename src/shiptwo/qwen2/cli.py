@@ -133,7 +133,7 @@ def keep_freed_memory() -> None:
 
 
 def _reader(directory: Path, seq_len: int, *, model_vocab: int, what: str) -> Any:
-    from shiptwo.tokenize.shards import ShardReader, load_manifest
+    from shiptwo.shards import ShardReader, load_manifest
 
     manifest = load_manifest(directory)
     vocab = int(manifest.get("vocab_size") or 0)

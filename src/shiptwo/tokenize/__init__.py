@@ -4,6 +4,7 @@ Public API: `detect_format(path)` classifies a vocab and says why; `load_tokeniz
 dispatches on that verdict to the hex-byte loader (aprender's `apr tokenize train` files) or
 the byte-level loader (Hugging Face `tokenizers`). Both return an object with `encode`,
 `encode_batch`, `decode`, `vocab_size`, `unk_id`, `eos_id`, `format` and `source`.
+`bytes_to_unicode()` is GPT-2's byte -> character table that byte-level vocabs are spelled in.
 
 Importing this package is cheap: `tokenizers` is imported only when a byte-level vocab loads.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shiptwo.tokenize._common import bytes_to_unicode
 from shiptwo.tokenize.detect import FormatReport, VocabFormat, VocabLayout, detect_format
 
 if TYPE_CHECKING:
@@ -47,4 +49,12 @@ def load_detected(report: FormatReport, *, pretokenizer: str | None = None) -> T
     return bytelevel.load_tiktoken(report.path, pretokenizer=pretokenizer)
 
 
-__all__ = ["FormatReport", "VocabFormat", "VocabLayout", "detect_format", "load_detected", "load_tokenizer"]
+__all__ = [
+    "FormatReport",
+    "VocabFormat",
+    "VocabLayout",
+    "bytes_to_unicode",
+    "detect_format",
+    "load_detected",
+    "load_tokenizer",
+]

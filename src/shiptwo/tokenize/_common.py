@@ -1,14 +1,8 @@
-"""Constants and small helpers shared by both vocab formats (stdlib only)."""
+"""Constants shared by both vocab formats, and GPT-2's byte table (stdlib only)."""
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
-
-from shiptwo.errors import FormatError
-from shiptwo.fileio import atomic_write_bytes
 
 # The 256 keys of a hex-byte vocab, "00".."ff", in byte order.
 HEX_BYTE_KEYS: tuple[str, ...] = tuple(f"{b:02x}" for b in range(256))
@@ -34,20 +28,4 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(b)
             chars.append(256 + n)
             n += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
-
-
-def read_json(path: Path, *, what: str) -> Any:
-    """Read a JSON file, turning every failure into a FormatError that names the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError as exc:
-        raise FormatError(f"{path}: {what} not found") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: {what} is not valid UTF-8 JSON: {exc}") from exc
-
-
-def atomic_write_json(path: Path, doc: Any) -> None:
-    """Write JSON (sorted keys, two-space indent, trailing newline) atomically."""
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}

@@ -53,7 +53,10 @@ def write_jsonl(path: Path, texts: Sequence[str], *, field: str = "content") -> 
 
 
 def train_byte_level(texts: Sequence[str], directory: Path, *, vocab_size: int = 1000) -> Path:
-    """Train a small GPT-2-style byte-level BPE with `tokenizers`; writes tokenizer.json, vocab.json, merges.txt."""
+    """Train a small GPT-2-style byte-level BPE with `tokenizers`.
+
+    Writes tokenizer.json, vocab.json, merges.txt and a tokenizer_config.json naming GPT2Tokenizer.
+    """
     from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
     from tokenizers.models import BPE
 

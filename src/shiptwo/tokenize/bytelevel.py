@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.tokenize._common import EOS_CANDIDATES, bytes_to_unicode
 from shiptwo.tokenize.detect import VocabFormat
+from shiptwo.tokenize.vocabfiles import read_merges, read_tiktoken_ranks
 
 if TYPE_CHECKING:
     import tokenizers
 
 # Qwen2's pre-tokenizer regex (public; also transformers' Qwen2Tokenizer.PRETOKENIZE_REGEX).
-QWEN2_PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 # Qwen2.5(-Coder)'s added tokens from id 151,643 on, with their `special` flags.
 QWEN2_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|endoftext|>", True),
@@ -189,25 +193,6 @@ def resolve_pretokenizer(vocab_path: Path, pretokenizer: str | None) -> str:
     )
 
 
-def read_hf_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """Read a Hugging Face merges.txt (`#version` line, then `left right`), checking every part."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError as exc:
-        raise FormatError(f"{path}: merges.txt not found beside vocab.json") from exc
-    merges: list[tuple[str, str]] = []
-    for lineno, line in enumerate(lines, 1):
-        if not line or line.startswith("#version"):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2 or not parts[0] or not parts[1]:
-            raise FormatError(f"{path}:{lineno}: expected 'left right', got {line[:80]!r}")
-        if parts[0] + parts[1] not in vocab or parts[0] not in vocab or parts[1] not in vocab:
-            raise FormatError(f"{path}:{lineno}: merge {line!r} names a token missing from vocab.json")
-        merges.append((parts[0], parts[1]))
-    return merges
-
-
 def load_vocab_merges(vocab_path: Path, *, pretokenizer: str | None = None) -> ByteLevelTokenizer:
     """Load aprender's import-hf layout (vocab.json + merges.txt) with the pre-tokenizer it needs."""
     preset = resolve_pretokenizer(vocab_path, pretokenizer)
@@ -215,33 +200,10 @@ def load_vocab_merges(vocab_path: Path, *, pretokenizer: str | None = None) -> B
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{vocab_path}: cannot read vocab.json: {exc}") from exc
-    merges = read_hf_merges(vocab_path.with_name("merges.txt"), vocab)
+    # `#` is a byte-level token of its own: only the `#version` header is skipped.
+    merges = read_merges(vocab_path.with_name("merges.txt"), vocab, comment="#version")
     tok = build_pipeline(vocab, merges, pretokenizer=preset)
     return ByteLevelTokenizer(tok, source=vocab_path, layout=f"vocab.json+merges.txt ({preset})")
-
-
-def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
-    """Read a tiktoken ranks file: one `base64(token) rank` per line; ranks must be 0..n-1."""
-    import base64
-    import binascii
-
-    ranks: dict[bytes, int] = {}
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                token_b64, rank_text = line.split()
-                token = base64.b64decode(token_b64, validate=True)
-                rank = int(rank_text)
-            except (ValueError, binascii.Error) as exc:
-                raise FormatError(f"{path}:{lineno}: not 'base64(token) rank': {line[:60]!r}") from exc
-            if token in ranks:
-                raise FormatError(f"{path}:{lineno}: token {token!r} appears twice")
-            ranks[token] = rank
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise FormatError(f"{path}: ranks are not exactly 0..{len(ranks) - 1}")
-    return ranks
 
 
 def _bpe_split(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
@@ -282,7 +244,8 @@ def load_tiktoken(path: Path, *, pretokenizer: str | None = None) -> ByteLevelTo
     preset = pretokenizer or ("qwen2" if path.name == "qwen.tiktoken" else None)
     if preset is None:
         raise FormatError(
-            f"{path}: a tiktoken ranks file does not say its pre-tokenizer; name one ({', '.join(PRETOKENIZERS)})"
+            f"{path}: a tiktoken ranks file does not say its pre-tokenizer; "
+            f"name one ({', '.join(PRETOKENIZERS)})"
         )
     vocab, merges = byte_level_vocab_from_ranks(read_tiktoken_ranks(path), source=path)
     tok = build_pipeline(vocab, merges, pretokenizer=preset)
@@ -301,8 +264,3 @@ def byte_level_vocab_from_ranks(
     vocab = {spell(t): r for t, r in ranks.items()}
     merges = [(spell(a), spell(b)) for a, b in merges_from_ranks(ranks, source=source)]
     return vocab, merges
-
-
-def vocab_to_json(vocab: dict[str, int]) -> Any:
-    """vocab.json content in id order (what Hugging Face writes)."""
-    return dict(sorted(vocab.items(), key=lambda kv: kv[1]))

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shiptwo.errors import FormatError, UsageError
+from shiptwo.errors import UsageError
+from shiptwo.shards.format import DEFAULT_MAX_UNK_RATIO, DEFAULT_SHARD_TOKENS, EosPolicy, OnBadLine
+from shiptwo.tokenize.bytelevel import PRETOKENIZERS
+
+# Plain strings: argparse lists choices by repr.
+_EOS_POLICIES = tuple(str(p) for p in EosPolicy)
+_ON_BAD_LINE = tuple(str(p) for p in OnBadLine)
 
 
 def _add_format(p: argparse.ArgumentParser) -> None:
@@ -47,8 +53,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--on-bad-line",
-        choices=("error", "skip"),
-        default="error",
+        choices=_ON_BAD_LINE,
+        default=str(OnBadLine.ERROR),
         help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
         "stop (error, default) or count and skip",
     )
@@ -78,15 +84,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--content-field", default="content", help="JSON field holding the text (default content)")
     p.add_argument(
         "--eos-policy",
-        choices=("between", "after", "none"),
-        default="between",
+        choices=_EOS_POLICIES,
+        default=str(EosPolicy.BETWEEN),
         help="EOS before every document but the first (between, default), after each, or none",
     )
     p.add_argument(
         "--shard-tokens",
         type=int,
-        default=10_000_000,
-        help="close a shard after the document that brings it to this many tokens (default 10,000,000)",
+        default=DEFAULT_SHARD_TOKENS,
+        help="close a shard after the document that brings it to this many tokens "
+        f"(default {DEFAULT_SHARD_TOKENS:,})",
     )
     p.add_argument(
         "--workers",
@@ -95,13 +102,16 @@ def register(subparsers: Any) -> None:
         help="encoding processes (byte-level vocabs already use all cores inside tokenizers)",
     )
     p.add_argument(
-        "--max-unk-ratio", type=float, default=0.01, help="refuse above this unk ratio (default 0.01)"
+        "--max-unk-ratio",
+        type=float,
+        default=DEFAULT_MAX_UNK_RATIO,
+        help=f"refuse above this unk ratio (default {DEFAULT_MAX_UNK_RATIO})",
     )
     p.add_argument("--allow-unk", action="store_true", help="accept any unk ratio (still audited)")
     p.add_argument(
         "--on-bad-line",
-        choices=("error", "skip"),
-        default="error",
+        choices=_ON_BAD_LINE,
+        default=str(OnBadLine.ERROR),
         help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip",
     )
     p.add_argument(
@@ -114,11 +124,11 @@ def register(subparsers: Any) -> None:
         "--force",
         action="store_true",
         help="write into a non-empty --output dir that holds no run; its files are left alone "
-        "(only encode-corpus's own .shard-*.bin.tmp / .*.json.*.tmp temp files are ever deleted)",
+        "(only encode-corpus's own .shard-*.tmp / .*.json.*.tmp temp files are ever deleted)",
     )
     p.add_argument(
         "--pretokenizer",
-        choices=("qwen2", "gpt2"),
+        choices=PRETOKENIZERS,
         default=None,
         help="pre-tokenizer of a byte-level vocab.json+merges.txt without tokenizer_config.json",
     )
@@ -128,14 +138,14 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("encode", help="encode text (argument or stdin) and print the ids")
     p.add_argument("--tokenizer", required=True, type=Path)
-    p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None)
+    p.add_argument("--pretokenizer", choices=PRETOKENIZERS, default=None)
     p.add_argument("text", nargs="?", default=None, help="UTF-8 text (default: read stdin)")
     _add_format(p)
     p.set_defaults(func=_run_encode)
 
     p = sub.add_parser("decode", help="decode ids (arguments or stdin) and print the text")
     p.add_argument("--tokenizer", required=True, type=Path)
-    p.add_argument("--pretokenizer", choices=("qwen2", "gpt2"), default=None)
+    p.add_argument("--pretokenizer", choices=PRETOKENIZERS, default=None)
     p.add_argument(
         "ids",
         nargs="*",
@@ -157,17 +167,20 @@ def _run_detect(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from shiptwo.tokenize.corpus import BadLine, list_inputs, read_documents
+    from shiptwo.shards.format import BadLine
     from shiptwo.tokenize.hexbpe import train_hex_bpe
+    from shiptwo.tokenize.jsonl import bad_line_error, list_inputs, read_documents
 
     # Everything checkable before reading the corpus is checked first: training can take minutes.
     if args.min_frequency < 1:
         raise UsageError(
-            f"--min-frequency must be >= 1 (a pair must occur at least once to merge), got {args.min_frequency}"
+            "--min-frequency must be >= 1 (a pair must occur at least once to merge), "
+            f"got {args.min_frequency}"
         )
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(
-            f"--output {args.output}: exists and is not a directory; choose a directory for vocab.json + merges.txt"
+            f"--output {args.output}: exists and is not a directory; "
+            "choose a directory for vocab.json + merges.txt"
         )
     files = list_inputs(args.corpus)
     texts: list[str] = []
@@ -176,8 +189,8 @@ def _run_train(args: argparse.Namespace) -> int:
     # The same reader as encode-corpus: the same lines count as bad, reported as file:line.
     for item in read_documents(files, content_field=args.content_field):
         if isinstance(item, BadLine):
-            if args.on_bad_line == "error":
-                raise FormatError(f"{item}; fix the line or pass --on-bad-line skip")
+            if args.on_bad_line == OnBadLine.ERROR:
+                raise bad_line_error(item)
             bad += 1
             first_bad = first_bad or str(item)
             continue
@@ -194,7 +207,8 @@ def _run_train(args: argparse.Namespace) -> int:
     tok.save(args.output)
     skipped = f", {bad} bad lines skipped" if bad else ""
     print(
-        f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges from {len(texts)} documents{skipped}"
+        f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges "
+        f"from {len(texts)} documents{skipped}"
     )
     return 0
 
@@ -249,7 +263,7 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
 
 def _run_encode(args: argparse.Namespace) -> int:
     from shiptwo.tokenize import load_tokenizer
-    from shiptwo.tokenize.corpus import unicode_problem
+    from shiptwo.tokenize.jsonl import unicode_problem
 
     if args.text is not None:
         text = args.text

@@ -7,15 +7,15 @@ the 256 GPT-2 byte characters; a vocab that is neither is refused, never guessed
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import FormatError
-from shiptwo.tokenize._common import HEX_BYTE_KEYS, HEX_BYTE_THRESHOLD, bytes_to_unicode, read_json
+from shiptwo.tokenize._common import HEX_BYTE_KEYS, HEX_BYTE_THRESHOLD, bytes_to_unicode
+from shiptwo.tokenize.vocabfiles import read_json, read_tiktoken_ranks
 
 
 class VocabFormat(StrEnum):
@@ -45,6 +45,16 @@ class FormatReport:
     hex_keys: int
     byte_chars: int
     reason: str
+
+    def sha256(self) -> tuple[str, list[dict[str, str]]]:
+        """The sha256 of the vocab's files concatenated in `files` order, and each file's own."""
+        combined = hashlib.sha256()
+        sums = []
+        for p in self.files:
+            data = Path(p).read_bytes()
+            combined.update(data)
+            sums.append({"file": Path(p).name, "sha256": hashlib.sha256(data).hexdigest()})
+        return combined.hexdigest(), sums
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,18 +155,7 @@ def _detect_vocab_json(path: Path, vocab: Any) -> FormatReport:
 
 
 def _detect_tiktoken(path: Path) -> FormatReport:
-    tokens: set[bytes] = set()
-    try:
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                token, _rank = line.split()
-                tokens.add(base64.b64decode(token, validate=True))
-    except (ValueError, binascii.Error) as exc:
-        raise FormatError(
-            f"{path}:{lineno}: not a tiktoken ranks line 'base64(token) rank': {line[:60]!r}"
-        ) from exc
+    tokens = read_tiktoken_ranks(path)
     single = sum(1 for b in range(256) if bytes([b]) in tokens)
     hex_keys = sum(1 for k in HEX_BYTE_KEYS if k.encode() in tokens)
     if single != 256:

@@ -23,12 +23,11 @@ from shiptwo.tokenize._common import (
     HEX_BYTE_THRESHOLD,
     UNK_CANDIDATES,
     bytes_to_unicode,
-    read_json,
 )
 from shiptwo.tokenize.detect import VocabFormat, count_hex_keys
+from shiptwo.tokenize.vocabfiles import merges_text, read_json, read_merges, vocab_in_id_order
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<pad>", "<mask>")
-MERGES_HEADER = "#version: 0.2"
 # Pair keys pack (left_id, right_id) into one int; ids stay far below 2**32.
 _SHIFT = 32
 _HEX_TOKEN = re.compile(r"(?:[0-9a-f]{2})+")
@@ -138,12 +137,13 @@ class HexByteTokenizer:
         if hex_keys < HEX_BYTE_THRESHOLD:
             raise FormatError(
                 f'{vocab_path}: {hex_keys} of 256 hex-byte keys ("00".."ff") present, below the '
-                f"{HEX_BYTE_THRESHOLD} a hex-byte vocab needs: this is not a hex-byte vocab (GPT-2 byte-level?); "
-                "load it with shiptwo.tokenize.load_tokenizer() or check it with `shiptwo tokenize detect`"
+                f"{HEX_BYTE_THRESHOLD} a hex-byte vocab needs: this is not a hex-byte vocab "
+                "(GPT-2 byte-level?); load it with shiptwo.tokenize.load_tokenizer() or check it with "
+                "`shiptwo tokenize detect`"
             )
         if len(set(vocab.values())) != len(vocab):
             raise FormatError(f"{vocab_path}: two tokens share one id; ids must be unique")
-        merges = read_merges(merges_path, vocab)
+        merges = read_merges(merges_path, vocab, comment="#")  # aprender skips every `#` line
         return cls(vocab, merges, source=vocab_path)
 
     def save(self, directory: str | Path) -> None:
@@ -163,10 +163,9 @@ class HexByteTokenizer:
             raise UsageError(
                 f"{directory}: cannot create the directory ({exc.strerror or exc}); choose another path"
             ) from exc
-        ordered = dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))
+        ordered = vocab_in_id_order(self.vocab)
         atomic_write_bytes(directory / "vocab.json", (json.dumps(ordered, indent=2) + "\n").encode())
-        lines = [MERGES_HEADER, *(f"{a} {b}" for a, b in self.merges)]
-        atomic_write_bytes(directory / "merges.txt", ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(directory / "merges.txt", merges_text(self.merges).encode())
 
     # -- codec -----------------------------------------------------------------------------------
 
@@ -174,7 +173,8 @@ class HexByteTokenizer:
         """Encode a text as one word; bytes missing from the vocab become <unk>."""
         rust = self._rust()
         if rust is not None:
-            return rust.encode(text, add_special_tokens=False).ids
+            ids: list[int] = rust.encode(text, add_special_tokens=False).ids
+            return ids
         return self.encode_bytes(text.encode("utf-8"))
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
@@ -251,29 +251,6 @@ class HexByteTokenizer:
 
     def id_to_piece(self, token_id: int) -> str:
         return self.id_to_token.get(token_id, f"<id {token_id}>")
-
-
-def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
-    """Read merges.txt: `#` lines skipped, then `left right`; both parts and their join must be in the vocab."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise FormatError(f"{path}: merges.txt not found beside vocab.json") from exc
-    merges: list[tuple[str, str]] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2:
-            raise FormatError(f"{path}:{lineno}: expected 'left right', got {line[:80]!r}")
-        left, right = parts
-        for part in (left, right, left + right):
-            if part not in vocab:
-                raise FormatError(
-                    f"{path}:{lineno}: merge {left!r} + {right!r}: {part!r} is not in vocab.json (orphan merge)"
-                )
-        merges.append((left, right))
-    return merges
 
 
 def _unlink(

@@ -38,7 +38,7 @@ RANKS_FILE = "qwen.tiktoken"
 # The modules whose code decides the built files' bytes. Their sha256 is part of the builder
 # version, so a cache built by other code (a fix, or a regression) reads as stale and
 # fetch-qwen2 rebuilds it, instead of the Qwen2 falsifiers testing yesterday's builder.
-BUILDER_MODULES = ("qwen2.py", "bytelevel.py", "_common.py")
+BUILDER_MODULES = ("qwen2.py", "bytelevel.py", "_common.py", "vocabfiles.py")
 
 
 def default_cache_dir() -> Path:
@@ -101,8 +101,8 @@ def read_pinned_ranks(wheel: Path) -> bytes:
     data = wheel.read_bytes()
     if _sha256(data) != DASHSCOPE_WHEEL_SHA256:
         raise FormatError(
-            f"{wheel}: sha256 {_sha256(data)} is not the pinned {DASHSCOPE_WHEEL_SHA256} of {DASHSCOPE_WHEEL}; "
-            "delete it and fetch again"
+            f"{wheel}: sha256 {_sha256(data)} is not the pinned {DASHSCOPE_WHEEL_SHA256} "
+            f"of {DASHSCOPE_WHEEL}; delete it and fetch again"
         )
     try:
         with zipfile.ZipFile(wheel) as z:
@@ -118,13 +118,8 @@ def read_pinned_ranks(wheel: Path) -> bytes:
 
 def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
     """Write tokenizer.json, vocab.json, merges.txt and tokenizer_config.json for a Qwen2 ranks file."""
-    from shiptwo.tokenize.bytelevel import (
-        QWEN2_ADDED_TOKENS,
-        build_pipeline,
-        byte_level_vocab_from_ranks,
-        read_tiktoken_ranks,
-        vocab_to_json,
-    )
+    from shiptwo.tokenize.bytelevel import QWEN2_ADDED_TOKENS, build_pipeline, byte_level_vocab_from_ranks
+    from shiptwo.tokenize.vocabfiles import merges_text, read_tiktoken_ranks, vocab_in_id_order
 
     ranks = read_tiktoken_ranks(ranks_path)
     if len(ranks) != QWEN2_REGULAR_TOKENS:
@@ -133,11 +128,9 @@ def build_qwen2_files(ranks_path: Path, out_dir: Path) -> None:
     tok = build_pipeline(vocab, merges, pretokenizer="qwen2")
     tok.save(str(out_dir / "tokenizer.json"), pretty=False)
     (out_dir / "vocab.json").write_text(
-        json.dumps(vocab_to_json(vocab), ensure_ascii=False), encoding="utf-8"
+        json.dumps(vocab_in_id_order(vocab), ensure_ascii=False), encoding="utf-8"
     )
-    with open(out_dir / "merges.txt", "w", encoding="utf-8", newline="\n") as f:
-        f.write("#version: 0.2\n")
-        f.writelines(f"{a} {b}\n" for a, b in merges)
+    (out_dir / "merges.txt").write_text(merges_text(merges), encoding="utf-8", newline="\n")
     config = {
         "tokenizer_class": "Qwen2Tokenizer",
         "add_prefix_space": False,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shiptwo.errors import FormatError, UsageError
-from shiptwo.tokenize.shards import ShardReader, load_manifest
+from shiptwo.shards import ShardReader, load_manifest
 
 
 def make_set(d: Path, shards: list[np.ndarray], *, vocab_size: int = 1000, listed: bool = True) -> Path:
@@ -89,7 +89,8 @@ def test_misaligned_and_missing_shards(tmp_path: Path) -> None:
         f.write(b"\x01\x02")
     with pytest.raises(
         FormatError,
-        match=r"manifest.json: shard-00000.bin: 34 bytes is not a multiple of 4; not a u32 shard \(truncated\?\)$",
+        match=r"manifest.json: shard-00000.bin: 34 bytes is not a multiple of 4; "
+        r"not a u32 shard \(truncated\?\)$",
     ):
         ShardReader(d, seq_len=3)
     (d / "shard-00000.bin").write_bytes(np.arange(4, dtype="<u4").tobytes())
@@ -136,7 +137,7 @@ def test_ids_beyond_vocab_are_refused(tmp_path: Path) -> None:
 def test_array_windows_read_like_a_one_shard_set(
     tmp_path_factory: pytest.TempPathFactory, size: int, seq_len: int
 ) -> None:
-    from shiptwo.tokenize.shards import ArrayWindows
+    from shiptwo.shards import ArrayWindows
 
     tokens = np.arange(size, dtype=np.uint32) % 997
     reader = ShardReader(make_set(tmp_path_factory.mktemp("one"), [tokens]), seq_len=seq_len)
@@ -146,7 +147,7 @@ def test_array_windows_read_like_a_one_shard_set(
 
 
 def test_array_windows_refuse_a_zero_seq_len() -> None:
-    from shiptwo.tokenize.shards import ArrayWindows
+    from shiptwo.shards import ArrayWindows
 
     with pytest.raises(UsageError, match="seq_len=0: must be at least 1"):
         ArrayWindows(np.zeros(8, dtype=np.uint32), seq_len=0)

@@ -1,4 +1,4 @@
-"""Reader for pretokenize-bin-v1 shard sets: the manifest, checked, and windows of seq_len + 1 ids.
+"""Reader of pretokenize-bin-v1 shard sets: the manifest, checked, and windows of seq_len + 1 ids.
 
 Windows follow aprender: per shard, consecutive non-overlapping windows of seq_len + 1 tokens,
 the tail of each shard dropped; a trainer uses window[:-1] as input and window[1:] as target.
@@ -16,39 +16,27 @@ from typing import Any
 import numpy as np
 
 from shiptwo.errors import FormatError, UsageError
-
-SCHEMA = "pretokenize-bin-v1"
-REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "vocab_size": int,
-    "eos_policy": str,
-    "shard_count": int,
-    "total_tokens": int,
-    "total_documents": int,
-    "content_field": str,
-}
+from shiptwo.shards.format import DTYPE, ID_BYTES, MANIFEST, REQUIRED_FIELDS, SCHEMA, shard_name
 
 
 def load_manifest(directory: str | Path) -> dict[str, Any]:
-    """Read and check `manifest.json` of a shard dir: schema, required fields, shard files and sizes."""
+    """Read and check a shard dir's `manifest.json`: schema, required fields, shard files and sizes."""
     directory = Path(directory)
-    path = directory / "manifest.json"
+    path = directory / MANIFEST
+    not_a_dir = (
+        f"{directory}: not a directory; pass the shard dir holding {MANIFEST} "
+        "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
+    )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         if directory.exists() and not directory.is_dir():
-            raise FormatError(
-                f"{directory}: not a directory; pass the shard dir holding manifest.json "
-                "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
-            ) from exc
+            raise FormatError(not_a_dir) from exc
         raise FormatError(
             f"{path}: not found; a shard dir without a manifest is unfinished or was refused by its audit"
         ) from exc
     except NotADirectoryError as exc:
-        raise FormatError(
-            f"{directory}: not a directory; pass the shard dir holding manifest.json "
-            "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
-        ) from exc
+        raise FormatError(not_a_dir) from exc
     except OSError as exc:
         raise FormatError(
             f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions"
@@ -74,7 +62,7 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
         if name not in doc:
             findings.append(f"field '{name}' is missing")
         elif not isinstance(doc[name], kind) or isinstance(doc[name], bool):
-            findings.append(f"field '{name}' is {doc[name]!r}, expected {getattr(kind, '__name__', kind)}")
+            findings.append(f"field '{name}' is {doc[name]!r}, expected {kind.__name__}")
     if findings:
         return findings
     if doc["schema"] != SCHEMA:
@@ -84,7 +72,7 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
     shards = doc.get("shards")
     if shards is None:
         # aprender's manifests list no shards: they are shard-00000.bin .. by count.
-        shards = [{"file": f"shard-{i:05d}.bin"} for i in range(doc["shard_count"])]
+        shards = [{"file": shard_name(i)} for i in range(doc["shard_count"])]
         doc["shards"] = shards
     if not isinstance(shards, list) or not all(
         isinstance(x, dict) and isinstance(x.get("file"), str) for x in shards
@@ -93,30 +81,33 @@ def manifest_findings(directory: Path, doc: dict[str, Any]) -> list[str]:
     if len(shards) != doc["shard_count"]:
         findings.append(f"shard_count {doc['shard_count']} but {len(shards)} shards listed")
     total = 0
+    unsized = False  # a shard not counted in `total`: comparing it with total_tokens says nothing
     for i, shard in enumerate(shards):
         name = shard["file"]
         if not _plain_file_name(name):
             # A manifest is data from outside: it must not make a reader open files beyond its dir.
             findings.append(
-                f"shards[{i}].file {name!r} is not a plain file name inside the shard dir "
-                "(no directories, '..' or absolute paths); name the shard file itself, e.g. 'shard-00000.bin'"
+                f"shards[{i}].file {name!r} is not a plain file name inside the shard dir (no "
+                f"directories, '..' or absolute paths); name the shard file itself, e.g. {shard_name(0)!r}"
             )
+            unsized = True
             continue
         file = directory / name
         if not file.is_file():
             findings.append(f"shards[{i}] {shard['file']} does not exist")
+            unsized = True
             continue
         size = file.stat().st_size
-        if size % 4:
+        if size % ID_BYTES:
             findings.append(
-                f"{shard['file']}: {size} bytes is not a multiple of 4; not a u32 shard (truncated?)"
+                f"{shard['file']}: {size} bytes is not a multiple of {ID_BYTES}; not a u32 shard (truncated?)"
             )
-        elif "tokens" in shard and shard["tokens"] * 4 != size:
-            findings.append(f"{shard['file']}: {size // 4} tokens on disk, manifest says {shard['tokens']}")
-        total += size // 4
-    if total != doc["total_tokens"] and not any(
-        "does not exist" in f or "plain file name" in f for f in findings
-    ):
+        elif "tokens" in shard and shard["tokens"] * ID_BYTES != size:
+            findings.append(
+                f"{shard['file']}: {size // ID_BYTES} tokens on disk, manifest says {shard['tokens']}"
+            )
+        total += size // ID_BYTES
+    if total != doc["total_tokens"] and not unsized:
         findings.append(f"total_tokens {doc['total_tokens']} but the shards hold {total}")
     return findings
 
@@ -153,7 +144,7 @@ class ShardReader:
         first = 0
         for shard in self.manifest["shards"]:
             path = self.directory / shard["file"]
-            count = (path.stat().st_size // 4) // (seq_len + 1)
+            count = (path.stat().st_size // ID_BYTES) // (seq_len + 1)
             self._shards.append(_ShardWindows(path, first, count))
             first += count
         self._len = first
@@ -165,7 +156,7 @@ class ShardReader:
         if k not in self._maps:
             path = self._shards[k].path
             self._maps[k] = (
-                np.memmap(path, dtype="<u4", mode="r") if path.stat().st_size else np.zeros(0, dtype="<u4")
+                np.memmap(path, dtype=DTYPE, mode="r") if path.stat().st_size else np.zeros(0, dtype=DTYPE)
             )
         return self._maps[k]
 
@@ -232,4 +223,6 @@ class ArrayWindows:
         return iter(self.rows)
 
     def window(self, i: int) -> np.ndarray:
-        return self.rows[i]
+        """The i-th window: a row of `rows`, seq_len + 1 ids."""
+        row: np.ndarray = self.rows[i]
+        return row
