@@ -84,7 +84,8 @@ def test_real_qwen2_vocab_encodes_python_with_no_unk(
     # documents that do not come back whole, and the ids that turned text into a special token.
     assert qwen.unk_id is None
     mismatched = sum(
-        qwen.decode(ids) != unicodedata.normalize("NFC", text) for text, ids in zip(python_texts, encoded)
+        qwen.decode(ids) != unicodedata.normalize("NFC", text)
+        for text, ids in zip(python_texts, encoded, strict=True)
     )
     special = sum(i >= 151_643 for ids in encoded for i in ids)  # Qwen2's added tokens start at 151,643
     record_measurement("roundtrip_mismatched_documents", mismatched)
@@ -130,8 +131,8 @@ def test_vocab_merges_pair_and_tokenizer_json_give_identical_ids(
     texts = python_texts + TRICKY
     mismatched = 0
     for other in (pair_from_config, pair_named):
-        for a, b in zip(qwen.encode_batch(texts), other.encode_batch(texts)):
-            mismatched += sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+        for a, b in zip(qwen.encode_batch(texts), other.encode_batch(texts), strict=True):
+            mismatched += sum(x != y for x, y in zip(a, b, strict=False)) + abs(len(a) - len(b))
     record_measurement("mismatched_ids", mismatched)
     assert mismatched == 0
     # A whitespace split would give different ids on ordinary code; prove the test can see that.
@@ -189,7 +190,8 @@ def _assert_matches_oracles(tok: Any, built: Path, texts: list[str]) -> None:
     # Ids quoted in the seeds (aprender PR #1598, real Qwen2 tokenizer.json) name these pieces.
     seed_ids = [750, 75698, 1445, 1648, 198, 220, 220, 220, 470, 308, 198]
     assert tok.decode(seed_ids) == "def fibonacci(n):\n    return n\n"
-    # ...and Hugging Face's own pipeline merges "):\n" and the indent, which aprender's whitespace split did not.
+    # ...and Hugging Face's own pipeline merges "):\n" and the indent, which aprender's whitespace
+    # split did not.
     assert (
         tok.encode("def fibonacci(n):\n    return n\n")
         == hf.encode("def fibonacci(n):\n    return n\n", add_special_tokens=False)
@@ -272,6 +274,6 @@ def test_current_builder_rebuilds_the_cache_and_matches_hf(
     cached_by = json.loads((qwen_dir / PROVENANCE).read_text(encoding="utf-8")).get("builder")
     for name in (*BUILT_FILES, "tokenizer_config.json"):
         assert (tmp_path / name).read_bytes() == (qwen_dir / name).read_bytes(), (
-            f"{qwen_dir / name} differs from what the current builder ({builder_version()}) writes; the cache "
-            f"was built by {cached_by}: run `shiptwo tokenize fetch-qwen2` to rebuild it"
+            f"{qwen_dir / name} differs from what the current builder ({builder_version()}) writes; "
+            f"the cache was built by {cached_by}: run `shiptwo tokenize fetch-qwen2` to rebuild it"
         )

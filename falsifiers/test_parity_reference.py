@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
-
 from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.qwen2.parity import compare, first_over, reference_stages
+
+transformers = pytest.importorskip("transformers")
 
 # Small configs that still exercise GQA, non-default theta, head_dim != hidden/heads, both heads.
 CONFIGS = {

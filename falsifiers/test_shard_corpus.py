@@ -1,4 +1,5 @@
-"""Falsifiers of pretokenize-bin-v1: shard format and EOS placement, unk refusal, entropy, determinism, resume.
+"""Falsifiers of pretokenize-bin-v1: shard format and EOS placement, unk refusal, entropy, determinism,
+resume.
 
 Each falsifier's controls (contracts/pretokenize-bin-v1.yaml) plant the defect its `if_fails`
 names into shiptwo.tokenize.corpus, through monkeypatch, and run the same prediction.
@@ -104,7 +105,7 @@ def test_shards_hold_documents_whole_with_eos_by_policy(
     files = sorted(out.glob("shard-*.bin"))
     assert [f.name for f in files] == [f"shard-{i:05d}.bin" for i in range(manifest["shard_count"])]
     k = 0
-    for shard, record in zip(files, manifest["shards"]):
+    for shard, record in zip(files, manifest["shards"], strict=True):
         data = shard.read_bytes()
         assert len(data) % 4 == 0
         ids = np.frombuffer(data, dtype="<u4")
@@ -274,7 +275,7 @@ def test_real_python_with_real_qwen2_has_no_unk_and_real_entropy(
     assert len(documents) == len(sources)
     mismatched = sum(
         tok.decode(doc[1:] if k else doc) != unicodedata.normalize("NFC", text)
-        for k, (doc, text) in enumerate(zip(documents, sources))
+        for k, (doc, text) in enumerate(zip(documents, sources, strict=True))
     )
     record_measurement("roundtrip_mismatched_documents", mismatched)
     record_measurement("entropy_bits", entropy)
@@ -296,7 +297,7 @@ def _plant_results_by_worker(monkeypatch: pytest.MonkeyPatch) -> None:
             mine = dealt[k :: self.workers]
             texts = [[d.text for d in b if isinstance(d, corpus_module._Doc)] for b in mine]
             results = [self.pool.apply_async(corpus_module._worker_encode, (t,)) for t in texts]
-            for batch, result in zip(mine, results):
+            for batch, result in zip(mine, results, strict=True):
                 yield batch, *result.get()
 
     monkeypatch.setattr(corpus_module._Encoder, "map", by_worker)

@@ -61,7 +61,7 @@ SEQ = 16
 
 
 def aborts_at_a_gate(expected: str, run: Any) -> None:
-    """`run()` must stop with a GateError matching `expected`; stopping any other way refutes the prediction."""
+    """`run()` must stop with a GateError matching `expected`; stopping otherwise refutes the prediction."""
     try:
         run()
     except GateError as exc:

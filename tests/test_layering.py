@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "shiptwo"
-SUBJECTS = ("shiptwo.tokenize", "shiptwo.apr", "shiptwo.ggml", "shiptwo.models", "shiptwo.qwen2")
+SUBJECTS = (
+    "shiptwo.tokenize",
+    "shiptwo.shards",
+    "shiptwo.apr",
+    "shiptwo.ggml",
+    "shiptwo.models",
+    "shiptwo.qwen2",
+)
 HEAVY = ("torch", "numpy", "tokenizers", "safetensors", "transformers", "gguf", "matplotlib", "tqdm")
 HARNESS = sorted(
     [
