@@ -25,6 +25,7 @@ import shiptwo.qwen2.model as model_mod
 from shiptwo.models.defects import DEFECTS
 from shiptwo.qwen2 import checkpoint
 from shiptwo.qwen2.checkpoint import from_pretrained, save_apr, save_hf
+from shiptwo.qwen2.defects import plant_loss_defect
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import TrainConfig, eval_batch, train
 from shiptwo.shards import ArrayWindows
@@ -54,7 +55,7 @@ def chunked_loss() -> Iterator[None]:
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plant the control's defect into the real loader or eval path (nothing on the real run)."""
-    if control is None:
+    if control is None or plant_loss_defect(control.id, monkeypatch):
         return
     real_load_state = checkpoint.load_state
     if control == "tied-head-random-on-load":
@@ -74,28 +75,6 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
             real_load_state(model, tensors, source=source)
 
         monkeypatch.setattr(checkpoint, "load_state", transposed)
-    elif control == "unshifted-eval-labels":
-        # The seeds' H1C: eval's targets are its inputs, never shifted by one.
-        real_loss = model_mod.Qwen2.loss
-        monkeypatch.setattr(model_mod.Qwen2, "loss", lambda self, idx, targets: real_loss(self, idx, idx))
-    elif control == "last-chunk-dropped":
-        real_ce = model_mod.chunked_cross_entropy
-
-        def last_chunk_dropped(
-            head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
-        ) -> torch.Tensor:
-            n = hidden.shape[0]
-            rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
-            if n <= rows:
-                return real_ce(head, hidden, targets, chunk_rows=rows)
-            total = hidden.new_zeros(())
-            for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
-                total = total + model_mod._ce_sum(
-                    head, hidden[start : start + rows], targets[start : start + rows]
-                )
-            return total / n
-
-        monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
     else:
         raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 

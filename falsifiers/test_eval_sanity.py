@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import shiptwo.qwen2.model as model_mod
 from shiptwo.qwen2.checkpoint import save_hf
+from shiptwo.qwen2.defects import plant_loss_defect
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 from shiptwo.qwen2.train import TrainConfig, Trainer, eval_batch
 
@@ -45,54 +46,7 @@ def chunked_loss(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def plant(control: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plant the control's defect into the real loss or eval path (nothing on the real run)."""
-    if control is None:
-        return
-    real_ce = model_mod.chunked_cross_entropy
-    if control == "loss-divided-twice":
-
-        def divided_twice(head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
-            return real_ce(head, hidden, targets, **kw) / hidden.shape[0]  # the mean, divided by N again
-
-        monkeypatch.setattr(model_mod, "chunked_cross_entropy", divided_twice)
-    elif control == "last-chunk-dropped":
-
-        def last_chunk_dropped(
-            head: Any, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
-        ) -> torch.Tensor:
-            n = hidden.shape[0]
-            rows = chunk_rows or max(1, model_mod.LOSS_CHUNK_ELEMENTS // head.out_features)
-            if n <= rows:
-                return real_ce(head, hidden, targets, chunk_rows=rows)
-            total = hidden.new_zeros(())
-            for start in range(0, n - rows, rows):  # the off-by-one: the loop stops before the last chunk
-                total = total + model_mod._ce_sum(
-                    head, hidden[start : start + rows], targets[start : start + rows]
-                )
-            return total / n
-
-        monkeypatch.setattr(model_mod, "chunked_cross_entropy", last_chunk_dropped)
-    elif control == "unshifted-eval-labels":
-        # The seeds' H1C: the held-out batch's targets are its inputs, never shifted by one.
-        real_loss = model_mod.Qwen2.loss
-        monkeypatch.setattr(model_mod.Qwen2, "loss", lambda self, idx, targets: real_loss(self, idx, idx))
-    elif control == "eval-reads-stale-training-logits":
-        # The seeds' H1A: one logits buffer shared by training and eval; a training step writes
-        # it, and eval, finding a buffer of the right size, reads it instead of its own logits.
-        buffer: dict[str, torch.Tensor] = {}
-
-        def shared_logits_buffer(
-            head: Any, hidden: torch.Tensor, targets: torch.Tensor, **kw: Any
-        ) -> torch.Tensor:
-            if torch.is_grad_enabled():  # a training step
-                buffer["logits"] = head(hidden).detach().float()
-                return real_ce(head, hidden, targets, **kw)
-            logits = buffer.get("logits")
-            if logits is None or logits.shape[0] != hidden.shape[0]:
-                logits = buffer["logits"] = head(hidden).float()
-            return F.cross_entropy(logits, targets.long())
-
-        monkeypatch.setattr(model_mod, "chunked_cross_entropy", shared_logits_buffer)
-    else:
+    if control is not None and not plant_loss_defect(control.id, monkeypatch):
         raise AssertionError(f"no plant for control {control.id!r}")  # pragma: no cover
 
 
