@@ -27,6 +27,7 @@ import torch
 import transformers
 
 from shiptwo.harness.gates import check_gate
+from shiptwo.models.evaltext import python_windows
 from shiptwo.models.fetch import model_root
 from shiptwo.models.registry import DEFAULT_QWEN2, MODELS
 from shiptwo.qwen2.checkpoint import from_pretrained
@@ -41,21 +42,6 @@ def best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = fn()
         times.append(time.perf_counter() - start)
     return min(times), out
-
-
-def python_batch(tokenizer_json: Path, batch: int, seq: int) -> torch.Tensor:
-    import sysconfig
-
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    rows = []
-    for name in ("textwrap.py", "shlex.py", "fnmatch.py", "getopt.py", "argparse.py", "dataclasses.py")[
-        :batch
-    ]:
-        rows.append(tok.encode((stdlib / name).read_text(encoding="utf-8")).ids[: seq + 1])
-    return torch.tensor(rows, dtype=torch.long)
 
 
 def peer_loss(model: Any, batch: torch.Tensor) -> float:
@@ -78,7 +64,7 @@ def main() -> None:
         raise SystemExit(f"needs the real model: {snapshot_gate.reason}; {gguf_gate.reason}")
     snapshot, gguf = snapshot_gate.artifacts[0].parent, gguf_gate.artifacts[0]
     apr_file = model_root(MODELS[DEFAULT_QWEN2]) / "model.apr"
-    batch = python_batch(snapshot / "tokenizer.json", args.batch, args.seq)
+    batch = python_windows(snapshot / "tokenizer.json", rows=args.batch, seq=args.seq)
     figures: dict[str, Any] = {"batch": args.batch, "seq": args.seq, "threads": torch.get_num_threads()}
 
     t_peer_load, peer = best(

@@ -7,18 +7,13 @@ shared model: it plants its defect into a copy (`shiptwo.models.defects.plant_in
 
 from __future__ import annotations
 
-import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shiptwo.harness.gates import check_gate
-
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-# CPython's own source: real Python that every machine with this interpreter holds byte for byte.
-EVAL_MODULES = ("textwrap.py", "shlex.py", "fnmatch.py", "getopt.py")
-EVAL_SEQ = 256
+from shiptwo.models.evaltext import python_windows
 
 
 def _gate_dir(gate: str) -> Path:
@@ -51,23 +46,6 @@ def qwen_model(qwen_dir: Path) -> Any:
     from shiptwo.qwen2.checkpoint import from_pretrained
 
     return from_pretrained(qwen_dir, device="cpu", dtype=torch.float32)
-
-
-def python_windows(
-    tokenizer_json: Path, *, seq: int = EVAL_SEQ, modules: tuple[str, ...] = EVAL_MODULES
-) -> Any:
-    """One window of seq + 1 ids from the start of each module: different files, real code."""
-    import torch
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    rows = []
-    for name in modules:
-        ids = tok.encode((STDLIB / name).read_text(encoding="utf-8")).ids
-        if len(ids) <= seq:
-            raise RuntimeError(f"{STDLIB / name}: only {len(ids)} tokens, need {seq + 1}")
-        rows.append(ids[: seq + 1])
-    return torch.tensor(rows, dtype=torch.long)
 
 
 @pytest.fixture(scope="session")

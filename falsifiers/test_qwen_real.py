@@ -9,7 +9,6 @@ refute the same way it would refute the bug in a user's loader.
 from __future__ import annotations
 
 import json
-import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,9 @@ import pytest
 import torch
 
 from shiptwo.models.defects import plant_into_model
+from shiptwo.models.evaltext import STDLIB
 from shiptwo.qwen2.model import ln_vocab
 from shiptwo.qwen2.train import eval_batch
-
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 
 def _subject(model: Any, control: Any) -> Any:
