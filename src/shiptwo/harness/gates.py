@@ -2,11 +2,15 @@
 
 A gate answers "is this host able to run the test?" with a reason either way, so a skip says
 exactly what was looked for. The gates themselves live in the rooms that own them and are found
-through entry points (see `_Registry`), so the harness imports no subject.
+through entry points (see `_Registry`), so the harness imports no subject. A project adds its own
+in three ways: an entry point in its packaging, `name = "module:function"` under
+[tool.shiptwo.gates], or `register_gate` / `@gate("name")` in a conftest.py.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -36,6 +40,7 @@ class _Registry(Mapping[str, Callable[[], GateResult]]):
 
     def __init__(self) -> None:
         self._points: dict[str, EntryPoint] | None = None
+        self.project: dict[str, Callable[[], GateResult]] = {}  # registered by the project itself
 
     def _load(self) -> dict[str, EntryPoint]:
         if self._points is None:
@@ -43,17 +48,72 @@ class _Registry(Mapping[str, Callable[[], GateResult]]):
         return self._points
 
     def __getitem__(self, name: str) -> Callable[[], GateResult]:
+        if name in self.project:
+            return self.project[name]
         check: Callable[[], GateResult] = self._load()[name].load()
         return check
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._load()))
+        return iter(sorted({*self._load(), *self.project}))
 
     def __len__(self) -> int:
-        return len(self._load())
+        return len({*self._load(), *self.project})
 
 
-GATES: Mapping[str, Callable[[], GateResult]] = _Registry()
+_REGISTRY = _Registry()
+GATES: Mapping[str, Callable[[], GateResult]] = _REGISTRY
+Probe = Callable[[], "GateResult | bool"]
+
+
+def register_gate(name: str, probe: Probe, *, closed: str = "") -> None:
+    """Make `name` a host gate of this project, answered by `probe`.
+
+    `probe` returns a GateResult, or a bool for the plain case; `closed` is the skip reason shown
+    when a bool probe says no ("set DATASET_DIR to the corpus"). Call it from a conftest.py; a
+    contract's `requires:` and `--shiptwo-require` then accept the name.
+    """
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"gate name {name!r}: use letters, digits, '-' and '_'")
+
+    def check() -> GateResult:
+        answer = probe()
+        if isinstance(answer, GateResult):
+            return answer
+        reason = f"{name}: open" if answer else (closed or f"{name}: the project's probe said no")
+        return GateResult(name, bool(answer), reason)
+
+    _REGISTRY.project[name] = check
+    _cache.pop(name, None)
+
+
+def gate(name: str, *, closed: str = "") -> Callable[[Probe], Probe]:
+    """Decorator form of `register_gate`: `@gate("dataset", closed="no corpus at $DATA")`."""
+
+    def decorate(probe: Probe) -> Probe:
+        register_gate(name, probe, closed=closed)
+        return probe
+
+    return decorate
+
+
+def register_project_gates(gates: Mapping[str, str], root: Path) -> None:
+    """Register the gates [tool.shiptwo.gates] names (`name = "module:function"`).
+
+    The module is imported from the project root, the way pytest imports a rootdir conftest.
+    """
+    for name, target in gates.items():
+        module_name, _, attr = target.partition(":")
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        try:
+            probe = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(
+                f"[tool.shiptwo.gates] {name} = {target!r}: cannot load it ({exc}); "
+                "name an importable module and a function in it"
+            ) from None
+        register_gate(name, probe)
+
 
 _cache: dict[str, GateResult] = {}
 

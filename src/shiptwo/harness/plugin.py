@@ -47,11 +47,14 @@ __all__ = ["HELP", "REQUIRE_ENV", "MeasurementError"]
 
 # One help text per setting, shared by the command-line option and the ini key.
 HELP = {
-    "contracts": "directory of shiptwo contracts, relative to the rootdir (default: contracts)",
-    "evidence": "directory for run records, relative to the rootdir (default: evidence/runs)",
+    "contracts": "directory of shiptwo contracts, relative to the rootdir "
+    "(default: [tool.shiptwo] contracts, else contracts)",
+    "evidence": "directory for run records, relative to the rootdir "
+    "(default: [tool.shiptwo] evidence, else evidence/runs)",
     "require": "comma-separated host gates this machine claims to have; a closed one errors instead "
     f"of skipping (also ${REQUIRE_ENV})",
     "record": "write a run record for sessions that ran falsifier tests (default: true)",
+    "record_host": "put the hostname, user and absolute paths in run records (default: false)",
 }
 
 
@@ -63,24 +66,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--shiptwo-no-record", action="store_true", help="do not write a run record for this session"
     )
-    parser.addini("shiptwo_contracts", HELP["contracts"], default="contracts")
-    parser.addini("shiptwo_evidence", HELP["evidence"], default="evidence/runs")
-    parser.addini("shiptwo_require", HELP["require"], default="")
-    parser.addini("shiptwo_record", HELP["record"], type="bool", default=True)
+    # No ini defaults: an unset ini key falls through to [tool.shiptwo], then to its default.
+    parser.addini("shiptwo_contracts", HELP["contracts"], default=None)
+    parser.addini("shiptwo_evidence", HELP["evidence"], default=None)
+    parser.addini("shiptwo_require", HELP["require"], default=None)
+    parser.addini("shiptwo_record", HELP["record"], type="bool", default=None)
+    parser.addini("shiptwo_record_host", HELP["record_host"], type="bool", default=None)
 
 
-def _setting(config: pytest.Config, name: str) -> Any:
-    value = config.getoption(f"--shiptwo-{name}")
-    return value if value is not None else config.getini(f"shiptwo_{name}")
+def _setting(config: pytest.Config, name: str, fallback: Any) -> Any:
+    """A flag, else the pytest ini key, else `fallback` (from [tool.shiptwo])."""
+    option = f"--shiptwo-{name.replace('_', '-')}"
+    value = config.getoption(option) if name in ("contracts", "evidence", "require") else None
+    if value is None:
+        value = config.getini(f"shiptwo_{name}")
+    return fallback if value is None else value
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "falsifier(id): bind this test to a contract falsifier (FALSIFY-<AREA>-<NNN>)"
     )
+    from shiptwo.errors import UsageError
+    from shiptwo.harness.config import load_config
+
     root = Path(config.rootpath)
-    require_text = ",".join(filter(None, [_setting(config, "require"), os.environ.get(REQUIRE_ENV, "")]))
+    try:
+        project = load_config(root)
+    except UsageError as exc:
+        raise pytest.UsageError(f"shiptwo: {exc}") from None
+    require_text = ",".join(
+        filter(
+            None,
+            [_setting(config, "require", ",".join(sorted(project.require))), os.environ.get(REQUIRE_ENV, "")],
+        )
+    )
     require = frozenset(g.strip() for g in require_text.split(",") if g.strip())
+    if project.gates:
+        from shiptwo.harness.gates import register_project_gates
+
+        try:
+            register_project_gates(project.gates, root)
+        except ValueError as exc:
+            raise pytest.UsageError(f"shiptwo: {project.source}: {exc}") from None
     if require:  # the gate registry reads every installed package's entry points: only when asked
         from shiptwo.harness.gates import GATES
 
@@ -88,14 +116,18 @@ def pytest_configure(config: pytest.Config) -> None:
         if unknown:
             raise pytest.UsageError(
                 f"shiptwo: required host gate(s) {', '.join(unknown)} unknown "
-                f"(from --shiptwo-require/${REQUIRE_ENV}); known gates: {', '.join(sorted(GATES))}"
+                f"(from --shiptwo-require/${REQUIRE_ENV}/[tool.shiptwo] require); "
+                f"known gates: {', '.join(sorted(GATES))}"
             )
+    no_record = config.getoption("--shiptwo-no-record")
     state = State(
         root=root,
-        contracts_dir=root / _setting(config, "contracts"),
-        evidence_dir=root / _setting(config, "evidence"),
+        contracts_dir=root / _setting(config, "contracts", project.contracts),
+        evidence_dir=root / _setting(config, "evidence", project.evidence),
         require=require,
-        record=bool(config.getini("shiptwo_record")) and not config.getoption("--shiptwo-no-record"),
+        record=bool(_setting(config, "record", project.record)) and not no_record,
+        record_host=bool(_setting(config, "record_host", project.record_host)),
+        configured=project.configured,
     )
     _load_contracts(state)
     config.stash[STATE] = state
@@ -107,8 +139,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _load_contracts(state: State) -> None:
+    """Validate the contracts, in a project that asked for shiptwo or holds shiptwo contracts.
+
+    A `contracts/` directory of someone else's YAML is not ours to parse or to report on: without
+    [tool.shiptwo] the directory is read only when a file in it names the contract schema.
+    """
     if not state.contracts_dir.is_dir():
         return
+    if not state.configured and not _holds_contracts(state.contracts_dir):
+        return
+    state.configured = True
     from shiptwo.harness.contract.validate import validate_paths
 
     result = validate_paths([state.contracts_dir], root=state.root, test_dirs=[])
@@ -121,8 +161,22 @@ def _load_contracts(state: State) -> None:
     state.contracts = result.contracts
 
 
+def _holds_contracts(directory: Path) -> bool:
+    """Whether any YAML file under `directory` mentions the shiptwo contract schema (a byte scan)."""
+    for path in directory.rglob("*.y*ml"):
+        try:
+            with path.open("rb") as fh:
+                if b"shiptwo.contract/" in fh.read(1 << 16):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[STATE]
+    if not state.configured:  # a project that has not asked for shiptwo hears nothing from it
+        return []
     contracts = display_path(state.contracts_dir, state.root)
     evidence = display_path(state.evidence_dir, state.root)
     lines = [

@@ -28,6 +28,8 @@ class State:
     evidence_dir: Path
     require: frozenset[str]
     record: bool
+    record_host: bool = False  # hostname, user and absolute paths in the run record (opt in)
+    configured: bool = False  # the project has [tool.shiptwo] or shiptwo contracts: report and check
     falsifiers: dict[str, Falsifier] = field(default_factory=dict)
     contract_problems: list[str] = field(default_factory=list)
     started: str = ""  # set when the session starts

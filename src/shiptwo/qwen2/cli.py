@@ -177,6 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     keep_freed_memory()
     ctx = distributed.init(args.device)
+    completed = False
     try:
         torch.manual_seed(args.seed)
         model = from_pretrained(args.init, device=ctx.device, dtype=torch.float32)
@@ -252,10 +253,11 @@ def run_train(args: argparse.Namespace) -> int:
             ctx=ctx,
             progress=not args.no_progress,
         )
+        completed = True
     finally:
-        distributed.shutdown(ctx)
+        distributed.shutdown(ctx, completed=completed)
     if not ctx.is_main:
-        return 0
+        distributed.exit_process(0)
     final = result.val_losses[-1] if result.val_losses else result.step0_val_loss
     summary = {
         "step0_val_loss": result.step0_val_loss,
@@ -274,6 +276,8 @@ def run_train(args: argparse.Namespace) -> int:
             f"val_loss {result.step0_val_loss:.4f} -> {final:.4f} nats after {result.steps} steps "
             f"(ln(vocab) = {summary['ln_vocab']:.4f}); run dir {run_dir}, checkpoints in {output}"
         )
+    if ctx.active:
+        distributed.exit_process(0)
     return 0
 
 

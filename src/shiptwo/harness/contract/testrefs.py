@@ -14,8 +14,6 @@ from pathlib import Path
 
 from shiptwo.fileio import display_path
 
-ROOT_MARKERS = ("pyproject.toml", "setup.cfg", "tox.ini", "pytest.ini", ".git")
-
 
 def unparametrized(nodeid: str) -> str:
     """The node id of the test function itself: `f.py::test_x[bf16-real]` -> `f.py::test_x`.
@@ -24,15 +22,6 @@ def unparametrized(nodeid: str) -> str:
     parameters (controls included) pytest runs it with.
     """
     return nodeid.split("[", 1)[0]
-
-
-def find_project_root(start: Path) -> Path:
-    """The nearest ancestor of `start` that looks like a project root (pyproject.toml, .git, ...)."""
-    start = start.resolve()
-    for candidate in (start, *start.parents):
-        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
-            return candidate
-    return start.parent if start.is_file() else start
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any
 
 from shiptwo.errors import UsageError
 from shiptwo.fileio import display_path
+from shiptwo.harness.config import find_root
 from shiptwo.harness.contract.checks import as_list, document_findings
 from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.model import Contract
-from shiptwo.harness.contract.testrefs import TestFile, TestFiles, TestRef, find_project_root, scan_tree
+from shiptwo.harness.contract.testrefs import TestFile, TestFiles, TestRef, scan_tree
 from shiptwo.harness.contract.yamlsafe import ParsedYaml, parse_yaml
 
 SCHEMA_ID = "shiptwo.contract/v1"
@@ -74,7 +75,7 @@ def validate_paths(
     `test_dirs` are scanned for falsifier markers (default: `<root>/falsifiers`).
     """
     files = collect_files(paths)
-    root = (root or find_project_root(paths[0] if paths else Path.cwd())).resolve()
+    root = (root or find_root(paths[0] if paths else Path.cwd())).resolve()
     result = ValidationResult(root=root, files=files)
     scanned = [
         tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)
