@@ -83,8 +83,17 @@ def check_bindings(state: State, items: list[pytest.Item]) -> None:
         for node in sorted(marked.get(fid, set()) - listed):
             problems.append(f"{node}: marked falsifier({fid!r}) but not listed in its contract's tests:")
     if problems:
+        # A contract that failed validation declares nothing, so its falsifiers look undeclared:
+        # say so first, or the real error (a misspelt key) hides behind "declared by no contract".
+        cause = ""
+        if state.contract_problems:
+            cause = (
+                "shiptwo: contract errors (their falsifiers are not loaded):\n  "
+                + "\n  ".join(state.contract_problems)
+                + "\n"
+            )
         raise pytest.UsageError(
-            "shiptwo: falsifier markers and contracts disagree:\n  " + "\n  ".join(problems)
+            cause + "shiptwo: falsifier markers and contracts disagree:\n  " + "\n  ".join(problems)
         )
 
 

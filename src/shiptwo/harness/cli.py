@@ -29,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     _common(validate)
     validate.add_argument(
-        "--format", choices=("text", "json", "github"), default="text", help="output format"
+        "--format",
+        choices=("text", "json", "github", "sarif", "markdown"),
+        default="text",
+        help="output format (sarif: SARIF 2.1.0 for code scanning; markdown: a GitHub job summary)",
     )
     validate.add_argument(
         "--strict",
@@ -51,6 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.set_defaults(func=_status)
 
+    report = pv_sub.add_parser(
+        "report",
+        help="write a static HTML page of contracts, statuses, controls and measurement history",
+        description="Write DIR/index.html: every contract and falsifier with its status and controls, "
+        "and each measurement's history across the run records against its pass and plausible bands. "
+        "Exit 0 when written, whatever the statuses (`pv validate` is the gate); 2: usage error.",
+    )
+    _common(report)
+    report.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="directory to write index.html into"
+    )
+    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.set_defaults(func=_report)
+
     rules = pv_sub.add_parser("rules", help="print the catalog of validation rules")
     rules.add_argument("--format", choices=("text", "json"), default="text")
     rules.set_defaults(func=_rules)
@@ -62,10 +79,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         nargs="*",
         type=Path,
         metavar="PATH",
-        help="contract files or directories (default: contracts/)",
+        help="contract files or directories (default: [tool.shiptwo] contracts, else contracts/)",
     )
     p.add_argument(
-        "--evidence", type=Path, metavar="DIR", help="run records directory (default: <root>/evidence/runs)"
+        "--evidence",
+        type=Path,
+        metavar="DIR",
+        help="run records directory (default: [tool.shiptwo] evidence, else <root>/evidence/runs)",
     )
     p.add_argument(
         "--root",
@@ -78,7 +98,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         metavar="DIR",
-        help="directory scanned for falsifier markers (repeatable; default: <root>/falsifiers)",
+        help="directory scanned for falsifier markers (repeatable; default: [tool.shiptwo] tests, "
+        "else pytest's testpaths, else <root>/falsifiers)",
     )
 
 
@@ -88,19 +109,34 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> Evaluation:
+    """Validate the contracts and compute statuses, with paths from the flags or [tool.shiptwo]."""
     from shiptwo.errors import UsageError
+    from shiptwo.harness.config import find_root, load_config
     from shiptwo.harness.contract.validate import validate_paths
     from shiptwo.harness.evaluate import evaluate
 
-    paths = args.paths or [Path("contracts")]
-    if not args.paths and not Path("contracts").is_dir():
-        raise UsageError("no PATH given and ./contracts does not exist; pass the contracts directory")
-    result = validate_paths(paths, root=args.root, test_dirs=args.tests_dir)
+    root = (args.root or find_root(args.paths[0] if args.paths else Path.cwd())).resolve()
+    project = load_config(root)
+    if project.gates:
+        from shiptwo.harness.gates import register_project_gates
+
+        try:
+            register_project_gates(project.gates, root)
+        except ValueError as exc:
+            raise UsageError(f"{project.source}: {exc}") from None
+    paths = args.paths or [project.contracts]
+    if not args.paths and not project.contracts.is_dir():
+        where = f"[tool.shiptwo] contracts in {project.source}" if project.source else "the default"
+        raise UsageError(
+            f"no PATH given and {project.contracts} ({where}) does not exist; pass the contracts directory"
+        )
+    test_dirs = args.tests_dir if args.tests_dir is not None else list(project.tests)
+    result = validate_paths(paths, root=root, test_dirs=test_dirs)
     if not result.contracts and not result.findings:
         raise UsageError(f"nothing to check: no shiptwo.contract/v1 YAML under {', '.join(map(str, paths))}")
     if args.evidence is not None and not args.evidence.is_dir():
         raise UsageError(f"--evidence {args.evidence}: not a directory of run records")
-    evidence = args.evidence or result.root / "evidence" / "runs"
+    evidence = args.evidence or project.evidence
     return evaluate(result, evidence)
 
 
@@ -131,6 +167,14 @@ def _validate(args: argparse.Namespace) -> int:
         print(report.render_json(ev))
     elif args.format == "github":
         print(report.render_github(ev))
+    elif args.format == "sarif":
+        from shiptwo.harness.sarif import render_sarif
+
+        print(render_sarif(ev))
+    elif args.format == "markdown":
+        from shiptwo.harness.markdown import render_markdown
+
+        print(render_markdown(ev))
     else:
         print(report.render_text(ev, verbose=not args.quiet))
     falsified = any(
@@ -225,6 +269,19 @@ def _status(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     print(report.summary_line(ev))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.fileio import check_output_dir
+    from shiptwo.harness.htmlreport import write_report
+
+    out = check_output_dir("-o", args.output)
+    ev = _evaluate(args)
+    written = write_report(out, ev)
+    print(json.dumps(written, indent=2) if args.format == "json" else written["report"])
     return 0
 
 

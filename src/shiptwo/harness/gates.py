@@ -9,9 +9,10 @@ in three ways: an entry point in its packaging, `name = "module:function"` under
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -94,6 +95,30 @@ def gate(name: str, *, closed: str = "") -> Callable[[Probe], Probe]:
         return probe
 
     return decorate
+
+
+def conftest_gate_names(root: Path, test_dirs: Iterable[Path]) -> frozenset[str]:
+    """The gate names the project's conftest.py files register, found by reading their source.
+
+    Matches `register_gate("name", ...)` and `@gate("name", ...)` (any prefix: `gates.gate`), so
+    `shiptwo pv validate` knows a project's gates without importing its test code.
+    """
+    files = [root / "conftest.py"] + [c for d in test_dirs if d.is_dir() for c in d.rglob("conftest.py")]
+    names: set[str] = set()
+    for path in files:
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue  # pytest reports a broken conftest itself
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            name = getattr(node.args[0], "value", None)
+            if called in ("register_gate", "gate") and isinstance(name, str):
+                names.add(name)
+    return frozenset(names)
 
 
 def register_project_gates(gates: Mapping[str, str], root: Path) -> None:

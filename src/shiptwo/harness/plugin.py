@@ -188,6 +188,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Contract errors in every verbosity: `-q` hides the header that also lists them."""
+    state = config.stash.get(STATE, None)
+    if state is not None and state.contract_problems:
+        terminalreporter.section("shiptwo contract errors", red=True, bold=True)
+        for problem in state.contract_problems:
+            terminalreporter.line(problem, red=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A broken contract fails the session that would otherwise pass: its falsifiers went unchecked."""
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.contract_problems and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.hookimpl(trylast=True)  # last, so `real` / `control=<id>` ends the id: test_x[bf16-control=...]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     state = metafunc.config.stash[STATE]

@@ -28,10 +28,18 @@ SEMVER = re.compile(
 FALSIFIER_ID = re.compile(r"^FALSIFY-[A-Z0-9]+(?:-[A-Z0-9]+)*-\d{3}$")
 
 
-def known_gates() -> frozenset[str]:
+def known_gates(root: Path | None = None) -> frozenset[str]:
+    """The installed gates, plus the project's own when `root` is given ([tool.shiptwo.gates] and
+    the names its conftest.py files register, read statically: validation runs no project code)."""
     from shiptwo.harness.gates import GATES
 
-    return frozenset(GATES)
+    if root is None:
+        return frozenset(GATES)
+    from shiptwo.harness.config import load_config
+    from shiptwo.harness.gates import conftest_gate_names
+
+    project = load_config(root)
+    return frozenset(GATES) | frozenset(project.gates) | conftest_gate_names(root, project.tests)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -97,7 +105,7 @@ def document_findings(
             f"changelog has no entry for version {version}; add one",
         )
 
-    gates = known_gates()
+    gates = known_gates(test_files.root)
     for i, gate in enumerate(as_list(data.get("requires"))):
         if isinstance(gate, str) and gate not in gates:
             yield _unknown_gate(rel, at("requires", i), "requires", gate, gates)

@@ -201,8 +201,10 @@ def _falsifier_ids(data: Any) -> set[str]:
 
 
 def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
-    """Falsifier ids declared by the project's contracts (`<root>/contracts`) not being validated."""
-    contracts_dir = root / "contracts"
+    """Falsifier ids declared by the project's contracts directory not being validated."""
+    from shiptwo.harness.config import load_config
+
+    contracts_dir = load_config(root).contracts
     if not contracts_dir.is_dir():
         return set()
     seen = {p.resolve() for p in validated}
