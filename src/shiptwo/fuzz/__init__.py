@@ -1,0 +1,1 @@
+"""Seeded generators of damaged inputs, one module per family of formats, for the fuzz suites."""
