@@ -10,7 +10,7 @@ from shiptwo.harness.contract.findings import Finding, finding
 from shiptwo.harness.contract.model import Contract, Falsifier
 from shiptwo.harness.contract.validate import ValidationResult
 from shiptwo.harness.covers import covered_files
-from shiptwo.harness.evidence import RecordFromTheFuture, TestResult, read_run_records
+from shiptwo.harness.evidence import RecordFromTheFuture, RunRecord, TestResult, read_run_records
 from shiptwo.harness.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
 
 
@@ -33,6 +33,8 @@ class Evaluation:
     contracts: list[ContractReport] = field(default_factory=list)
     evidence_findings: list[Finding] = field(default_factory=list)
     runs: int = 0
+    # The readable run records, oldest first: the report plots each measurement's history from them.
+    records: list[RunRecord] = field(default_factory=list, repr=False)
 
     @property
     def findings(self) -> list[Finding]:
@@ -47,7 +49,7 @@ def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime 
     files as they are on disk now.
     """
     records, errors = read_run_records(evidence_dir, now=now)
-    out = Evaluation(validation, runs=len(records))
+    out = Evaluation(validation, runs=len(records), records=records)
     for exc in errors:
         rule = "evidence-from-the-future" if isinstance(exc, RecordFromTheFuture) else "evidence-unreadable"
         out.evidence_findings.append(finding(rule, str(exc).split(":", 1)[0], 1, 1, str(exc)))
