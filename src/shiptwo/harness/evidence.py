@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 from shiptwo.errors import EvidenceError
 from shiptwo.fileio import atomic_write_bytes
 from shiptwo.harness.covers import UNREADABLE, covers_digest
+from shiptwo.harness.host import Redaction
 
 RUN_SCHEMA = "shiptwo.run/v1"
 # 2: control runs, covered-file digests, a sequence number, the crashed and interrupted outcomes.
@@ -209,6 +210,46 @@ def run_record(
     }
 
 
+def redact_record(record: dict[str, Any], redaction: Redaction) -> dict[str, Any]:
+    """A copy of `record` that names no host, user or absolute path, marked `redacted: true`.
+
+    Only the free texts and paths a host writes into a record are rewritten: host facts, gate
+    reasons, artifact paths, and each test's skip reason, failure and control details. Node
+    ids and covered files are relative to the project already, and statuses match on them.
+    """
+    out = dict(record)
+    host = {k: v for k, v in (record.get("host") or {}).items() if k != "hostname"}
+    out["host"] = {k: redaction.text(v) if isinstance(v, str) else v for k, v in host.items()}
+    out["gates"] = {
+        name: {k: redaction.text(v) if k == "reason" and isinstance(v, str) else v for k, v in gate.items()}
+        for name, gate in (record.get("gates") or {}).items()
+    }
+    out["artifacts"] = {
+        redaction.text(path): digest for path, digest in (record.get("artifacts") or {}).items()
+    }
+    tests = []
+    for entry in record.get("tests", []):
+        entry = dict(entry)
+        for key in ("skip_reason", "failure"):
+            if isinstance(entry.get(key), str):
+                entry[key] = redaction.text(entry[key])
+        if "controls" in entry:
+            entry["controls"] = {
+                fid: {
+                    cid: {
+                        k: redaction.text(v) if k == "detail" and isinstance(v, str) else v
+                        for k, v in run.items()
+                    }
+                    for cid, run in runs.items()
+                }
+                for fid, runs in entry["controls"].items()
+            }
+        tests.append(entry)
+    out["tests"] = tests
+    out["redacted"] = True
+    return out
+
+
 def write_run_record(directory: Path, record: dict[str, Any]) -> Path:
     """Write one run record atomically as `<run_id>.json` under `directory`."""
     path = directory / f"{record['run_id']}.json"
@@ -311,6 +352,8 @@ def _check_shape(path: Path, data: dict[str, Any]) -> None:
         raise bad("started_at", "a UTC time string (ISO 8601 with Z or +00:00)", data["started_at"])
     if "sequence" in data and not (_is_int(data["sequence"]) and 0 <= data["sequence"] < _MAX_SEQUENCE):
         raise bad("sequence", "a non-negative integer", data["sequence"])
+    if "redacted" in data and not isinstance(data["redacted"], bool):
+        raise bad("redacted", "true or false", data["redacted"])
     if "exit_status" in data and not _is_int(data["exit_status"]):
         raise bad("exit_status", "an integer", data["exit_status"])
     for key in ("git", "host", "gates", "artifacts", "covers"):
@@ -406,6 +449,40 @@ def read_run_records(
             )
             continue
         records.append(record)
+    records.sort(key=lambda r: (r.finished, r.sequence, r.run_id))
+    return records, errors
+
+
+def read_evidence(
+    directories: Iterable[Path], *, now: datetime | None = None
+) -> tuple[list[RunRecord], list[EvidenceError]]:
+    """Every run record under all of `directories`, oldest first, as one body of evidence.
+
+    How CI joins a record from a GPU host (a downloaded artifact directory) to the committed
+    ones. The same record found in two directories (a record committed and also downloaded)
+    counts once; two different records under one run id are an error, and neither decides.
+    """
+    records: list[RunRecord] = []
+    errors: list[EvidenceError] = []
+    by_id: dict[str, RunRecord] = {}
+    conflicting: set[str] = set()
+    for directory in dict.fromkeys(directories):  # a directory given twice is read once
+        found, failed = read_run_records(directory, now=now)
+        errors += failed
+        for record in found:
+            seen = by_id.setdefault(record.run_id, record)
+            if seen is record:
+                continue
+            if seen.data != record.data and record.run_id not in conflicting:
+                conflicting.add(record.run_id)
+                errors.append(
+                    EvidenceError(
+                        f"{record.path}: run_id {record.run_id!r} is also the run id of {seen.path}, which "
+                        "holds a different record; neither decides anything: delete the one that is not "
+                        "the run's own"
+                    )
+                )
+    records = [r for r in by_id.values() if r.run_id not in conflicting]
     records.sort(key=lambda r: (r.finished, r.sequence, r.run_id))
     return records, errors
 

@@ -22,12 +22,13 @@ from shiptwo.harness.evidence import (
     CONTROL_RUN_PREFIX,
     new_run_id,
     next_sequence,
+    redact_record,
     run_record,
     utc_now,
     write_run_record,
 )
 from shiptwo.harness.gates import check_gate
-from shiptwo.harness.host import git_state, host_facts
+from shiptwo.harness.host import Redaction, git_state, host_facts
 from shiptwo.harness.session import PROP, State, prop
 from shiptwo.harness.summary import write_summary
 
@@ -82,7 +83,11 @@ class Recorder:
 
 
 def build_record(state: State, exitstatus: int) -> dict[str, Any]:
-    """The run record of this session: its test entries and the facts of the host they ran on."""
+    """The run record of this session: its test entries and the facts of the host they ran on.
+
+    Without `record_host` the record names no host, user or absolute path (`redact_record`):
+    records are committed and shared, and a status needs none of them.
+    """
     tests = []
     for entry in state.results.values():
         entry = dict(entry)
@@ -95,19 +100,20 @@ def build_record(state: State, exitstatus: int) -> dict[str, Any]:
     for name in _required_gates(state):
         result = check_gate(name)
         gates[name] = {"ok": result.ok, "reason": result.reason}
-    return run_record(
+    record = run_record(
         run_id=state.run_id,
         sequence=next_sequence(state.evidence_dir),
         started_at=state.started,
         finished_at=utc_now(),
         exit_status=exitstatus,
         git=state.git if state.git is not None else git_state(state.root),
-        host=host_facts(),
+        host=host_facts(identify=state.record_host),
         gates=gates,
         artifacts=_fingerprints(state),
         covers={fid: files for fid, files in state.covers.items() if fid in ran},
         tests=tests,
     )
+    return record if state.record_host else redact_record(record, Redaction.of(state.root))
 
 
 def _required_gates(state: State) -> list[str]:

@@ -59,7 +59,7 @@ def test_run_record_holds_what_the_spec_asks(
     for key in ("run_id", "started_at", "finished_at", "git", "host", "gates", "artifacts", "tests"):
         assert key in record
     assert record["started_at"] <= record["finished_at"]
-    assert {"python", "hostname"} <= set(record["host"])
+    assert {"python", "platform"} <= set(record["host"])
     tests = {t["nodeid"].split("::")[1]: t for t in record["tests"]}
     assert "test_plain" not in tests, "tests without a falsifier marker are not evidence"
     assert tests["test_pass"]["measurements"] == {"loss": [2.0]}
@@ -120,7 +120,8 @@ def test_a_skip_never_demotes_a_decisive_result(
     gates.clear_cache()
     demo.runpytest("-k", "gated")  # the "GPU machine": the gate is open and the test passes
     (record,) = records(demo.path)
-    assert str(snapshot / "model.safetensors") in record["artifacts"], (
+    # Fingerprinted under a name without the user (the record is redacted by default).
+    assert any(path.endswith("/qwen/model.safetensors") for path in record["artifacts"]), (
         "artifacts the gate used are fingerprinted"
     )
     monkeypatch.delenv("SHIPTWO_QWEN_DIR")
