@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 1
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 6px 0; }
 figcaption { font-size: 12px; }
+.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
 ul.findings li { margin: 2px 0; }
 """
 
@@ -127,8 +129,15 @@ def write_report(directory: Path, ev: Evaluation) -> dict[str, Any]:
     }
 
 
+# Control characters are not allowed in HTML text; they are shown as escapes, so a reader sees
+# that the record held one. Tab and newline are left to the layout.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """`text` HTML-escaped for an element or a quoted attribute."""
+    visible = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return html.escape(visible, quote=True)
 
 
 def _badge(word: str, colours: dict[str, str] = STATUS_COLOURS) -> str:
@@ -315,12 +324,12 @@ def chart(spec: Measurement, points: list[Point]) -> str:
             f'fill="{PLAUSIBLE_BAND}" fill-opacity="0.12" stroke="{PLAUSIBLE_BAND}" stroke-dasharray="5 3">'
             f"<title>plausible {_e(spec.plausible)}</title></rect>"
         )
-    ticks = sorted({lo, hi, *(v for v in _edges(spec) if lo <= v <= hi)})
-    last = None
+    # The band edges are labelled first; the view's own ends only where they do not crowd them.
+    ticks: list[float] = []
+    for v in [*sorted(set(_edges(spec))), lo, hi]:
+        if all(abs(y(v) - y(t)) >= 12 for t in ticks):  # a label on top of another helps nobody
+            ticks.append(v)
     for v in ticks:
-        if last is not None and abs(y(v) - last) < 12:
-            continue  # a label on top of another helps nobody
-        last = y(v)
         svg.append(
             f'<text x="{_LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11" fill="#59636e">'
             f"{v:.4g}</text>"
@@ -372,13 +381,16 @@ def chart(spec: Measurement, points: list[Point]) -> str:
             'fill="#59636e">no recorded values</text>'
         )
     svg.append("</svg>")
-    bands = [
-        f"pass {spec.passing}" if spec.passing else "",
-        f"plausible {spec.plausible}" if spec.plausible else "",
-    ]
+    swatch = '<span class="swatch" style="background:{}{}"></span>'
+    bands = []
+    if spec.passing is not None:
+        bands.append(swatch.format(PASS_BAND, "") + f"pass {_e(spec.passing)}")
+    if spec.plausible is not None:
+        edge = f";border:1px dashed {PLAUSIBLE_BAND};opacity:0.6"
+        bands.append(swatch.format(PLAUSIBLE_BAND + "33", edge) + f"plausible {_e(spec.plausible)}")
     unfinite = len(points) - len(finite)
     caption = (
-        f"<b>{_e(spec.name)}</b> ({_e(spec.unit)}) · {_e(' · '.join(b for b in bands if b))} · "
+        f"<b>{_e(spec.name)}</b> ({_e(spec.unit)}) · {' · '.join(bands)} · "
         f"{_plural(len(points), 'value')} from {_plural(len(runs), 'run')}"
         + (f" · {unfinite} not finite" if unfinite else "")
     )

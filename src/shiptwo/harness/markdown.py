@@ -31,8 +31,9 @@ _MARK = {
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: any of them can end a
 # table row or hide text.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Characters with a meaning in GFM inline text (and `<`/`&` because GitHub renders raw HTML).
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!])")
+# Characters with a meaning in GFM inline text; `<`, `>` and `&` become entities instead, because
+# GitHub renders raw HTML.
+_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
 
 
 def escape(text: object) -> str:
@@ -42,8 +43,8 @@ def escape(text: object) -> str:
     column separator.
     """
     one_line = _CONTROL.sub(" ", str(text))
-    escaped = _SPECIAL.sub(r"\\\1", one_line)
-    return escaped.replace("&", "&amp;")
+    inert = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _SPECIAL.sub(r"\\\1", inert)
 
 
 def render_markdown(ev: Evaluation) -> str:
