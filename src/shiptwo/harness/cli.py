@@ -54,6 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.set_defaults(func=_status)
 
+    prune = pv_sub.add_parser(
+        "prune",
+        help="delete run records that decide no current status",
+        description="Delete every run record that no current status relies on; `pv validate` computes "
+        "the same statuses afterwards. Exit 0: pruned (or nothing to prune); 2: usage error, or error "
+        "findings in the contracts or run records (nothing is deleted then).",
+    )
+    _common(prune)
+    prune.add_argument(
+        "--keep", type=int, default=0, metavar="N", help="also keep the N newest records (default: 0)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would be removed; delete nothing")
+    prune.add_argument("--format", choices=("text", "json"), default="text")
+    prune.set_defaults(func=_prune)
+
     report = pv_sub.add_parser(
         "report",
         help="write a static HTML page of contracts, statuses, controls and measurement history",
@@ -84,8 +99,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--evidence",
         type=Path,
+        action="append",
         metavar="DIR",
-        help="run records directory (default: [tool.shiptwo] evidence, else <root>/evidence/runs)",
+        help="run records directory (repeatable: several are one body of evidence, e.g. the committed "
+        "records and a GPU host's downloaded ones; default: [tool.shiptwo] evidence, else "
+        "<root>/evidence/runs)",
     )
     p.add_argument(
         "--root",
@@ -134,10 +152,10 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
     result = validate_paths(paths, root=root, test_dirs=test_dirs)
     if not result.contracts and not result.findings:
         raise UsageError(f"nothing to check: no shiptwo.contract/v1 YAML under {', '.join(map(str, paths))}")
-    if args.evidence is not None and not args.evidence.is_dir():
-        raise UsageError(f"--evidence {args.evidence}: not a directory of run records")
-    evidence = args.evidence or project.evidence
-    return evaluate(result, evidence)
+    for directory in args.evidence or ():
+        if not directory.is_dir():
+            raise UsageError(f"--evidence {directory}: not a directory of run records")
+    return evaluate(result, args.evidence or [project.evidence])
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -194,17 +212,56 @@ def _as_error(f: Finding) -> Finding:
 
 
 def _check_findings(ev: Evaluation) -> list[Finding]:
-    """PV602 for every status written in the YAML that the evidence does not support."""
+    """PV602 for every status written in the YAML that the evidence does not support.
+
+    A written status whose run record is absent and that no record here mentions cannot be
+    judged (a clone without the records): PV604, a warning, and the contract's status is
+    checked as if that falsifier's written status stood.
+    """
     from shiptwo.fileio import display_path
     from shiptwo.harness.contract.findings import finding
     from shiptwo.harness.contract.yamlsafe import parse_yaml
+    from shiptwo.harness.evaluate import absent_run
+    from shiptwo.harness.status import Status, contract_status
 
     out: list[Finding] = []
     fix = "run `shiptwo pv validate --write`"
     for c in ev.contracts:
         rel = display_path(c.contract.path, ev.validation.root)
         parsed = parse_yaml(c.contract.path.read_bytes())
-        if c.contract.status != c.status.value:
+        standing = []  # each falsifier's status as the check judges it
+        for i, f in enumerate(c.falsifiers):
+            standing.append(f.verdict.status)
+            if f.falsifier.status == f.verdict.status.value:
+                continue
+            line, col = parsed.position(("falsifiers", i, "status"))
+            run = absent_run(ev, f)
+            if run is not None and f.falsifier.status in set(Status):
+                standing[-1] = Status(f.falsifier.status)
+                out.append(
+                    finding(
+                        "evidence-absent",
+                        rel,
+                        line,
+                        col,
+                        f"{f.falsifier.id}: YAML says {f.falsifier.status} from run {run}, which is in no "
+                        "evidence directory, and no record here mentions it; not checked: commit the record "
+                        "or pass its directory with --evidence",
+                    )
+                )
+                continue
+            out.append(
+                finding(
+                    "status-out-of-date",
+                    rel,
+                    line,
+                    col,
+                    f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says "
+                    f"{f.verdict.status.value}; {fix}",
+                )
+            )
+        expected = contract_status(standing)
+        if c.contract.status != expected.value:
             line, col = parsed.position(("status",))
             out.append(
                 finding(
@@ -212,24 +269,11 @@ def _check_findings(ev: Evaluation) -> list[Finding]:
                     rel,
                     line,
                     col,
-                    f"status: YAML says {c.contract.status or 'nothing'}, evidence says {c.status.value}; "
+                    f"status: YAML says {c.contract.status or 'nothing'}, evidence says {expected.value}; "
                     f"{fix}",
                 )
             )
-        for i, f in enumerate(c.falsifiers):
-            if f.falsifier.status != f.verdict.status.value:
-                line, col = parsed.position(("falsifiers", i, "status"))
-                out.append(
-                    finding(
-                        "status-out-of-date",
-                        rel,
-                        line,
-                        col,
-                        f"{f.falsifier.id}: YAML says {f.falsifier.status or 'nothing'}, evidence says "
-                        f"{f.verdict.status.value}; {fix}",
-                    )
-                )
-    return out
+    return sorted(out)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -269,6 +313,44 @@ def _status(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     print(report.summary_line(ev))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    import json
+
+    from shiptwo.errors import UsageError
+    from shiptwo.fileio import display_path
+    from shiptwo.harness.prune import plan_prune, remove_records
+
+    if args.keep < 0:
+        raise UsageError(f"--keep {args.keep}: not a count of records; give 0 or more")
+    ev = _evaluate(args)
+    plan = plan_prune(ev, keep_newest=args.keep, keep_foreign=bool(args.paths))
+    gone = [r.path for r in plan.removed] if args.dry_run else remove_records(plan)
+    root = ev.validation.root
+    if args.format == "json":
+        out = {
+            "dry_run": args.dry_run,
+            "removed": [display_path(p, root) for p in gone],
+            "kept": [
+                {
+                    "path": display_path(k.record.path, root),
+                    "run": k.record.run_id,
+                    "reason": k.reason,
+                    "falsifiers": list(k.falsifiers),
+                }
+                for k in plan.kept
+            ],
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for path in gone:
+        print(f"{verb} {display_path(path, root)}")
+    for k in plan.kept:
+        print(f"kept {display_path(k.record.path, root)}: {k.reason}")
+    print(f"{verb} {len(gone)} of {len(gone) + len(plan.kept)} run records; kept {len(plan.kept)}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from shiptwo.harness.contract.findings import Finding, finding
 from shiptwo.harness.contract.model import Contract, Falsifier
 from shiptwo.harness.contract.validate import ValidationResult
 from shiptwo.harness.covers import covered_files
-from shiptwo.harness.evidence import RecordFromTheFuture, RunRecord, TestResult, read_run_records
+from shiptwo.harness.evidence import RecordFromTheFuture, RunRecord, TestResult, read_evidence
 from shiptwo.harness.status import ContractStatus, Status, Verdict, contract_status, falsifier_status
 
 
@@ -41,14 +42,20 @@ class Evaluation:
         return sorted(self.validation.findings + self.evidence_findings)
 
 
-def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime | None = None) -> Evaluation:
-    """Compute every falsifier's status from the run records under `evidence_dir`.
+def evaluate(
+    validation: ValidationResult, evidence_dir: Path | Sequence[Path], *, now: datetime | None = None
+) -> Evaluation:
+    """Compute every falsifier's status from the run records under `evidence_dir` (one or several).
+
+    Several directories are one body of evidence (`read_evidence`): the committed records and,
+    say, a GPU host's records downloaded beside them in CI.
 
     A record that cannot be read, or that finished after `now` (default: this machine's clock),
     is a finding and decides nothing. Falsifiers that `cover` files are judged against those
     files as they are on disk now.
     """
-    records, errors = read_run_records(evidence_dir, now=now)
+    directories = [evidence_dir] if isinstance(evidence_dir, Path) else list(evidence_dir)
+    records, errors = read_evidence(directories, now=now)
     out = Evaluation(validation, runs=len(records), records=records)
     for exc in errors:
         rule = "evidence-from-the-future" if isinstance(exc, RecordFromTheFuture) else "evidence-unreadable"
@@ -75,6 +82,23 @@ def evaluate(validation: ValidationResult, evidence_dir: Path, *, now: datetime 
         status = contract_status(r.verdict.status for r in reports)
         out.contracts.append(ContractReport(contract, status, tuple(reports)))
     return out
+
+
+def absent_run(evaluation: Evaluation, report: FalsifierReport) -> str | None:
+    """The run the YAML's `evidence:` names, where the evidence here cannot judge the written status.
+
+    That is: the named record is in none of the evidence directories and no record here mentions
+    the falsifier at all (a fresh clone of a project that does not commit its records). None
+    where the evidence can judge it, which is every other case: a record that mentions the
+    falsifier, or a written status that names no run, is judged as usual.
+    """
+    run = (report.falsifier.evidence or {}).get("run")
+    verdict = report.verdict
+    if not isinstance(run, str) or verdict.status is not Status.NOT_RUN or verdict.relied_on:
+        return None
+    if verdict.decided_by is not None or any(r.run_id == run for r in evaluation.records):
+        return None
+    return run
 
 
 def statuses_tally(evaluation: Evaluation) -> dict[str, int]:

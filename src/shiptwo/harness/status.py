@@ -6,6 +6,9 @@ call it), so the two can never disagree. The rules (docs/contract-format.md, "Fa
 - UNBOUND: no test carries the marker. NOT-RUN: bound, but no run mentions it.
 - Per test, the newest decisive (non-skipped) result counts; a skip never demotes a decisive
   result from another host. Among the falsifier's tests the worst outcome wins.
+- Where no result is decisive, the oldest skip (or interruption) that says what the newest one
+  says decides: a run that only repeats a skip decides nothing new, so the evidence written
+  back does not move with every CI run.
 - A pass with a measurement outside its plausible range is NUMERICALLY-PASSED-METHODOLOGY-SUSPECT:
   a number that passes a threshold is not evidence if no real system could produce it.
 - A decisive result recorded against another definition of the falsifier, or before the files
@@ -19,6 +22,7 @@ call it), so the two can never disagree. The rules (docs/contract-format.md, "Fa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +90,9 @@ class Verdict:
     measured: dict[str, float | None] = field(default_factory=dict, hash=False)
     suspects: tuple[str, ...] = ()  # "name=value outside plausible [lo, hi]"
     controls: tuple[ControlVerdict, ...] = ()  # one per declared control, in declared order
+    # Every result this verdict was computed from: computed again from any set of run records
+    # that holds these (and no newer ones), the verdict comes out the same. What prune keeps.
+    relied_on: tuple[TestResult, ...] = field(default=(), hash=False)
 
     @property
     def refuted(self) -> int:
@@ -198,6 +205,17 @@ def _not_run(falsifier: Falsifier, why: str) -> tuple[ControlVerdict, ...]:
     return tuple(ControlVerdict(c.id, c.defect, "not-run", why) for c in falsifier.controls)
 
 
+def _says(r: TestResult) -> tuple[str, str | None, str | None, str | None]:
+    """What an undecided result says: two skips that say the same are one piece of evidence."""
+    return r.outcome, r.gate, r.skip_reason, r.failure
+
+
+def _first_saying(results: Sequence[TestResult]) -> tuple[TestResult, TestResult]:
+    """(the oldest result that says what the newest says, the newest) among `results`, oldest first."""
+    newest = results[-1]
+    return next(r for r in results if _says(r) == _says(newest)), newest
+
+
 def falsifier_status(
     falsifier: Falsifier,
     *,
@@ -234,19 +252,23 @@ def falsifier_status(
         if r.outcome not in _UNDECIDED:
             newest_decisive[test_key(r.nodeid)] = r
     if not newest_decisive:
-        newest = mine[-1]
         gated = [r for r in mine if r.gate]
         if gated:
-            last = gated[-1]
-            why = last.skip_reason or f"host gate '{last.gate}' closed"
-            return Verdict(Status.HOST_GATED, why, last, controls=_not_run(falsifier, why))
+            first, last = _first_saying(gated)
+            why = first.skip_reason or f"host gate '{first.gate}' closed"
+            return Verdict(
+                Status.HOST_GATED, why, first, controls=_not_run(falsifier, why), relied_on=(first, last)
+            )
+        first, newest = _first_saying(mine)
         if newest.outcome == "interrupted":
             why = (
                 f"no run reached its end: the newest was interrupted ({newest.failure or 'no reason given'})"
             )
         else:
             why = f"every run skipped it: {newest.skip_reason or 'no reason given'}"
-        return Verdict(Status.NOT_RUN, why, newest, controls=_not_run(falsifier, why))
+        return Verdict(
+            Status.NOT_RUN, why, first, controls=_not_run(falsifier, why), relied_on=(first, newest)
+        )
     judged = [(r, *_decisive_status(r, falsifier, covered)) for r in newest_decisive.values()]
     # A bound test that never produced a decisive result leaves the claim partly untested:
     # the other tests' passes cannot discharge it (an importorskip must not hide a failure).
@@ -255,6 +277,7 @@ def falsifier_status(
     judged.sort(key=lambda t: (t[0].finished_at, t[0].sequence, t[0].run_id), reverse=True)
     judged.sort(key=lambda t: _SEVERITY[t[1]])
     result, status, notes = judged[0]
+    relied_on = tuple(r for r, _, _ in judged)
     controls = _control_verdicts(falsifier, [r for r, _, _ in judged]) if falsifier.controls else ()
     measured = {
         name: worst_value(values, falsifier.measurements.get(name))
@@ -264,23 +287,27 @@ def falsifier_status(
     if status in (Status.DISCHARGED, Status.SUSPECT):
         verdict = _control_status(controls, judged, measured)
         if verdict is not None:
-            return verdict
+            return dataclasses.replace(verdict, relied_on=relied_on)
     if status is Status.DISCHARGED and undecided:
         skipped = [r for r in mine if unparametrized(r.nodeid) in undecided]
         gated = [r for r in skipped if r.gate]
         if gated:
-            why = gated[-1].skip_reason or f"host gate '{gated[-1].gate}' closed"
-            return Verdict(Status.HOST_GATED, why, gated[-1], controls=controls)
+            first, last = _first_saying(gated)
+            why = first.skip_reason or f"host gate '{first.gate}' closed"
+            return Verdict(
+                Status.HOST_GATED, why, first, controls=controls, relied_on=(*relied_on, first, last)
+            )
         why = (skipped[-1].skip_reason if skipped else None) or "never ran"
         return Verdict(
             Status.NOT_RUN,
             f"{undecided[0]} has no decisive result ({why}); the other tests alone cannot discharge it",
             controls=controls,
+            relied_on=relied_on + tuple(skipped[-1:]),
         )
     if status is Status.DISCHARGED:
         blocking = _blocking_control(controls)
         if blocking is not None:
-            return Verdict(blocking[0], blocking[1], result, measured, controls=controls)
+            return Verdict(blocking[0], blocking[1], result, measured, controls=controls, relied_on=relied_on)
     reason = {
         Status.DISCHARGED: "the newest decisive run passed and every measurement was plausible"
         + (
@@ -303,6 +330,7 @@ def falsifier_status(
         measured,
         tuple(notes) if status is Status.SUSPECT else (),
         controls,
+        relied_on,
     )
 
 

@@ -124,6 +124,13 @@ _RULES = (
         Severity.ERROR,
         "A run record finished later than now: it cannot be ordered, so it decides nothing.",
     ),
+    Rule(
+        "PV604",
+        "evidence-absent",
+        Severity.WARNING,
+        "--check: the YAML's status names a run record that is not here and no record here mentions "
+        "the falsifier, so it cannot be checked (a clone without the records; an error with --strict).",
+    ),
     # Controls and covered code.
     Rule(
         "PV701",
