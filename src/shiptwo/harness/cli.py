@@ -161,6 +161,7 @@ def _evaluate(args: argparse.Namespace) -> Evaluation:
 def _validate(args: argparse.Namespace) -> int:
     from shiptwo.harness import report
     from shiptwo.harness.contract.findings import has_errors
+    from shiptwo.harness.evaluate import standing_status
     from shiptwo.harness.status import Status
     from shiptwo.harness.writeback import write_statuses
 
@@ -195,8 +196,11 @@ def _validate(args: argparse.Namespace) -> int:
         print(render_markdown(ev))
     else:
         print(report.render_text(ev, verbose=not args.quiet))
+    # With --check, a written status the evidence here cannot judge stands: FALSIFIED still fails.
     falsified = any(
-        f.verdict.status in (Status.FALSIFIED, Status.VACUOUS) for c in ev.contracts for f in c.falsifiers
+        (standing_status(ev, f) if args.check else f.verdict.status) in (Status.FALSIFIED, Status.VACUOUS)
+        for c in ev.contracts
+        for f in c.falsifiers
     )
     failed_write = args.write and blocked
     return 1 if has_errors(ev.findings) or falsified or failed_write else 0
@@ -221,8 +225,8 @@ def _check_findings(ev: Evaluation) -> list[Finding]:
     from shiptwo.fileio import display_path
     from shiptwo.harness.contract.findings import finding
     from shiptwo.harness.contract.yamlsafe import parse_yaml
-    from shiptwo.harness.evaluate import absent_run
-    from shiptwo.harness.status import Status, contract_status
+    from shiptwo.harness.evaluate import absent_run, standing_status
+    from shiptwo.harness.status import contract_status
 
     out: list[Finding] = []
     fix = "run `shiptwo pv validate --write`"
@@ -231,13 +235,12 @@ def _check_findings(ev: Evaluation) -> list[Finding]:
         parsed = parse_yaml(c.contract.path.read_bytes())
         standing = []  # each falsifier's status as the check judges it
         for i, f in enumerate(c.falsifiers):
-            standing.append(f.verdict.status)
+            standing.append(standing_status(ev, f))
             if f.falsifier.status == f.verdict.status.value:
                 continue
             line, col = parsed.position(("falsifiers", i, "status"))
             run = absent_run(ev, f)
-            if run is not None and f.falsifier.status in set(Status):
-                standing[-1] = Status(f.falsifier.status)
+            if run is not None and standing[-1] != f.verdict.status:
                 out.append(
                     finding(
                         "evidence-absent",

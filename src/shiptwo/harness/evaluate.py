@@ -101,6 +101,15 @@ def absent_run(evaluation: Evaluation, report: FalsifierReport) -> str | None:
     return run
 
 
+def standing_status(evaluation: Evaluation, report: FalsifierReport) -> Status:
+    """The status `--check` holds a falsifier to: the computed one, or, where the evidence here
+    cannot judge it (`absent_run`), the status written in the YAML, taken at its word."""
+    written = report.falsifier.status
+    if written in set(Status) and written != report.verdict.status and absent_run(evaluation, report):
+        return Status(written)
+    return report.verdict.status
+
+
 def statuses_tally(evaluation: Evaluation) -> dict[str, int]:
     tally: dict[str, int] = {}
     for c in evaluation.contracts:

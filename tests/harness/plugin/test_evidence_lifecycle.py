@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,94 @@ def test_prune_of_named_contracts_keeps_records_of_the_others(superseded: pytest
     code, out, _ = pv(root, "prune", contracts="contracts/demo-v1.yaml")
     assert code == 0 and other_record.exists(), out
     assert f"kept evidence/runs/{other_record.name}: mentions FALSIFY-OTHER-PASS-001" in out
+
+
+# Several evidence directories: a GPU host's record joins CI's.
+
+
+def test_a_gpu_hosts_record_joins_cis_evidence(
+    demo: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The GPU host: the gate is open; its record goes to its own directory, the artifact CI downloads.
+    open_the_qwen_gate(monkeypatch, tmp_path / "qwen")
+    demo.runpytest("-k", "gated", "--shiptwo-evidence", "gpu-runs")
+    (gpu_record,) = records(demo.path, "gpu-runs")
+    gpu_run = json.loads(gpu_record.read_text())["run_id"]
+    # CI: no artifacts, the gated falsifier skips.
+    monkeypatch.delenv("SHIPTWO_QWEN_DIR")
+    from shiptwo.harness import gates
+
+    gates.clear_cache()
+    demo.runpytest(*NOT_RUN)
+    assert verdicts(demo.path)["FALSIFY-DEMO-GATED-001"][0] == "HOST-GATED"
+    both = ("--evidence", str(demo.path / "evidence" / "runs"), "--evidence", str(demo.path / "gpu-runs"))
+    joined = verdicts(demo.path, *both)
+    assert joined["FALSIFY-DEMO-GATED-001"] == ("DISCHARGED", gpu_run)
+    assert joined["FALSIFY-DEMO-PASS-001"][0] == "DISCHARGED"
+    # Committed and downloaded too: the same record counts once.
+    shutil.copy(gpu_record, demo.path / "evidence" / "runs")
+    _, out, _ = pv(demo.path, "validate", "--format", "json", *both)
+    assert json.loads(out)["summary"]["runs"] == 2 and not [
+        f for f in json.loads(out)["findings"] if f["rule"].startswith("PV6")
+    ]
+    # Two different records under one run id: an error naming both, and neither decides.
+    tampered = json.loads(gpu_record.read_text())
+    tampered["tests"][0]["outcome"] = "failed"
+    (demo.path / "evidence" / "runs" / gpu_record.name).write_text(json.dumps(tampered))
+    code, out, _ = pv(demo.path, "validate", "--format", "json", *both)
+    findings = json.loads(out)["findings"]
+    assert code == 1 and [f["rule"] for f in findings if f["rule"].startswith("PV6")] == ["PV601"]
+    findings = [f for f in findings if f["rule"] == "PV601"]
+    assert f"run_id '{gpu_run}' is also the run id of " in findings[0]["message"]
+    assert verdicts(demo.path, *both)["FALSIFY-DEMO-GATED-001"][0] == "HOST-GATED"
+
+
+def test_an_evidence_directory_that_is_not_one_is_a_usage_error(demo: pytest.Pytester) -> None:
+    missing = demo.path / "artifacts" / "gpu-runs"
+    code, out, err = pv(
+        demo.path, "validate", "--evidence", str(demo.path / "contracts"), "--evidence", str(missing)
+    )
+    assert (code, out) == (2, "")
+    assert err == f"error: --evidence {missing}: not a directory of run records\n"
+
+
+# --check in a clone without the records.
+
+
+def test_check_in_a_clone_without_records_takes_written_statuses_at_their_word(demo: pytest.Pytester) -> None:
+    fix_the_failing_test(demo.path)
+    demo.runpytest(*NOT_RUN)
+    pv(demo.path, "validate", "--write")
+    run = json.loads(records(demo.path)[0].read_text())["run_id"]
+    shutil.rmtree(demo.path / "evidence")  # a fresh clone of a project that does not commit records
+    code, out, _ = pv(demo.path, "validate", "--check", "-q")
+    assert code == 0, out
+    assert (
+        f"PV604 evidence-absent: FALSIFY-DEMO-PASS-001: YAML says DISCHARGED from run {run}, which is in no "
+        "evidence directory, and no record here mentions it; not checked" in out
+    )
+    assert "PV602" not in out
+    assert pv(demo.path, "validate", "--check", "--strict")[0] == 1
+    # A status that names no run is checked as ever: nothing supports it.
+    path = demo.path / "contracts" / "demo-v1.yaml"
+    text = path.read_text()
+    notrun = text.index("id: FALSIFY-DEMO-NOTRUN-001")
+    path.write_text(text[:notrun] + text[notrun:].replace("status: NOT-RUN", "status: DISCHARGED", 1))
+    code, out, _ = pv(demo.path, "validate", "--check", "-q")
+    assert code == 1
+    assert (
+        "PV602 status-out-of-date: FALSIFY-DEMO-NOTRUN-001: YAML says DISCHARGED, evidence says NOT-RUN"
+        in out
+    )
+
+
+def test_check_without_records_still_fails_a_written_falsified(demo: pytest.Pytester) -> None:
+    demo.runpytest(*NOT_RUN)
+    pv(demo.path, "validate", "--write")
+    shutil.rmtree(demo.path / "evidence")
+    code, out, _ = pv(demo.path, "validate", "--check", "-q")
+    assert (
+        code == 1
+        and "PV602" not in out
+        and "PV604 evidence-absent: FALSIFY-DEMO-FAIL-001: YAML says FALSIFIED" in out
+    )
