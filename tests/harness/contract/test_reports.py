@@ -141,6 +141,14 @@ def test_sarif_is_valid_against_the_sarif_2_1_0_schema(
 
     validator = jsonschema.Draft4Validator(sarif_schema())
     assert [e.message for e in validator.iter_errors(log)] == []
+    # What the schema leaves optional and code scanning needs: a level, a message and a place.
+    results = log["runs"][0]["results"]
+    assert len(results) == 2  # the unreadable record and the VACUOUS falsifier
+    for result in results:
+        assert result["level"] in ("error", "warning") and result["message"]["text"]
+        (location,) = result["locations"]
+        assert not location["physicalLocation"]["artifactLocation"]["uri"].startswith(("/", "file:"))
+        assert location["physicalLocation"]["region"]["startLine"] >= 1
     assert code == 1, "the format changes the rendering, not the verdict: VACUOUS exits 1"
     # The schema is the real one: it refuses a log without a message.
     del log["runs"][0]["results"][0]["message"]
