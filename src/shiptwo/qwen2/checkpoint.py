@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from shiptwo.apr.constants import EMBED, LM_HEAD
-from shiptwo.errors import FormatError, ModelError
+from shiptwo.errors import ModelError
+from shiptwo.qwen2.config import read_hf_config
 from shiptwo.qwen2.model import Qwen2, Qwen2Config
 
 LAYER = "{n}"  # stands for the layer index in the table
@@ -161,11 +162,7 @@ def _open(path: Path) -> tuple[Qwen2Config, dict[str, torch.Tensor] | None]:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise ModelError(f"{path}: no config.json; a Hugging Face model directory needs one")
-        try:
-            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{cfg_path}: not valid JSON ({exc}); fix or re-export the config") from exc
-        return Qwen2Config.from_hf(raw, source=str(cfg_path)), None
+        return read_hf_config(cfg_path), None
     from shiptwo.ggml import is_gguf
 
     if path.is_file() and is_gguf(path):

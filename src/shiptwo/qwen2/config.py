@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from shiptwo import jsonsafe
 from shiptwo.apr.metadata import APR_TO_HF, HF_DEFAULT_ROPE_THETA, ROPE_TYPE_NEOX
 from shiptwo.errors import ModelError
 
+# No architecture number (vocab, widths, layers, positions) reaches 2**31; tensors are sized by them.
+MAX_FIELD_INT = 2**31 - 1
 # Fields a config must name; the APR metadata must name rope_theta too (APR defines no default).
 _REQUIRED = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
 
@@ -170,6 +174,13 @@ class Qwen2Config:
         }
 
 
+def read_hf_config(path: Path) -> Qwen2Config:
+    """The config of a Hugging Face `config.json`, read as untrusted input (`shiptwo.jsonsafe`:
+    bounded nesting and integers, UTF-8, unique keys); FormatError or ModelError naming the file."""
+    raw = jsonsafe.read_file(path, what="config.json", fix="fix or re-export the config")
+    return Qwen2Config.from_hf(raw, source=str(path))
+
+
 def _json_type(value: Any) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number" if isinstance(value, int | float) else type(value).__name__)
@@ -212,6 +223,8 @@ class _Fields:
             or (isinstance(value, float) and not value.is_integer())
         ):
             raise self._bad(key, value, "an integer")
+        if abs(value) > MAX_FIELD_INT:  # before anything is sized by it (10**12 ids: terabytes)
+            raise self._bad(key, value, f"an integer of at most {MAX_FIELD_INT:,}")
         return int(value)
 
     def positive_integer(self, key: str) -> int:

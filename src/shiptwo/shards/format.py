@@ -30,6 +30,10 @@ OWN_TEMP = re.compile(
 DEFAULT_SHARD_TOKENS = 10_000_000
 DEFAULT_MAX_UNK_RATIO = 0.01
 MAX_BAD_LINES_LISTED = 100
+# The longest JSONL line read (bytes: the document with its JSON quoting and other fields). A
+# longer line is a bad line, read past without being held in memory: without a limit, one line of
+# a few hundred MB (or a file with no newline at all) takes gigabytes before a tokenizer sees it.
+DEFAULT_MAX_DOCUMENT_BYTES = 64 << 20
 
 # What a reader needs of a manifest (aprender's manifests have these and little else).
 REQUIRED_FIELDS: dict[str, type] = {

@@ -7,7 +7,6 @@ Shards are memory-mapped, so opening a 1.2 B-token set costs nothing until windo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from shiptwo import jsonsafe
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.shards.format import DTYPE, ID_BYTES, MANIFEST, REQUIRED_FIELDS, SCHEMA, shard_name
 
@@ -28,7 +28,7 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
         "(written by `shiptwo tokenize encode-corpus`), not a corpus or shard file"
     )
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = jsonsafe.parse(jsonsafe.decode_utf8(path.read_bytes()))
     except FileNotFoundError as exc:
         if directory.exists() and not directory.is_dir():
             raise FormatError(not_a_dir) from exc
@@ -41,8 +41,10 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
         raise FormatError(
             f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions"
         ) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON: {exc}") from exc
+    except jsonsafe.JsonProblem as exc:
+        raise FormatError(
+            f"{path}: not valid JSON: {exc}; re-run `shiptwo tokenize encode-corpus` into an empty dir"
+        ) from exc
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: not a JSON object")
     findings = manifest_findings(directory, doc)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from shiptwo import jsonsafe
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.fileio import atomic_write_bytes
 from shiptwo.shards.format import (
@@ -108,11 +109,17 @@ def _write_json(path: Path, doc: Any) -> None:
 
 
 def read_record(path: Path) -> Any:
-    """The writer's own manifest.json or progress.json, read back to finish or resume a run."""
+    """The writer's own manifest.json or progress.json, read back to finish or resume a run.
+
+    Read as untrusted (`shiptwo.jsonsafe`): a damaged record is a FormatError naming the file.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        doc = jsonsafe.parse(jsonsafe.decode_utf8(path.read_bytes()))
+    except (OSError, jsonsafe.JsonProblem) as exc:
         raise FormatError(f"{path}: unreadable: {exc}; remove the output dir and start again") from exc
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: not a JSON object; remove the output dir and start again")
+    return doc
 
 
 def save_progress(out: Path, settings: dict[str, Any], progress: Progress) -> None:
@@ -133,17 +140,50 @@ def save_progress(out: Path, settings: dict[str, Any], progress: Progress) -> No
     )
 
 
-def _load_progress(doc: dict[str, Any]) -> Progress:
-    file_index, offset, line = doc["position"]
-    return Progress(
-        file_documents=doc["file_documents"],
-        shards=doc["shards"],
-        position=(file_index, offset, line),
-        documents=doc["documents"],
-        tokens=doc["tokens"],
-        bad_lines=[BadLine(*b) for b in doc["bad_lines"]],
-        bad_line_count=doc["bad_line_count"],
-    )
+def _load_progress(path: Path, doc: dict[str, Any], input_count: int) -> Progress:
+    """progress.json's content as a Progress, every field type-checked (it may have been edited)."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    try:
+        position = tuple(doc["position"])
+        shards = doc["shards"]
+        progress = Progress(
+            file_documents=list(doc["file_documents"]),
+            shards=shards,
+            position=(position[0], position[1], position[2]),
+            documents=doc["documents"],
+            tokens=doc["tokens"],
+            bad_lines=[BadLine(str(b[0]), int(b[1]), str(b[2])) for b in doc["bad_lines"]],
+            bad_line_count=doc["bad_line_count"],
+        )
+        ok = (
+            len(position) == 3
+            and all(map(count, (*position, progress.documents, progress.tokens, progress.bad_line_count)))
+            and position[0] <= input_count
+            and len(progress.file_documents) == input_count
+            and all(map(count, progress.file_documents))
+            and isinstance(shards, list)
+            and all(
+                isinstance(x, dict)
+                and isinstance(x.get("file"), str)
+                and isinstance(x.get("sha256"), str)
+                and count(x.get("tokens"))
+                and count(x.get("documents"))
+                for x in shards
+            )
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise FormatError(
+            f"{path}: damaged ({type(exc).__name__}: {jsonsafe.shown(str(exc))}); remove the output dir "
+            "and start again"
+        ) from exc
+    if not ok:
+        raise FormatError(
+            f"{path}: damaged (a field of the wrong type); remove the output dir and start again"
+        )
+    return progress
 
 
 def write_manifest(
@@ -274,7 +314,7 @@ def prepare_output(out: Path, settings: dict[str, Any], *, resume: bool, force: 
             f"{progress}: the interrupted run used other settings ({', '.join(changed)}); "
             "resume with the same tokenizer, corpus and options, or start in an empty dir"
         )
-    resumed = _load_progress(doc)
+    resumed = _load_progress(progress, doc, len(settings["input_files"]))
     known = {s["file"] for s in resumed.shards}
     for extra in out.glob(SHARD_GLOB):
         if extra.name not in known:

@@ -8,15 +8,15 @@ whitespace split; and a tiktoken ranks file, whose merges are recovered from the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shiptwo.errors import FormatError, UsageError
+from shiptwo.jsonsafe import shown
 from shiptwo.tokenize._common import EOS_CANDIDATES, bytes_to_unicode
 from shiptwo.tokenize.detect import VocabFormat
-from shiptwo.tokenize.vocabfiles import read_merges, read_tiktoken_ranks
+from shiptwo.tokenize.vocabfiles import check_vocab_ids, read_json, read_merges, read_tiktoken_ranks
 
 if TYPE_CHECKING:
     import tokenizers
@@ -176,14 +176,14 @@ def resolve_pretokenizer(vocab_path: Path, pretokenizer: str | None) -> str:
         return pretokenizer
     config = vocab_path.with_name("tokenizer_config.json")
     if config.is_file():
-        try:
-            cls = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
-        except (json.JSONDecodeError, AttributeError) as exc:
-            raise FormatError(f"{config}: not a JSON object: {exc}") from exc
+        doc = read_json(config, what="tokenizer_config.json")
+        if not isinstance(doc, dict):
+            raise FormatError(f"{config}: not a JSON object; fix it or name the pre-tokenizer")
+        cls = doc.get("tokenizer_class")
         if cls in _CLASS_TO_PRETOKENIZER:
             return _CLASS_TO_PRETOKENIZER[cls]
         raise FormatError(
-            f"{config}: tokenizer_class {cls!r} has no known pre-tokenizer; "
+            f"{config}: tokenizer_class {shown(cls)} has no known pre-tokenizer; "
             f"name one ({', '.join(PRETOKENIZERS)}) or load tokenizer.json instead"
         )
     raise FormatError(
@@ -196,10 +196,10 @@ def resolve_pretokenizer(vocab_path: Path, pretokenizer: str | None) -> str:
 def load_vocab_merges(vocab_path: Path, *, pretokenizer: str | None = None) -> ByteLevelTokenizer:
     """Load aprender's import-hf layout (vocab.json + merges.txt) with the pre-tokenizer it needs."""
     preset = resolve_pretokenizer(vocab_path, pretokenizer)
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{vocab_path}: cannot read vocab.json: {exc}") from exc
+    vocab = read_json(vocab_path, what="vocab.json")
+    if not isinstance(vocab, dict):
+        raise FormatError(f"{vocab_path}: not an object of token -> integer id; not a vocab.json")
+    check_vocab_ids(vocab_path, vocab)
     # `#` is a byte-level token of its own: only the `#version` header is skipped.
     merges = read_merges(vocab_path.with_name("merges.txt"), vocab, comment="#version")
     tok = build_pipeline(vocab, merges, pretokenizer=preset)

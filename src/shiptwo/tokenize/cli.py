@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import UsageError
-from shiptwo.shards.format import DEFAULT_MAX_UNK_RATIO, DEFAULT_SHARD_TOKENS, EosPolicy, OnBadLine
+from shiptwo.shards.format import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    DEFAULT_MAX_UNK_RATIO,
+    DEFAULT_SHARD_TOKENS,
+    EosPolicy,
+    OnBadLine,
+)
 from shiptwo.tokenize.bytelevel import PRETOKENIZERS
 
 # Plain strings: argparse lists choices by repr.
@@ -113,6 +119,13 @@ def register(subparsers: Any) -> None:
         choices=_ON_BAD_LINE,
         default=str(OnBadLine.ERROR),
         help="invalid JSON or a missing/non-string field: stop (error, default) or count and skip",
+    )
+    p.add_argument(
+        "--max-document-bytes",
+        type=int,
+        default=DEFAULT_MAX_DOCUMENT_BYTES,
+        help="a longer JSONL line is a bad line, never read whole "
+        f"(default {DEFAULT_MAX_DOCUMENT_BYTES:,} bytes; see docs/pretokenize-bin-v1.md for memory)",
     )
     p.add_argument(
         "--resume",
@@ -238,6 +251,7 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_unk_ratio=None if args.allow_unk else args.max_unk_ratio,
         on_bad_line=args.on_bad_line,
+        max_document_bytes=args.max_document_bytes,
         resume=args.resume,
         force=args.force,
         pretokenizer=args.pretokenizer,

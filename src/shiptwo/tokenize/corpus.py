@@ -12,9 +12,12 @@ of 0 by construction; its audit says so in `unk_note`, and `byte_tokens` counts 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import re
 import sys
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +28,7 @@ import numpy as np
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.shards import writer
 from shiptwo.shards.format import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
     DEFAULT_MAX_UNK_RATIO,
     DEFAULT_SHARD_TOKENS,
     MANIFEST,
@@ -40,8 +44,15 @@ from shiptwo.shards.writer import Progress
 # falsifiers/test_shard_corpus.py plant their defects in these names.
 from shiptwo.shards.writer import write_shard as _write_shard
 from shiptwo.tokenize._common import EOS_CANDIDATES
+from shiptwo.tokenize.bytelevel import QWEN2_PRETOKENIZE_REGEX
 from shiptwo.tokenize.detect import VocabFormat, count_byte_chars, count_hex_keys
-from shiptwo.tokenize.jsonl import _Bad, _Doc, hash_inputs, list_inputs, read_batches
+from shiptwo.tokenize.jsonl import (
+    _Bad,
+    _Doc,
+    hash_inputs,
+    list_inputs,
+    read_batches,
+)
 
 TOP_TOKENS = 20
 
@@ -58,11 +69,149 @@ def _worker_init(tokenizer_path: str, pretokenizer: str | None) -> None:
     _worker_tokenizer = load_tokenizer(tokenizer_path, pretokenizer=pretokenizer)
 
 
+# -- long documents: encoded in pieces cut where no token can cross -------------------------------
+
+# A document longer than this is cut into pieces of about this many characters where the
+# tokenizer allows it (`_cut_finder`), and pieces are encoded this many characters at a time, so
+# the encoder's memory (`tokenizers` keeps ~100 bytes per token and 16 per byte while it works;
+# the hex-byte merge heap more) is bounded by the piece budget, not by the longest document.
+PIECE_CHARS = 1 << 20
+GROUP_CHARS = 4 * PIECE_CHARS
+# Where Qwen2's and GPT-2's pre-tokenizer regexes end a pre-token whatever lies beyond the cut:
+# between an ASCII letter or digit and a space before an ASCII letter (the space begins the next
+# word's pre-token), and after a newline that follows a non-space and precedes a printable ASCII
+# character (the newline ends its pre-token). ASCII on both sides keeps NFC from composing across.
+_CUT = re.compile(r"(?<=[A-Za-z0-9])(?= [A-Za-z])|(?<=\S\n)(?=[!-~])")
+_GPT2_PRE = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+_QWEN2_PRE = [
+    {"type": "Split", "pattern": {"Regex": QWEN2_PRETOKENIZE_REGEX}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
+]
+# find(text, lo, hi): the first safe cut in [lo, hi), or None.
+_HEX_TOKEN = re.compile(r"(?:[0-9a-f]{2})+")
+CutFinder = Callable[[str, int, int], int | None]
+_cut_finders: weakref.WeakKeyDictionary[Any, CutFinder | None] = weakref.WeakKeyDictionary()
+
+
+def _steps_are(steps: Any, wanted: list[dict[str, Any]]) -> bool:
+    """Whether `steps` (serialized pre-tokenizers) are `wanted`, each with at least its fields."""
+    return (
+        isinstance(steps, list)
+        and len(steps) == len(wanted)
+        and all(
+            isinstance(got, dict) and want.items() <= got.items()
+            for want, got in zip(wanted, steps, strict=True)
+        )
+    )
+
+
+def _byte_level_cuts(tokenizer: Any) -> CutFinder | None:
+    """`_CUT`, for Qwen2's or GPT-2's pre-tokenizer (no prefix space), no normalizer or NFC, and no
+    added token that holds whitespace or strips it; else None (an unknown pre-tokenizer)."""
+    tok = tokenizer.tokenizer
+    pre = json.loads(tok.pre_tokenizer.__getstate__()) if tok.pre_tokenizer is not None else {}
+    norm = json.loads(tok.normalizer.__getstate__()) if tok.normalizer is not None else {"type": "NFC"}
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+    known = _steps_are(steps, [_GPT2_PRE]) or _steps_are(steps, _QWEN2_PRE)
+    added = tok.get_added_tokens_decoder().values()
+    if not known or norm != {"type": "NFC"}:
+        return None
+    if any(t.lstrip or t.rstrip or any(c.isspace() for c in t.content) for t in added):
+        return None
+
+    def find(text: str, lo: int, hi: int) -> int | None:
+        m = _CUT.search(text, lo, hi)
+        return m.start() if m else None
+
+    return find
+
+
+def _hex_byte_cuts(tokenizer: Any) -> CutFinder | None:
+    """Cuts between two ASCII characters whose byte pair lies inside no token of the vocab.
+
+    A hex-byte text is one word, but no merge can then span the cut: each merge pass in file
+    order, left to right, meets the cut as a fresh start on its right, so the pieces' ids are
+    the whole text's. None when every ASCII pair occurs inside some token.
+    """
+    inside = bytearray(128 * 128)  # inside[a * 128 + b]: the byte pair (a, b) is inside a token
+    for token in tokenizer.vocab:
+        if len(token) > 2 and _HEX_TOKEN.fullmatch(token):
+            data = bytes.fromhex(token)
+            for a, b in itertools.pairwise(data):
+                if a < 128 and b < 128:
+                    inside[a * 128 + b] = 1
+    if all(inside):
+        return None
+
+    def find(text: str, lo: int, hi: int) -> int | None:
+        for p in range(max(lo, 1), min(hi, len(text))):
+            a, b = ord(text[p - 1]), ord(text[p])
+            if a < 128 and b < 128 and not inside[a * 128 + b]:
+                return p
+        return None
+
+    return find
+
+
+def _cut_finder(tokenizer: Any) -> CutFinder | None:
+    """Where a text may be cut so that its pieces encode to exactly the ids of the whole; None
+    when no such place is known for this tokenizer (its documents are encoded whole)."""
+    if tokenizer in _cut_finders:
+        return _cut_finders[tokenizer]
+    if tokenizer.format == VocabFormat.BYTE_LEVEL:
+        found = _byte_level_cuts(tokenizer)
+    else:
+        found = _hex_byte_cuts(tokenizer)
+    _cut_finders[tokenizer] = found
+    return found
+
+
+def _cuts(text: str, find: CutFinder, piece_chars: int = PIECE_CHARS) -> list[int]:
+    """Where `text` is cut into pieces of about `piece_chars` (longer only where `find` finds no cut):
+    the pieces are text[c[i]:c[i + 1]], from 0 to len(text)."""
+    cuts = [0]
+    while len(text) - cuts[-1] > piece_chars:
+        start = cuts[-1]
+        cut = find(text, start + piece_chars // 2, start + piece_chars)
+        if cut is None:
+            cut = find(text, start + piece_chars, len(text))
+        if cut is None:
+            break
+        cuts.append(cut)
+    cuts.append(len(text))
+    return cuts
+
+
 def _encode_flat(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    encoded = tokenizer.encode_batch(texts)
-    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint32, count=int(lengths.sum()))
-    return flat, lengths
+    """The documents' ids, concatenated, and each document's length; long documents in pieces."""
+    find = _cut_finder(tokenizer) if any(len(t) > PIECE_CHARS for t in texts) else None
+    if find is None:
+        encoded = tokenizer.encode_batch(texts)
+        lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint32, count=int(lengths.sum()))
+        return flat, lengths
+    # Pieces are sliced only when their group is encoded: one group's pieces and ids in memory.
+    parts: list[np.ndarray] = []
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    group: list[tuple[int, str]] = []  # (document index, piece)
+    size = 0
+
+    def encode_group() -> None:
+        encoded = tokenizer.encode_batch([piece for _, piece in group])
+        for (doc, _), ids in zip(group, encoded, strict=True):
+            lengths[doc] += len(ids)
+        parts.append(np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint32))
+
+    for doc, text in enumerate(texts):
+        for a, b in itertools.pairwise(_cuts(text, find)):
+            group.append((doc, text[a:b]))
+            size += b - a
+            if size >= GROUP_CHARS:
+                encode_group()
+                group, size = [], 0
+    if group:
+        encode_group()
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32), lengths
 
 
 def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -256,9 +405,15 @@ def encode_corpus(
     force: bool = False,
     pretokenizer: str | None = None,
     batch_chars: int = 1 << 20,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode JSONL documents into pretokenize-bin-v1 shards; returns the manifest written.
+
+    A JSONL line longer than `max_document_bytes` is a bad line (`on_bad_line`), never read whole.
+    A longer document is encoded in pieces of about PIECE_CHARS characters when the tokenizer
+    allows it (`_cut_finder`: same ids as whole), so memory stays bounded by the piece budget plus
+    a few times `max_document_bytes`.
 
     `max_unk_ratio=None` accepts any unk ratio (the audit still reports it). Raises FormatError
     (no manifest written) when the unk ratio exceeds the threshold or a bad line meets
@@ -282,6 +437,8 @@ def encode_corpus(
         raise UsageError(f"--shard-tokens must be >= 1, got {shard_tokens}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if max_document_bytes < 1:
+        raise UsageError(f"--max-document-bytes must be >= 1, got {max_document_bytes}")
     if max_unk_ratio is not None and not 0.0 <= max_unk_ratio <= 1.0:
         raise UsageError(f"--max-unk-ratio must be in [0, 1], got {max_unk_ratio}")
     out = Path(output)
@@ -336,7 +493,12 @@ def encode_corpus(
     run_start = time.perf_counter()
     try:
         batches = read_batches(
-            files, content_field, state.position, batch_chars=batch_chars, on_bad_line=bad_mode
+            files,
+            content_field,
+            state.position,
+            batch_chars=batch_chars,
+            on_bad_line=bad_mode,
+            max_document_bytes=max_document_bytes,
         )
         for batch, flat, lengths in encoder.map(batches):
             flat, lengths = _place_eos(flat, lengths, eos, eos_id, first_document=packer.documents_seen == 0)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import FormatError
+from shiptwo.jsonsafe import shown
 from shiptwo.tokenize._common import HEX_BYTE_KEYS, HEX_BYTE_THRESHOLD, bytes_to_unicode
-from shiptwo.tokenize.vocabfiles import read_json, read_tiktoken_ranks
+from shiptwo.tokenize.vocabfiles import check_vocab_ids, read_json, read_tiktoken_ranks
 
 
 class VocabFormat(StrEnum):
@@ -117,7 +118,8 @@ def _has_byte_level(node: Any) -> bool:
         return False
     if node.get("type") == "ByteLevel":
         return True
-    return any(_has_byte_level(child) for child in node.get("pretokenizers") or [])
+    children = node.get("pretokenizers")
+    return isinstance(children, list) and any(_has_byte_level(child) for child in children)
 
 
 def _detect_tokenizer_json(path: Path, doc: dict[str, Any]) -> FormatReport:
@@ -125,13 +127,21 @@ def _detect_tokenizer_json(path: Path, doc: dict[str, Any]) -> FormatReport:
     if not isinstance(model, dict):
         raise FormatError(f"{path}: no 'model' object; not a Hugging Face tokenizer.json")
     if model.get("type") != "BPE":
-        raise FormatError(f"{path}: model.type is {model.get('type')!r}; shiptwo loads BPE tokenizers only")
+        raise FormatError(
+            f"{path}: model.type is {shown(model.get('type'))}; shiptwo loads BPE tokenizers only"
+        )
     vocab = model.get("vocab")
     if not isinstance(vocab, dict):
         raise FormatError(f"{path}: model.vocab is not an object of token -> id")
+    added_tokens = doc.get("added_tokens") or []
+    if not isinstance(added_tokens, list):
+        raise FormatError(
+            f"{path}: added_tokens is {shown(added_tokens)}, not a list of token objects; fix the file"
+        )
     added = frozenset(
-        t["content"] for t in doc.get("added_tokens") or [] if isinstance(t, dict) and "content" in t
+        t["content"] for t in added_tokens if isinstance(t, dict) and isinstance(t.get("content"), str)
     )
+    check_vocab_ids(path, vocab, field="model.vocab", extra=len(added_tokens))
     report = _classify(path, vocab, layout=VocabLayout.TOKENIZER_JSON, files=(path,), exempt=added)
     if report.format is VocabFormat.HEX_BYTE:
         raise FormatError(
@@ -147,8 +157,11 @@ def _detect_tokenizer_json(path: Path, doc: dict[str, Any]) -> FormatReport:
 
 
 def _detect_vocab_json(path: Path, vocab: Any) -> FormatReport:
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise FormatError(f"{path}: not an object of token -> integer id; not a vocab.json")
+    if not isinstance(vocab, dict):
+        raise FormatError(
+            f"{path}: not an object of token -> integer id (a JSON {type(vocab).__name__}); not a vocab.json"
+        )
+    check_vocab_ids(path, vocab)
     merges = path.with_name("merges.txt")
     files = (path, merges) if merges.is_file() else (path,)
     return _classify(path, vocab, layout=VocabLayout.VOCAB_MERGES, files=files, exempt=frozenset())

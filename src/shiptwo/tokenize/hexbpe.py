@@ -25,7 +25,13 @@ from shiptwo.tokenize._common import (
     bytes_to_unicode,
 )
 from shiptwo.tokenize.detect import VocabFormat, count_hex_keys
-from shiptwo.tokenize.vocabfiles import merges_text, read_json, read_merges, vocab_in_id_order
+from shiptwo.tokenize.vocabfiles import (
+    check_vocab_ids,
+    merges_text,
+    read_json,
+    read_merges,
+    vocab_in_id_order,
+)
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<pad>", "<mask>")
 # Pair keys pack (left_id, right_id) into one int; ids stay far below 2**32.
@@ -131,8 +137,9 @@ class HexByteTokenizer:
         vocab_path = path / "vocab.json" if path.is_dir() else path
         merges_path = vocab_path.with_name("merges.txt")
         vocab = read_json(vocab_path, what="vocab.json")
-        if not isinstance(vocab, dict) or not all(isinstance(v, int) and v >= 0 for v in vocab.values()):
+        if not isinstance(vocab, dict):
             raise FormatError(f"{vocab_path}: not an object of token -> non-negative integer id")
+        check_vocab_ids(vocab_path, vocab)  # before vocab_size (the largest id + 1) sizes anything
         hex_keys = count_hex_keys(vocab)
         if hex_keys < HEX_BYTE_THRESHOLD:
             raise FormatError(

@@ -7,14 +7,14 @@ in both, each reported as a `BadLine` (file:line and why). Standard library only
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from shiptwo import jsonsafe
 from shiptwo.errors import FormatError, UsageError
-from shiptwo.shards.format import BadLine, OnBadLine, Position
+from shiptwo.shards.format import DEFAULT_MAX_DOCUMENT_BYTES, BadLine, OnBadLine, Position
 
 
 # What `encode-corpus` reads (room-internal): a document or a bad line, each with the position in
@@ -99,9 +99,10 @@ def _parse(raw: bytes, *, first: bool, content_field: str) -> tuple[str | None, 
         why = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start}); re-encode the file as UTF-8"
         return None, why
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON ({exc})"
+        obj = jsonsafe.parse(line)
+    except jsonsafe.JsonProblem as exc:  # bad syntax, too deep, a huge integer, a duplicate key
+        why = str(exc).replace(" at line 1 column ", " at column ", 1)  # a JSONL line is one line
+        return None, why if why.startswith("invalid JSON") else f"invalid JSON: {why}"
     if not isinstance(obj, dict):
         return None, f"not a JSON object ({type(obj).__name__})"
     text = obj.get(content_field)
@@ -114,7 +115,29 @@ def _parse(raw: bytes, *, first: bool, content_field: str) -> tuple[str | None, 
     return text, ""
 
 
-def _read(files: Sequence[Path], content_field: str, start: Position) -> Iterator[_Doc | _Bad]:
+def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """Each line of `fh` (its newline included) and its length in bytes; None in place of a line
+    longer than `limit` bytes, which is read past in bounded pieces, never held whole."""
+    while raw := fh.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n") and (raw := fh.readline(1 << 20)):
+            size += len(raw)
+        yield None, size
+
+
+def _too_long(size: int, limit: int) -> str:
+    return (
+        f"a line of {size:,} bytes, longer than --max-document-bytes {limit:,}; split the document "
+        "or raise the limit"
+    )
+
+
+def _read(
+    files: Sequence[Path], content_field: str, start: Position, *, max_document_bytes: int
+) -> Iterator[_Doc | _Bad]:
     """The documents and bad lines of the input files, in order, from a (file, offset, line) position."""
     file_index0, offset0, line0 = start
     for fi in range(file_index0, len(files)):
@@ -127,9 +150,13 @@ def _read(files: Sequence[Path], content_field: str, start: Position) -> Iterato
             raise _unreadable(path, exc) from exc
         with fh:
             fh.seek(offset)
-            for raw in fh:
+            for raw, size in _lines(fh, max_document_bytes):
                 lineno += 1
-                offset += len(raw)
+                offset += size
+                if raw is None:
+                    why = _too_long(size, max_document_bytes)
+                    yield _Bad(fi, lineno, offset, BadLine(str(path), lineno, why))
+                    continue
                 if not raw.strip():
                     continue
                 text, why = _parse(raw, first=lineno == 1, content_field=content_field)
@@ -139,13 +166,20 @@ def _read(files: Sequence[Path], content_field: str, start: Position) -> Iterato
                     yield _Doc(fi, lineno, offset, text)
 
 
-def read_documents(files: Sequence[Path], *, content_field: str = "content") -> Iterator[str | BadLine]:
+def read_documents(
+    files: Sequence[Path],
+    *,
+    content_field: str = "content",
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+) -> Iterator[str | BadLine]:
     """Each JSONL line's text, or a BadLine (file:line and why) for a line that gives no document.
 
-    Blank lines are skipped. Bad: not UTF-8, invalid JSON, not an object, the field missing or not
-    a string, or a string that is not valid Unicode (a lone surrogate such as JSON's "\\ud800").
+    Blank lines are skipped. Bad: longer than `max_document_bytes`, not UTF-8, invalid JSON
+    (`shiptwo.jsonsafe`: nesting deeper than 100, integers of more than 30 digits and duplicate
+    keys included), not an object, the field missing or not a string, or a string that is not
+    valid Unicode (a lone surrogate such as JSON's "\\ud800").
     """
-    for item in _read(files, content_field, (0, 0, 0)):
+    for item in _read(files, content_field, (0, 0, 0), max_document_bytes=max_document_bytes):
         yield item.bad if isinstance(item, _Bad) else item.text
 
 
@@ -161,6 +195,7 @@ def read_batches(
     *,
     batch_chars: int,
     on_bad_line: OnBadLine,
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
 ) -> Iterator[list[_Doc | _Bad]]:
     """The input from a (file, offset, line) position, in batches of about `batch_chars` characters.
 
@@ -169,7 +204,7 @@ def read_batches(
     """
     batch: list[_Doc | _Bad] = []
     chars = 0
-    for item in _read(files, content_field, start):
+    for item in _read(files, content_field, start, max_document_bytes=max_document_bytes):
         if isinstance(item, _Bad) and on_bad_line is OnBadLine.ERROR:
             raise bad_line_error(item.bad)
         batch.append(item)
