@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -61,7 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if func is None:
             parser.print_help(sys.stderr)
             return 2
-        return int(func(args))
+        code = int(func(args))
+        # Flush here, not at interpreter exit: a reader that already left (`| head -1`) then
+        # raises BrokenPipeError below instead of an "Exception ignored" message at shutdown.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Before OSError, which it is. The reader of stdout went away (`shiptwo ... | head -1`):
+        # nothing is wrong and nobody is left to tell, so leave quietly. Exit status 1, as the
+        # Python documentation's recipe (signal module, "Note on SIGPIPE") and pip do: a C tool
+        # killed by SIGPIPE shows 141 (128 + 13), but Python ignores SIGPIPE and reports EPIPE as
+        # this exception, and dying by the restored signal would skip our cleanup (temp files).
+        _silence_stdout()
+        return 1
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,8 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so the flush at exit has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # ValueError: stdout is not a real file (pytest's capture)
+        pass
 
 
 if __name__ == "__main__":

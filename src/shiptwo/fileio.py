@@ -1,5 +1,6 @@
 """Files written so that a reader never sees half of one, hashed without loading them whole,
-output directories checked before a long run writes into them, and paths shown to a person.
+output directories checked before a long run writes into them, paths shown to a person, and
+where shiptwo keeps its cache.
 
 Shared by the run records, the contract write-back and the tokenizer's outputs; the APR writer
 streams its own temp file but follows the same rule (fsync, then rename).
@@ -14,6 +15,24 @@ import tempfile
 from pathlib import Path
 
 from shiptwo.errors import UsageError
+
+CACHE_ENV = "SHIPTWO_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where downloaded and derived files live (the Qwen2 tokenizer, the pinned models).
+
+    `$SHIPTWO_CACHE_DIR` when set; else `$XDG_CACHE_HOME/shiptwo` (the XDG base directory spec,
+    which says a relative value is invalid and to be ignored); else `~/.cache/shiptwo`, which is
+    also the XDG default, so a cache made before this honoured XDG_CACHE_HOME is still found.
+    """
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "shiptwo"
+    return Path.home() / ".cache" / "shiptwo"
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:

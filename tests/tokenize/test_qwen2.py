@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from shiptwo.cli import main as shiptwo_main
 from shiptwo.errors import FormatError, ShiptwoError
+from shiptwo.fileio import CACHE_ENV
 from shiptwo.tokenize import qwen2
 from shiptwo.tokenize.qwen2 import fetch_qwen2, find_qwen2_tokenizer_dir
 
@@ -26,7 +27,7 @@ needs_qwen = pytest.mark.skipif(
 
 def test_find_looks_at_env_then_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(qwen2.TOKENIZER_ENV, raising=False)
-    monkeypatch.setenv(qwen2.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     assert find_qwen2_tokenizer_dir() is None
     built = tmp_path / "cache" / "qwen2-tokenizer"
     built.mkdir(parents=True)

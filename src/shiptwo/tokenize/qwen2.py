@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 from shiptwo.errors import FormatError, ShiptwoError
+from shiptwo.fileio import cache_dir as shiptwo_cache
 
 DASHSCOPE_VERSION = "2.0.2"
 DASHSCOPE_WHEEL = f"dashscope-{DASHSCOPE_VERSION}-py3-none-any.whl"
@@ -29,7 +30,6 @@ DASHSCOPE_WHEEL_SHA256 = "0602d1800f7433bdb7953560986eaf5146454ed3988636c0a91963
 TIKTOKEN_MEMBER = "dashscope/resources/qwen.tiktoken"
 QWEN_TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
 QWEN2_REGULAR_TOKENS = 151_643
-CACHE_ENV = "SHIPTWO_CACHE_DIR"
 TOKENIZER_ENV = "SHIPTWO_QWEN_TOKENIZER"
 DIR_NAME = "qwen2-tokenizer"
 PROVENANCE = "shiptwo-qwen2.json"
@@ -39,12 +39,6 @@ RANKS_FILE = "qwen.tiktoken"
 # version, so a cache built by other code (a fix, or a regression) reads as stale and
 # fetch-qwen2 rebuilds it, instead of the Qwen2 falsifiers testing yesterday's builder.
 BUILDER_MODULES = ("qwen2.py", "bytelevel.py", "_common.py", "vocabfiles.py")
-
-
-def default_cache_dir() -> Path:
-    """$SHIPTWO_CACHE_DIR, else ~/.cache/shiptwo."""
-    value = os.environ.get(CACHE_ENV)
-    return Path(value) if value else Path.home() / ".cache" / "shiptwo"
 
 
 def find_qwen2_tokenizer_dir() -> Path | None:
@@ -58,7 +52,7 @@ def find_qwen2_tokenizer_dir() -> Path | None:
     if value:
         p = Path(value)
         candidates.append(p.parent if p.name == "tokenizer.json" else p)
-    candidates.append(default_cache_dir() / DIR_NAME)
+    candidates.append(shiptwo_cache() / DIR_NAME)
     # A cache built by another builder version still opens the gate: the falsifier that rebuilds
     # with today's builder and byte-compares then goes red, where a closed gate would only skip.
     for d in candidates:
@@ -223,7 +217,7 @@ def fetch_qwen2(
     qwen.tiktoken when that still has the pinned sha256 (no download), else from the wheel.
     The build happens in a temp dir renamed into place, so a crash never leaves half a tokenizer.
     """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = Path(cache_dir) if cache_dir is not None else shiptwo_cache()
     dest = root / DIR_NAME
     if not force and _is_built(dest):
         return dest, False
