@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
+
+from shiptwo.jsonout import print_json
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +45,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="also write the lm_head.weight copy of a tied model (HF omits it)",
     )
+    p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("inspect", help="header, flags, checksums, metadata and tensor table")
@@ -71,17 +75,15 @@ def run_import(args: argparse.Namespace) -> int:
     report = import_model(args.source, args.output)
     seconds = time.perf_counter() - start
     if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "out": report.out,
-                    "tensors": report.tensors,
-                    "bytes": report.bytes,
-                    "tied_embeddings": report.tied_embeddings,
-                    "dtypes": report.dtypes,
-                    "seconds": round(seconds, 3),
-                }
-            )
+        print_json(
+            {
+                "out": report.out,
+                "tensors": report.tensors,
+                "bytes": report.bytes,
+                "tied_embeddings": report.tied_embeddings,
+                "dtypes": report.dtypes,
+                "seconds": round(seconds, 3),
+            }
         )
     else:
         dtypes = ", ".join(f"{n} {k}" for k, n in sorted(report.dtypes.items()))
@@ -96,8 +98,20 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from shiptwo.apr.convert import export_model
 
+    start = time.perf_counter()
     count = export_model(args.file, args.output, keep_tied_copy=args.keep_tied_copy)
-    print(f"wrote {args.output}: {count} tensors")
+    seconds = time.perf_counter() - start
+    if args.format == "json":
+        print_json(
+            {
+                "out": args.output,
+                "tensors": count,
+                "bytes": os.path.getsize(args.output),
+                "seconds": round(seconds, 3),
+            }
+        )
+    else:
+        print(f"wrote {args.output}: {count} tensors")
     return 0
 
 
@@ -170,8 +184,16 @@ def _stats(arr: Any) -> dict[str, Any]:
     }
 
 
+def _printable(key: str) -> str:
+    # A lone surrogate (JSON allows "\ud800"; UTF-8 cannot encode it) or a control character
+    # would fail the print or break the line: such a key is shown as a JSON string, escaped.
+    return key if key.isprintable() else json.dumps(key)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
+    if not text.isprintable():
+        text = json.dumps(value)  # all non-ASCII escaped: see _printable
     if isinstance(value, (list, dict)) and len(value) > 8:
         return f"<{type(value).__name__} of {len(value)}>"
     return text if len(text) <= 100 else text[:97] + "..."
@@ -180,7 +202,9 @@ def _short(value: Any) -> str:
 def run_inspect(args: argparse.Namespace) -> int:
     data = inspection(args.file, stats=args.stats)
     if args.format == "json":
-        print(json.dumps(data, ensure_ascii=False))
+        # Strict JSON: ASCII escapes keep a lone surrogate in metadata printable, and a NaN or
+        # infinite statistic (damaged data decodes to them) is its string ("nan"), not a bare token.
+        print_json(data, ensure_ascii=True)
         return 0
     h, c = data["header"], data["checksums"]
     out = [
@@ -198,7 +222,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         out.append("  lm_head.weight  missing or 0-byte: tied to model.embed_tokens.weight")
     out.append("metadata:")
     for key, value in data["metadata"].items():
-        out.append(f"  {key:<24} {_short(value)}")
+        out.append(f"  {_printable(key):<24} {_short(value)}")
     out.append("tensors:")
     width = max((len(r["name"]) for r in data["tensors"]), default=4)
     for r in data["tensors"]:
@@ -221,15 +245,13 @@ def run_diff(args: argparse.Namespace) -> int:
 
     report = diff(args.file, args.source)
     if args.format == "json":
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "summary": report.summary(),
-                    "tensors": [asdict(t) for t in report.tensors],
-                },
-                allow_nan=True,
-            )
+        # An infinite max_rel (a value against a 0 in the source) prints as "inf" (jsonout).
+        print_json(
+            {
+                "ok": report.ok,
+                "summary": report.summary(),
+                "tensors": [asdict(t) for t in report.tensors],
+            }
         )
     else:
         for t in report.tensors:

@@ -6,11 +6,11 @@ Imports only argparse-level code at module level; each command imports what it d
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from shiptwo.jsonout import print_json
 from shiptwo.models.registry import DEFAULT_QWEN2, MODELS, pinned
 
 
@@ -27,7 +27,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("name", nargs="?", default=DEFAULT_QWEN2, help=f"pinned model (default {DEFAULT_QWEN2})")
     p.add_argument(
-        "--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="default $SHIPTWO_CACHE_DIR, else $XDG_CACHE_HOME/shiptwo, else ~/.cache/shiptwo",
     )
     p.add_argument(
         "--wheels",
@@ -65,6 +68,7 @@ def register(subparsers: Any) -> None:
         help="snapshot dir to copy (default: the fetched one)",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="new dir for the defective copy")
+    p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_run_plant_defect)
 
     p = sub.add_parser(
@@ -72,6 +76,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("name", nargs="?", default=DEFAULT_QWEN2)
     p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help='json: {"model", "ok", "problems"} on stdout (exit 1 all the same when not ok)',
+    )
     p.set_defaults(func=_run_verify)
 
 
@@ -87,7 +97,7 @@ def _run_fetch(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.format == "json":
-        print(json.dumps(result.as_json()))
+        print_json(result.as_json())
     else:
         what = f"built {', '.join(result.built)}" if result.built else "already fetched, nothing to do"
         print(
@@ -114,7 +124,7 @@ def _run_list(args: argparse.Namespace) -> int:
             }
         )
     if args.format == "json":
-        print(json.dumps(rows))
+        print_json(rows)
     else:
         for row in rows:
             print(f"{row['model']}  {'fetched' if row['fetched'] else 'not fetched'}  {row['description']}")
@@ -125,6 +135,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     from shiptwo.models.fetch import verify_model
 
     problems = verify_model(pinned(args.name), args.cache_dir)
+    if args.format == "json":
+        print_json({"model": args.name, "ok": not problems, "problems": list(problems)})
+        return 1 if problems else 0
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:
@@ -142,6 +155,17 @@ def _run_plant_defect(args: argparse.Namespace) -> int:
     if source is None:
         raise UsageError("no snapshot to copy: run `shiptwo models fetch` or pass --from DIR")
     write_defective_snapshot(Path(source), args.output, chosen.name)
+    if args.format == "json":
+        print_json(
+            {
+                "defect": chosen.name,
+                "description": chosen.description,
+                "seed": chosen.seed,
+                "source": str(source),
+                "output": str(args.output),
+            }
+        )
+        return 0
     print(
         f"wrote {args.output}: {chosen.description} (replays {chosen.seed}); "
         f"run the falsifiers on it with SHIPTWO_QWEN_DIR={args.output}"

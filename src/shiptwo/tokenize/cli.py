@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import UsageError
+from shiptwo.jsonout import print_json
 from shiptwo.shards.format import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     DEFAULT_MAX_UNK_RATIO,
@@ -64,11 +65,15 @@ def register(subparsers: Any) -> None:
         help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
         "stop (error, default) or count and skip",
     )
+    _add_format(p)
     p.set_defaults(func=_run_train)
 
     p = sub.add_parser("fetch-qwen2", help="build the real Qwen2 tokenizer from the pinned dashscope wheel")
     p.add_argument(
-        "--cache-dir", type=Path, default=None, help="default $SHIPTWO_CACHE_DIR or ~/.cache/shiptwo"
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="default $SHIPTWO_CACHE_DIR, else $XDG_CACHE_HOME/shiptwo, else ~/.cache/shiptwo",
     )
     p.add_argument(
         "--wheel", type=Path, default=None, help="use this dashscope wheel instead of pip download"
@@ -165,6 +170,12 @@ def register(subparsers: Any) -> None:
         type=int,
         help="token ids (default: read stdin: whitespace-separated ids or a JSON list)",
     )
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help='text: the decoded text as is (no newline added); json: {"text": ..., "tokens": N}',
+    )
     p.set_defaults(func=_run_decode)
 
 
@@ -173,7 +184,7 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     report = detect_format(args.path)
     if args.format == "json":
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict(), indent=2)
     else:
         print(f"{report.path}: {report.format} ({report.layout}): {report.reason}")
     return 0
@@ -218,6 +229,19 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     tok = train_hex_bpe(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     tok.save(args.output)
+    if args.format == "json":
+        print_json(
+            {
+                "output": str(args.output),
+                "files": [str(args.output / name) for name in ("vocab.json", "merges.txt")],
+                "vocab_size": tok.vocab_size,
+                "merges": len(tok.merges),
+                "documents": len(texts),
+                "bad_lines": bad,
+            },
+            indent=2,
+        )
+        return 0
     skipped = f", {bad} bad lines skipped" if bad else ""
     print(
         f"{args.output}: hex-byte BPE, {tok.vocab_size} ids, {len(tok.merges)} merges "
@@ -231,7 +255,7 @@ def _run_fetch_qwen2(args: argparse.Namespace) -> int:
 
     path, built = fetch_qwen2(cache_dir=args.cache_dir, wheel=args.wheel, force=args.force)
     if args.format == "json":
-        print(json.dumps({"path": str(path), "built": built, "source": f"dashscope=={DASHSCOPE_VERSION}"}))
+        print_json({"path": str(path), "built": built, "source": f"dashscope=={DASHSCOPE_VERSION}"})
     else:
         state = "built" if built else "already built"
         print(f"{path}: Qwen2 tokenizer {state} from dashscope=={DASHSCOPE_VERSION}")
@@ -259,7 +283,7 @@ def _run_encode_corpus(args: argparse.Namespace) -> int:
     )
     audit = manifest["audit"]
     if args.format == "json":
-        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+        print_json(manifest, indent=2, ensure_ascii=False)
         return 0
     rate = manifest["total_tokens"] / max(manifest["elapsed_seconds"], 1e-9)
     print(
@@ -294,7 +318,10 @@ def _run_encode(args: argparse.Namespace) -> int:
                 f"stdin: not UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start}); pass UTF-8 text"
             ) from exc
     ids = load_tokenizer(args.tokenizer, pretokenizer=args.pretokenizer).encode(text)
-    print(json.dumps(ids) if args.format == "json" else " ".join(map(str, ids)))
+    if args.format == "json":
+        print_json(ids)
+    else:
+        print(" ".join(map(str, ids)))
     return 0
 
 
@@ -332,5 +359,9 @@ def _run_decode(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"id {i} (token {n}) is outside the vocab of {args.tokenizer} (0..{tok.vocab_size - 1})"
             )
-    sys.stdout.write(tok.decode(ids))
+    text = tok.decode(ids)
+    if args.format == "json":
+        print_json({"text": text, "tokens": len(ids)})
+    else:
+        sys.stdout.write(text)
     return 0
