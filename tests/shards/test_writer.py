@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +191,76 @@ def test_an_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match="exists and is not a directory"):
         prepare_output(tmp_path / "f", _settings(), resume=False, force=False)
+
+
+def test_a_planted_symlink_at_a_temp_name_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14: shards were once written under a fixed temp name (`.shard-00000.bin.tmp`), so a
+    # symlink planted there led the write out of --output. Temp names are now random (mkstemp,
+    # O_EXCL, in the output dir); a link at any old name is removed as a leftover, never opened.
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = [".shard-00000.bin.tmp", ".shard-00000.bin.abc123.tmp", ".progress.json.x.tmp"]
+    for name in planted:
+        (out / name).symlink_to(outside)
+    created: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def spy(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, name = real_mkstemp(*args, **kwargs)
+        created.append(name)
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    _write_set(out, [np.arange(6), np.arange(3)])
+    assert outside.read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.bin", "shard-00001.bin"]
+    # Every temp file was made by mkstemp inside the output dir, under a name no one could plant.
+    assert created and all(Path(name).parent == out for name in created)
+    assert not {Path(name).name for name in created} & set(planted)
+
+
+def test_a_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_shard(tmp_path / "shard-00000.bin", np.arange(4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stale_temp_file_of_a_killed_run_is_removed_on_resume(tmp_path: Path) -> None:
+    settings_ = _settings()
+    progress = prepare_output(tmp_path, settings_, resume=False, force=False)
+    save_progress(tmp_path, settings_, progress)
+    (tmp_path / ".shard-00000.bin.k3x_9q.tmp").write_bytes(b"\x00" * 4)  # killed mid-write
+    prepare_output(tmp_path, settings_, resume=True, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PROGRESS]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda doc: "[" * 10_000, r"unreadable: arrays/objects nest more than 100 deep"),
+        (lambda doc: '{"tokens": ' + "1" * 5000 + "}", r"unreadable: an integer of 5,000 digits"),
+        (lambda doc: "[]", r"progress\.json: not a JSON object"),
+        (lambda doc: json.dumps({**doc, "position": [0, "x", 1]}), r"damaged \(a field of the wrong type\)"),
+        (lambda doc: json.dumps({**doc, "position": 5}), r"damaged \(TypeError: "),
+        (lambda doc: json.dumps({**doc, "bad_lines": [["f"]]}), r"damaged \(IndexError: "),
+        (lambda doc: json.dumps({**doc, "shards": [{"file": 1}]}), r"damaged \(a field of the wrong type\)"),
+        (lambda doc: json.dumps({**doc, "file_documents": [0]}), r"damaged \(a field of the wrong type\)"),
+        (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "tokens"}), r"damaged \(KeyError: "),
+    ],
+)
+def test_a_damaged_progress_record_is_one_line(tmp_path: Path, damage: Any, message: str) -> None:
+    settings_ = _settings()
+    progress = prepare_output(tmp_path, settings_, resume=False, force=False)
+    save_progress(tmp_path, settings_, progress)
+    doc = json.loads((tmp_path / PROGRESS).read_text())
+    (tmp_path / PROGRESS).write_text(damage(doc))
+    with pytest.raises(FormatError, match=message + r".*; remove the output dir and start again"):
+        prepare_output(tmp_path, settings_, resume=True, force=False)

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import time
 import weakref
 from collections import Counter, deque
@@ -171,7 +172,10 @@ def _cuts(text: str, find: CutFinder, piece_chars: int = PIECE_CHARS) -> list[in
     cuts = [0]
     while len(text) - cuts[-1] > piece_chars:
         start = cuts[-1]
-        cut = find(text, start + piece_chars // 2, start + piece_chars)
+        # Nearest first: the last eighth of the budget, then its second half, then past it.
+        cut = find(text, start + piece_chars - piece_chars // 8, start + piece_chars)
+        if cut is None:
+            cut = find(text, start + piece_chars // 2, start + piece_chars)
         if cut is None:
             cut = find(text, start + piece_chars, len(text))
         if cut is None:
@@ -202,7 +206,7 @@ def _encode_flat(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarr
         parts.append(np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.uint32))
 
     for doc, text in enumerate(texts):
-        for a, b in itertools.pairwise(_cuts(text, find)):
+        for a, b in itertools.pairwise(_cuts(text, find, PIECE_CHARS)):
             group.append((doc, text[a:b]))
             size += b - a
             if size >= GROUP_CHARS:
@@ -463,17 +467,18 @@ def encode_corpus(
         finished: dict[str, Any] = writer.read_record(out / MANIFEST)
         return finished
 
-    from shiptwo.progress import progress as progress_display
+    from tqdm import tqdm
 
     def bytes_read(file_index: int, offset: int) -> int:
         return sum(int(r["bytes"]) for r in inputs[:file_index]) + offset
 
-    bar = progress_display(
+    bar = tqdm(
         total=bytes_read(len(inputs), 0),
         initial=bytes_read(*state.position[:2]),
         unit="B",
         unit_scale=True,
-        enabled=progress,
+        file=sys.stderr,
+        disable=None if progress else True,
         desc="encode-corpus",
     )
     encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
