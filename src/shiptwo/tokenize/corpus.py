@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import re
-import sys
 import time
 import weakref
 from collections import Counter, deque
@@ -467,18 +466,17 @@ def encode_corpus(
         finished: dict[str, Any] = writer.read_record(out / MANIFEST)
         return finished
 
-    from tqdm import tqdm
+    from shiptwo.progress import progress as progress_display
 
     def bytes_read(file_index: int, offset: int) -> int:
         return sum(int(r["bytes"]) for r in inputs[:file_index]) + offset
 
-    bar = tqdm(
+    bar = progress_display(
         total=bytes_read(len(inputs), 0),
         initial=bytes_read(*state.position[:2]),
         unit="B",
         unit_scale=True,
-        file=sys.stderr,
-        disable=None if progress else True,
+        enabled=progress,
         desc="encode-corpus",
     )
     encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
