@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import struct
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from shiptwo import apr
 from shiptwo.apr.testing import rehash, spec_file
+from shiptwo.cli import main
 from shiptwo.errors import FormatError
 
 F32_2 = struct.pack("<2f", 1.0, 2.0)
@@ -170,3 +173,67 @@ def test_tied_placeholder_is_allowed_under_the_lz4_bit(tmp_path: Path) -> None:
     path = tmp_path / "tied.apr"
     path.write_bytes(rehash(buf))
     assert list(apr.load_file(path)) == ["model.embed_tokens.weight"]
+
+
+# --- found by the fuzz suite (tests/fuzz, docs/fuzzing.md) ---------------------------------------
+
+
+@pytest.mark.parametrize("dims", [[0, 1 << 63], [0, (1 << 64) - 1], [0, 1 << 62, 4], [1 << 61, 0]])
+def test_a_shape_no_array_can_have_is_refused_even_with_no_elements(tmp_path: Path, dims: list[int]) -> None:
+    # A 0-element tensor passes the size check at 0 bytes; numpy and torch then fail on the dims.
+    path = tmp_path / "bad.apr"
+    path.write_bytes(spec_file([("e", 0, dims, b"")], b"{}"))
+    pattern = rf"{path}: tensor 'e': shape: \[{dims[0]}, .*past the 1152921504606846975 values"
+    with pytest.raises(FormatError, match=pattern):
+        apr.load_file(path)
+    with pytest.raises(FormatError, match=pattern):
+        apr.safe_open(path)
+    assert main(["apr", "inspect", str(path)]) == 1
+
+
+def test_the_largest_empty_shape_numpy_can_make_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ok.apr"
+    path.write_bytes(spec_file([("e", 0, [0, (2**63 - 1) // 8], b"")], b"{}"))
+    assert apr.load_file(path)["e"].shape == (0, (2**63 - 1) // 8)
+    assert apr.load_arrays(path)["e"].shape == (0, (2**63 - 1) // 8)
+
+
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        (b'{"k":NaN}', "NaN is not a JSON value"),
+        (b'{"k":-Infinity}', "-Infinity is not a JSON value"),
+        (b'{"k":1e999}', "the number 1e999 overflows a 64-bit float"),
+    ],
+)
+def test_metadata_that_is_not_strict_json_is_refused(tmp_path: Path, text: bytes, why: str) -> None:
+    _expect(tmp_path, spec_file([], text), rf"metadata: not UTF-8 JSON \({why}")
+
+
+def test_inspect_escapes_a_lone_surrogate_in_metadata(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    path = tmp_path / "s.apr"
+    path.write_bytes(spec_file([], b'{"k":"\\ud800","\\udfff":1,"ok":"\xc3\xa9"}'))
+    assert main(["apr", "inspect", str(path)]) == 0
+    text = capsysbinary.readouterr().out.decode("utf-8")  # strict: the bytes are valid UTF-8
+    assert '  k                        "\\ud800"' in text
+    assert '  "\\udfff"                 1' in text
+    assert '  ok                       "\u00e9"' in text
+    assert main(["apr", "inspect", str(path), "--format", "json"]) == 0
+    data = json.loads(capsysbinary.readouterr().out.decode("utf-8"))
+    assert data["metadata"] == {"k": "\ud800", "\udfff": 1, "ok": "\u00e9"}
+
+
+def test_inspect_json_stats_of_nan_data_stay_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nan.apr"
+    path.write_bytes(spec_file([("a", 0, [2], struct.pack("<2f", math.nan, 1.0))], b"{}"))
+    assert main(["apr", "inspect", str(path), "--stats", "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out, parse_constant=_no_bare_constant)["tensors"][0]
+    assert (row["mean"], row["min"], row["max"]) == ("nan", "nan", "nan")
+    assert main(["apr", "inspect", str(path), "--stats"]) == 0
+    assert "mean +nan" in capsys.readouterr().out
+
+
+def _no_bare_constant(token: str) -> None:
+    raise AssertionError(f"bare {token} in --format json output")

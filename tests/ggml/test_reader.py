@@ -371,6 +371,27 @@ def test_bad_tensor_infos(tmp_path: Path, small: Any, gguf_kit: Any) -> None:
     )
 
 
+@pytest.mark.parametrize("ne", [[1 << 63, 0], [0, (1 << 64) - 1], [4, 1 << 62, 0]])
+def test_a_shape_no_array_can_have_is_refused_even_with_no_elements(
+    tmp_path: Path, gguf_kit: Any, ne: list[int]
+) -> None:
+    # 0 elements take 0 bytes and pass every data check; dequantize then fails on the dims.
+    shape = list(reversed(ne))
+    extent = 1
+    for d in ne:
+        extent *= max(d, 1)
+    _expect(
+        tmp_path,
+        gguf_kit().tensor("e", ne, int(GgmlType.F32), 0).build(),
+        f"tensor 'e': shape {shape}: its non-zero dims multiply to {extent}, past the "
+        f"1152921504606846975 values numpy and torch can index; {FIX}",
+    )
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(gguf_kit().tensor("e", [(2**63 - 1) // 8, 0], int(GgmlType.F32), 0).build())
+    with open_gguf(path) as g:
+        assert g.dequantize("e").shape == (0, (2**63 - 1) // 8)
+
+
 def test_misaligned_overlapping_and_outside_data(tmp_path: Path, small: Any) -> None:
     small.infos[1] = small.infos[1][:-8] + struct.pack("<Q", 40)
     _expect(tmp_path, small.build(), f"tensor 'b': offset 40 is not a multiple of the alignment 32; {FIX}")

@@ -23,6 +23,10 @@ FOOTER_SIZE = 4
 MAX_METADATA_SIZE = 16 * 1024 * 1024
 MAX_NAME_LEN = 256
 MAX_NDIM = 8
+# numpy and torch index with signed 64-bit integers: an array whose dims (zeros left out) times
+# 8 bytes per value pass 2^63 - 1 cannot be made, not even with no elements ([0, 2^63] would
+# pass a size check at 0 bytes and fail in numpy). A larger shape is refused by name instead.
+MAX_SHAPE_EXTENT = (2**63 - 1) // 8
 # The smallest index entry: u16 name_len, a 1-byte name, u8 dtype, u8 ndim, u64 offset, u64 size.
 MIN_INDEX_ENTRY_SIZE = 2 + 1 + 1 + 1 + 8 + 8
 

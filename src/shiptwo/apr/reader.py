@@ -9,6 +9,7 @@ torch only when a torch tensor is asked for) in `shiptwo.apr.decode`.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -30,6 +31,7 @@ from shiptwo.apr.constants import (
     MAX_METADATA_SIZE,
     MAX_NAME_LEN,
     MAX_NDIM,
+    MAX_SHAPE_EXTENT,
     MIN_INDEX_ENTRY_SIZE,
     OTHER_MAGICS,
     TORCH_DTYPES,
@@ -179,12 +181,25 @@ def _parse_metadata(buf: Any, header: Header, path: str) -> dict[str, Any]:
         return {}
     raw = bytes(buf[start:end])
     try:
-        # json keeps the last of duplicate keys, which is what aprender's readers do.
-        value = json.loads(raw.decode("utf-8"))
+        # json keeps the last of duplicate keys, which is what aprender's readers do. NaN,
+        # Infinity and numbers that overflow a double are not JSON (serde_json refuses them, and
+        # the writer never writes them): refused here, so no reader re-emits them as bare tokens.
+        value = json.loads(raw.decode("utf-8"), parse_constant=_not_json, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(path, "metadata", f"not UTF-8 JSON ({exc})") from exc
     if not isinstance(value, dict):
         raise _fail(path, "metadata", f"a JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"the number {text[:40]} overflows a 64-bit float")
     return value
 
 
@@ -251,6 +266,18 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
                 path,
                 f"{where}: size",
                 f"{nbytes} bytes, but shape {list(shape)} x {dtype.name} needs {want}",
+            )
+        # After the size check, which refuses such a shape with elements and bytes: what is left
+        # is a 0-element tensor (or a 0-byte placeholder) whose dims no array can take.
+        extent = 1
+        for d in shape:
+            extent *= max(d, 1)
+        if extent > MAX_SHAPE_EXTENT:
+            raise _fail(
+                path,
+                f"{where}: shape",
+                f"{list(shape)}: its non-zero dims multiply to {extent}, past the {MAX_SHAPE_EXTENT} "
+                "values numpy and torch can index, even for a tensor with no elements",
             )
         tensors.append(TensorInfo(name, dtype, tuple(shape), offset, nbytes, header.data_offset + offset))
         pos = entry_end

@@ -17,6 +17,9 @@ VERSIONS = (2, 3)  # v1 had 32-bit counts and lengths; nothing current writes it
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = "general.alignment"
 MAX_DIMS = 4  # GGML_MAX_DIMS
+# numpy and torch index with signed 64-bit integers: dims (zeros left out) multiplying past this
+# many values cannot be made into an array at 8 bytes a value, not even one with no elements.
+MAX_SHAPE_EXTENT = (2**63 - 1) // 8
 MAX_NESTING = 8  # arrays of arrays deeper than this are refused (no real file nests at all)
 # The header: magic, u32 version, u64 tensor count, u64 metadata (key/value) count.
 HEADER_STRUCT = struct.Struct("<4sIQQ")

@@ -228,8 +228,17 @@ def iter_hf_tensors(gguf: GgufFile) -> Iterator[tuple[str, GgufTensor]]:
     config. Dequantize with `gguf.dequantize(tensor.name)`, or copy `gguf.raw(tensor.name)`.
     """
     config = hf_config_from_gguf(gguf)
+    blocks = config["num_hidden_layers"]
+    if blocks > len(gguf.tensors):  # each block holds 12 tensors: bound the table before building it
+        raise FormatError(
+            f"{gguf.path}: metadata '{ARCHITECTURE}.block_count' is {blocks}, but the file holds "
+            f"{len(gguf.tensors)} tensors; tensors missing for a complete qwen2 model"
+        )
     expected = expected_shapes(config)
-    pairs = [(hf_name(name), t) for name, t in gguf.tensors.items()]
+    try:
+        pairs = [(hf_name(name), t) for name, t in gguf.tensors.items()]
+    except FormatError as exc:  # hf_name knows no file: say which one
+        raise FormatError(f"{gguf.path}: {exc}") from None
     for hf, t in pairs:
         want = expected.get(hf)
         if want is None:

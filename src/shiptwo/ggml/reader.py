@@ -33,6 +33,7 @@ from shiptwo.ggml.constants import (
     MAGIC,
     MAX_DIMS,
     MAX_NESTING,
+    MAX_SHAPE_EXTENT,
     MIN_KV_SIZE,
     MIN_TENSOR_INFO_SIZE,
     MIN_VALUE_SIZE,
@@ -368,6 +369,15 @@ class _Parser:
                     field,
                     f"row length {inner} is not a multiple of the {ggml_type.name} block "
                     f"of {values} values; {_FIX}",
+                )
+            extent = 1
+            for d in shape:
+                extent *= max(d, 1)
+            if extent > MAX_SHAPE_EXTENT:
+                raise self.fail(
+                    field,
+                    f"shape {list(shape)}: its non-zero dims multiply to {extent}, past the "
+                    f"{MAX_SHAPE_EXTENT} values numpy and torch can index; {_FIX}",
                 )
             numel = 1
             for d in shape:
