@@ -66,7 +66,7 @@ def test_the_base_requirements_are_the_harness_alone() -> None:
     base = sorted(
         r.split(">")[0].split("=")[0].strip().lower() for r in requires("shiptwo") or [] if "extra" not in r
     )
-    assert base == ["jsonschema", "pytest", "pyyaml"]
+    assert base == ["jsonschema-rs", "pytest", "pyyaml"]
 
 
 def test_the_harness_runs_a_project_without_the_ml_stack(tmp_path: Path) -> None:

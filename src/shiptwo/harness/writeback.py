@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,24 +201,15 @@ def _check_evidence(path: Path, fid: str, evidence: dict[str, Any] | None) -> No
     """Refuse to write evidence the contract schema would reject: a record's values reach YAML checked."""
     if evidence is None:
         return
-    errors = list(_evidence_validator().iter_errors(evidence))
+    from shiptwo.harness.contract.schema import describe_error, evidence_validator, finite
+
+    errors = list(evidence_validator().iter_errors(finite(evidence)))
     if errors:
-        where = ".".join(str(p) for p in errors[0].absolute_path) or "evidence"
+        where = ".".join(str(p) for p in errors[0].instance_path) or "evidence"
         raise ContractError(
-            f"{path}: {fid}: evidence.{where}: {errors[0].message}; not writing it (a run record holds a "
-            "value "
-            "the contract format does not allow: re-run pytest)"
+            f"{path}: {fid}: evidence.{where}: {describe_error(errors[0])}; not writing it (a run record "
+            "holds a value the contract format does not allow: re-run pytest)"
         )
-
-
-@cache
-def _evidence_validator() -> Any:
-    import jsonschema
-
-    from shiptwo.harness.contract.schema import contract_schema
-
-    schema = contract_schema()
-    return jsonschema.Draft202012Validator({**schema["$defs"]["evidence"], "$defs": schema["$defs"]})
 
 
 def write_statuses(evaluation: Evaluation) -> list[str]:

@@ -218,7 +218,7 @@ def test_write_back_refuses_evidence_the_schema_rejects(
             Path("contracts/out-v1.yaml"), FID, {"run": "r", "commit": 12345, "at": "t"}
         )
     assert str(excinfo.value) == (
-        "contracts/out-v1.yaml: FALSIFY-OUT-LOSS-001: evidence.commit: 12345 is not of type 'string', "
-        "'null'; "
+        "contracts/out-v1.yaml: FALSIFY-OUT-LOSS-001: evidence.commit: 12345 is not of type 'null', "
+        "'string'; "
         "not writing it (a run record holds a value the contract format does not allow: re-run pytest)"
     )

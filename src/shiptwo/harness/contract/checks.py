@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ SEMVER = re.compile(
 FALSIFIER_ID = re.compile(r"^FALSIFY-[A-Z0-9]+(?:-[A-Z0-9]+)*-\d{3}$")
 
 
+def clear_run_caches() -> None:
+    """Forget what one validation run learnt about the project (its gates, its covered files)."""
+    known_gates.cache_clear()
+    _covers_something.cache_clear()
+
+
+@lru_cache(maxsize=16)  # one answer per root for a validation run: validate_paths clears it
 def known_gates(root: Path | None = None) -> frozenset[str]:
     """The installed gates, plus the project's own when `root` is given ([tool.shiptwo.gates] and
     the names its conftest.py files register, read statically: validation runs no project code)."""
@@ -293,6 +301,11 @@ def _control_findings(rel: str, at: _At, i: int, f: dict[str, Any], fid: Any) ->
             seen[cid] = j
 
 
+@lru_cache(maxsize=4096)  # contracts share patterns; validate_paths clears it per run
+def _covers_something(root: Path, pattern: str) -> bool:
+    return bool(match_covers(root, pattern))
+
+
 def _covers_findings(rel: str, at: _At, i: int, f: dict[str, Any], root: Path) -> Iterable[Finding]:
     for j, pattern in enumerate(as_list(f.get("covers"))):
         if not isinstance(pattern, str) or not pattern:
@@ -306,7 +319,7 @@ def _covers_findings(rel: str, at: _At, i: int, f: dict[str, Any], root: Path) -
                 *at("falsifiers", i, "covers", j),
                 f"{where}: {pattern!r} {problem}; write a path or glob relative to the project root ({root})",
             )
-        elif not match_covers(root, pattern):
+        elif not _covers_something(root, pattern):
             yield finding(
                 "covers-no-match",
                 rel,

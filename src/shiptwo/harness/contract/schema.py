@@ -1,21 +1,20 @@
-"""The shipped JSON Schema, a compiled fast check of it, and its errors as findings.
+"""The shipped JSON Schema, checked by one engine (jsonschema-rs), its errors as findings.
 
-jsonschema reports every error with its path, which is what a finding needs, but it costs
-about half of validation. Valid files are the common case, so a tree of small predicates
-compiled from the same schema answers "valid?" first; only a "no" pays for jsonschema's
-messages. A keyword the compiler does not know makes it fall back to jsonschema for everything.
+jsonschema-rs validates a contract in microseconds and reports every error with its instance
+path, its schema path and a typed kind (`required` with the missing property, `enum` with the
+options, ...), which is all a finding needs: the message, the fix and the YAML line.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterable
-from functools import cache, partial
+import math
+from collections.abc import Iterable
+from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
+import jsonschema_rs
 
 from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.yamlsafe import ParsedYaml
@@ -30,184 +29,64 @@ def contract_schema() -> dict[str, Any]:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = contract_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-# A compiled validity check for the contract schema: a tree of small predicates that answers
-# "valid?" several times faster than jsonschema. Only a True answer is trusted (a contract
-# that passes it is valid); anything else goes to jsonschema, which finds the errors to report.
-_Check = Callable[[Any], bool]
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "number": (int, float),
-    "integer": (int,),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-# Keywords that constrain nothing.
-_ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description"})
-
-
-class _Uncompilable(Exception):
-    pass
-
-
-def _all(checks: tuple[_Check, ...], v: Any) -> bool:
-    return all(check(v) for check in checks)
-
-
-def _has_type(types: tuple[type, ...], v: Any) -> bool:
-    # JSON Schema's numbers are not booleans, although Python's bool is an int.
-    return isinstance(v, types) and (not isinstance(v, bool) or bool in types)
-
-
-def _one_of_strings(allowed: frozenset[str], v: Any) -> bool:
-    return isinstance(v, str) and v in allowed
-
-
-def _matches(search: Callable[[str], Any], v: Any) -> bool:
-    return not isinstance(v, str) or search(v) is not None
-
-
-def _min_length(n: int, v: Any) -> bool:
-    return not isinstance(v, str) or len(v) >= n
-
-
-def _max_length(n: int, v: Any) -> bool:
-    return not isinstance(v, str) or len(v) <= n
-
-
-def _min_items(n: int, v: Any) -> bool:
-    return not isinstance(v, list) or len(v) >= n
-
-
-def _unique_strings(v: Any) -> bool:
-    # Only lists of strings are judged here; anything else is "maybe", so jsonschema decides.
-    return not isinstance(v, list) or (all(isinstance(x, str) for x in v) and len(set(v)) == len(v))
-
-
-def _items(item: _Check, v: Any) -> bool:
-    return not isinstance(v, list) or all(item(x) for x in v)
-
-
-def _required(names: tuple[str, ...], v: Any) -> bool:
-    return not isinstance(v, dict) or all(n in v for n in names)
-
-
-def _properties(props: dict[str, _Check], v: Any) -> bool:
-    return not isinstance(v, dict) or all(props[k](x) for k, x in v.items() if k in props)
-
-
-def _no_others(known: frozenset[str], v: Any) -> bool:
-    return not isinstance(v, dict) or known.issuperset(v)
-
-
-def _others(known: frozenset[str], extra: _Check, v: Any) -> bool:
-    return not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
-
-
-def _names(name_ok: _Check, v: Any) -> bool:
-    return not isinstance(v, dict) or all(name_ok(k) for k in v)
-
-
-def _ref(compiled: dict[str, _Check], name: str, v: Any) -> bool:
-    return compiled[name](v)
-
-
-def _compile(schema: Any, defs: dict[str, Any], compiled: dict[str, _Check]) -> _Check:
-    """A predicate true only for instances `schema` accepts.
-
-    Raises _Uncompilable on a keyword it does not know.
-    """
-    if not isinstance(schema, dict):
-        raise _Uncompilable(repr(schema))
-    checks: list[_Check] = []
-    for keyword, value in schema.items():
-        if keyword in _ANNOTATIONS:
-            continue
-        if keyword == "$ref":
-            if not (isinstance(value, str) and value.startswith("#/$defs/") and value[8:] in defs):
-                raise _Uncompilable(value)
-            name = value[8:]
-            if name not in compiled:
-                compiled[name] = partial(_has_type, ())  # a placeholder while a recursive definition compiles
-                compiled[name] = _compile(defs[name], defs, compiled)
-            checks.append(partial(_ref, compiled, name))
-        elif keyword == "type":
-            names = [value] if isinstance(value, str) else value
-            checks.append(partial(_has_type, tuple(t for n in names for t in _TYPES[n])))
-        elif keyword in ("const", "enum"):
-            members = [value] if keyword == "const" else value
-            if not all(isinstance(m, str) for m in members):
-                raise _Uncompilable(keyword)  # JSON equality of numbers and booleans is subtler
-            checks.append(partial(_one_of_strings, frozenset(members)))
-        elif keyword == "pattern":
-            checks.append(partial(_matches, re.compile(value).search))
-        elif keyword == "minLength":
-            checks.append(partial(_min_length, value))
-        elif keyword == "maxLength":
-            checks.append(partial(_max_length, value))
-        elif keyword == "minItems":
-            checks.append(partial(_min_items, value))
-        elif keyword == "uniqueItems":
-            if value:
-                checks.append(_unique_strings)
-        elif keyword == "items":
-            checks.append(partial(_items, _compile(value, defs, compiled)))
-        elif keyword == "required":
-            checks.append(partial(_required, tuple(value)))
-        elif keyword == "properties":
-            checks.append(
-                partial(_properties, {k: _compile(sub, defs, compiled) for k, sub in value.items()})
-            )
-        elif keyword == "additionalProperties":
-            known = frozenset(schema.get("properties", {}))
-            if value is False:
-                checks.append(partial(_no_others, known))
-            elif value is not True:
-                checks.append(partial(_others, known, _compile(value, defs, compiled)))
-        elif keyword == "propertyNames":
-            checks.append(partial(_names, _compile(value, defs, compiled)))
-        else:
-            raise _Uncompilable(keyword)
-    return checks[0] if len(checks) == 1 else partial(_all, tuple(checks))
+def _validator() -> Any:
+    return jsonschema_rs.validator_for(contract_schema())
 
 
 @cache
-def _fast_check() -> _Check | None:
-    """The compiled check of the shipped schema, or None if it uses a keyword `_compile` does not know."""
+def evidence_validator() -> Any:
+    """The same engine on the `evidence:` block alone: write-back checks what it is about to write."""
     schema = contract_schema()
-    try:
-        return _compile(schema, schema.get("$defs", {}), {})
-    except (_Uncompilable, KeyError, TypeError, re.error):
-        return None
+    return jsonschema_rs.validator_for({**schema["$defs"]["evidence"], "$defs": schema["$defs"]})
+
+
+def _schema_at(path: Iterable[Any]) -> Any:
+    """The part of the shipped schema at `path` (a schema path: `$defs`/`properties`/...)."""
+    node: Any = contract_schema()
+    for part in path:
+        node = node[part] if isinstance(node, dict) else node[int(part)]
+    return node
+
+
+def finite(data: Any) -> Any:
+    """`data` with NaN and infinities as 0.5 (the same object when it holds none).
+
+    YAML reads `.nan` and `.inf` as floats, which JSON Schema calls numbers; jsonschema-rs sees
+    them through JSON, which has no such values, as null. The range checks report a non-finite
+    bound in their own words, so the schema only needs to know a number sits there.
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else 0.5  # a number, not an integer, as NaN is
+    if isinstance(data, dict):
+        items = {k: finite(v) for k, v in data.items()}
+        return data if all(items[k] is data[k] for k in data) else items
+    if isinstance(data, list):
+        values = [finite(v) for v in data]
+        return data if all(a is b for a, b in zip(values, data, strict=True)) else values
+    return data
 
 
 def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
-    fast = _fast_check()
-    if fast is not None and fast(parsed.data):
-        return
     validator = _validator()
-    for error in validator.iter_errors(parsed.data):
-        path = tuple(error.absolute_path)
+    data = finite(parsed.data)
+    if validator.is_valid(data):
+        return
+    for error in validator.iter_errors(data):
+        path = tuple(error.instance_path)
+        keyword = error.kind.name
         where = _where(path)
-        if path == ("version",) and error.validator == "type":
+        if path == ("version",) and keyword == "type":
             continue  # version-not-semver reports it, with the fix (quote it)
-        if "propertyNames" in error.schema_path and isinstance(error.instance, str):
+        if keyword == "propertyNames":
             # The error sits on the mapping; point at the offending name instead.
-            line, col = parsed.position((*path, error.instance))
-            yield finding(
-                "bad-value", rel, line, col, f"{_where((*path, error.instance))}: bad name: {_short(error)}"
-            )
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = error.schema.get("properties", {})
-            for key in sorted(set(error.instance) - set(allowed)):
+            inner = error.kind.error
+            name = inner.instance
+            line, col = parsed.position((*path, name))
+            message = f"{_where((*path, name))}: bad name: {describe_error(inner)}"
+            yield finding("bad-value", rel, line, col, message)
+        elif keyword == "additionalProperties":
+            allowed = _schema_at(tuple(error.schema_path)[:-1]).get("properties", {})
+            for key in sorted(error.kind.unexpected):
                 hint = did_you_mean(key, allowed)
                 if not hint and any(ch in key for ch in " ()"):
                     # No contract key has a space: text ran on past an unquoted ',' or ': '.
@@ -223,22 +102,21 @@ def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
                     col,
                     f"{_where((*path, key))}: unknown key{hint or '; remove it'}",
                 )
-        elif error.validator == "required":
+        elif keyword == "required":
             line, col = parsed.position(path)
-            missing = next(
-                (
-                    name
-                    for name in error.validator_value
-                    if isinstance(error.instance, dict) and name not in error.instance
-                ),
-                "",
-            )
+            missing = error.kind.property
             fix = _fix((*path, missing), "required") or _fix(path, "required")
-            yield finding("missing-key", rel, line, col, f"{where or 'contract'}: {error.message}{fix}")
+            yield finding(
+                "missing-key",
+                rel,
+                line,
+                col,
+                f"{where or 'contract'}: {missing!r} is a required property{fix}",
+            )
         else:
             line, col = parsed.position(path)
-            fix = _fix(path, str(error.validator))
-            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {_short(error)}{fix}")
+            fix = _fix(path, keyword)
+            yield finding("bad-value", rel, line, col, f"{where or 'contract'}: {describe_error(error)}{fix}")
 
 
 # How to fix a bad value, by where it sits (list indices as "*") and, where it matters, by the
@@ -281,9 +159,27 @@ def _where(path: tuple[Any, ...]) -> str:
     return out
 
 
-def _short(error: jsonschema.ValidationError) -> str:
-    if error.validator == "enum":
-        return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}"
-    if error.validator == "type" and isinstance(error.instance, str) and error.validator_value == "number":
-        return f"{error.instance!r} is a string, not a number (YAML reads 1e-5 as text: write 1.0e-5)"
+def describe_error(error: Any) -> str:
+    """The error in the words findings have always used, values shown as Python reprs."""
+    kind, value = error.kind, error.instance
+    keyword = kind.name
+    if keyword == "enum":
+        return f"{value!r} is not one of {', '.join(map(str, kind.options))}"
+    if keyword == "type":
+        types = list(kind.types)
+        if isinstance(value, str) and "number" in types:
+            return f"{value!r} is a string, not a number (YAML reads 1e-5 as text: write 1.0e-5)"
+        return f"{value!r} is not of type {', '.join(map(repr, types))}"
+    if keyword == "pattern":
+        return f"{value!r} does not match {kind.pattern!r}"
+    if keyword == "maxLength":
+        return f"{value!r} is too long (at most {kind.limit} characters)"
+    if keyword == "minLength":
+        return f"{value!r} should be non-empty" if kind.limit == 1 else f"{value!r} is too short"
+    if keyword == "uniqueItems":
+        return f"{value!r} has non-unique elements"
+    if keyword == "minItems":
+        return f"{value!r} should have at least {kind.limit} item{'s' if kind.limit != 1 else ''}"
+    if keyword == "const":
+        return f"{kind.expected_value!r} was expected"
     return str(error.message)

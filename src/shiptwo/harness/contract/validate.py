@@ -17,7 +17,7 @@ from typing import Any
 from shiptwo.errors import UsageError
 from shiptwo.fileio import display_path
 from shiptwo.harness.config import find_root
-from shiptwo.harness.contract.checks import as_list, document_findings
+from shiptwo.harness.contract.checks import as_list, clear_run_caches, document_findings
 from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.model import Contract
 from shiptwo.harness.contract.testrefs import TestFile, TestFiles, TestRef, scan_tree
@@ -74,6 +74,7 @@ def validate_paths(
     `root` resolves `tests:` entries (default: the project root above the first path);
     `test_dirs` are scanned for falsifier markers (default: `<root>/falsifiers`).
     """
+    clear_run_caches()  # the tree may have changed since the last run in this process
     files = collect_files(paths)
     root = (root or find_root(paths[0] if paths else Path.cwd())).resolve()
     result = ValidationResult(root=root, files=files)
