@@ -37,7 +37,9 @@ def plant(control: Any, monkeypatch: pytest.MonkeyPatch, *, expected_gate: str) 
         )
     if control == "divergence-gate-disabled":
         # GATE-TRAIN-005 switched off: only the finiteness check of the val loss is left.
-        def val_gate_without_005(epoch: int, val_loss: float, previous: float | None) -> None:
+        def val_gate_without_005(
+            epoch: int, val_loss: float, previous: float | None, **limits: float
+        ) -> None:
             train_mod.check_finite({"val_loss": val_loss}, where=f"epoch {epoch} evaluation")
 
         monkeypatch.setattr(train_mod, "check_val_gate", val_gate_without_005)

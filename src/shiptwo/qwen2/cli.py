@@ -7,7 +7,6 @@ functions. `torchrun --nproc_per_node N -m shiptwo train ...` runs the same comm
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -17,6 +16,8 @@ from typing import Any
 
 from shiptwo.errors import UsageError
 from shiptwo.fileio import check_output_dir
+from shiptwo.jsonout import dumps, print_json
+from shiptwo.qwen2.gates import GATE_005_EPOCH0_MAX, GATE_005_RATIO_MAX
 
 DEFAULT_RUNS = Path("evidence") / "train"
 # Checkpoints are big and not evidence: by default they go where git ignores them.
@@ -68,8 +69,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--run-dir", type=Path, help=f"evidence dir for this run (default {DEFAULT_RUNS}/<UTC time>)"
     )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    t.add_argument(
+        "--gate-val-loss-max",
+        type=float,
+        metavar="NATS",
+        help="GATE-TRAIN-005: abort when the epoch-0 val_loss exceeds this (default "
+        f"{GATE_005_EPOCH0_MAX}, or [tool.shiptwo.train] val_loss_max in pyproject.toml). A model "
+        "trained from scratch starts near ln(vocab): 11.93 for Qwen2's 151,936 ids, so give e.g. 12.5",
+    )
+    t.add_argument(
+        "--gate-val-rise-factor",
+        type=float,
+        metavar="X",
+        help="GATE-TRAIN-005: abort when a later val_loss exceeds X times the previous one (default "
+        f"{GATE_005_RATIO_MAX}, or [tool.shiptwo.train] val_rise_factor)",
+    )
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (a bar on a terminal, else a plain line every few seconds)",
+    )
+    t.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output format (default text); json prints the result, or the abort when a gate fires",
+    )
     t.set_defaults(func=run_train)
 
     e = subparsers.add_parser("eval", help="score a Qwen2 on shards: val_loss (nats), perplexity, ln(vocab)")
@@ -158,11 +183,50 @@ class _Subset:
         return self.reader.window(self.indices[i])
 
 
+# `[tool.shiptwo.train]` keys and the `shiptwo train` options they give defaults to.
+TRAIN_TABLE_KEYS = {"val_loss_max": "--gate-val-loss-max", "val_rise_factor": "--gate-val-rise-factor"}
+
+
+def gate_limits(args: argparse.Namespace, root: Path) -> tuple[float, float]:
+    """GATE-TRAIN-005's (epoch-0 val_loss ceiling, rise factor): each from its flag, else from
+    the `[tool.shiptwo.train]` table of `root`'s pyproject.toml, else the seeds' default.
+
+    A bad value is a UsageError naming where it came from (the option, or the file and key).
+    """
+    from shiptwo.harness.config import load_config
+
+    config = load_config(root)
+    where = f"{config.source or root / 'pyproject.toml'}: [tool.shiptwo.train]"
+    unknown = sorted(set(config.train) - set(TRAIN_TABLE_KEYS))
+    if unknown:
+        raise UsageError(f"{where} key {unknown[0]!r} is unknown; known keys: {', '.join(TRAIN_TABLE_KEYS)}")
+    chosen = []
+    for key, default, least, wanted in (
+        ("val_loss_max", GATE_005_EPOCH0_MAX, 0.0, "a finite number > 0 (nats)"),
+        ("val_rise_factor", GATE_005_RATIO_MAX, 1.0, "a finite number >= 1"),
+    ):
+        flag = TRAIN_TABLE_KEYS[key]
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given is not None:
+            value, source = given, flag
+        elif key in config.train:
+            value, source = config.train[key], f"{where} {key} ="
+        else:
+            value, source = default, ""
+        if not (math.isfinite(value) and value >= least and value > 0):
+            raise UsageError(f"{source} {value}: must be {wanted}")
+        chosen.append(value)
+    return chosen[0], chosen[1]
+
+
 def run_train(args: argparse.Namespace) -> int:
     """`shiptwo train`: returns 0 when training finished, raises GateError when a gate fired."""
     for name in ("epochs", "steps", "lr", "batch_size", "seq_len", "eval_batches"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     _check_optimizer_options(args)
+    from shiptwo.harness.config import find_root
+
+    val_loss_max, val_rise_factor = gate_limits(args, find_root(Path.cwd()))
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction {args.val_fraction}: must lie strictly between 0 and 1")
     for option, given in (("--run-dir", args.run_dir), ("--output", args.output)):
@@ -173,7 +237,7 @@ def run_train(args: argparse.Namespace) -> int:
     from shiptwo.qwen2 import distributed
     from shiptwo.qwen2.checkpoint import from_pretrained
     from shiptwo.qwen2.rundir import host_facts
-    from shiptwo.qwen2.train import TrainConfig, config_dict, train
+    from shiptwo.qwen2.train import TrainConfig, TrainGateError, config_dict, train
 
     keep_freed_memory()
     ctx = distributed.init(args.device)
@@ -217,6 +281,8 @@ def run_train(args: argparse.Namespace) -> int:
             eval_batches=args.eval_batches,
             seed=args.seed,
             autocast_bf16=bf16,
+            gate_val_loss_max=val_loss_max,
+            gate_val_rise_factor=val_rise_factor,
         )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = check_output_dir("--run-dir", args.run_dir or DEFAULT_RUNS / stamp)
@@ -243,16 +309,27 @@ def run_train(args: argparse.Namespace) -> int:
                     "output": str(output),
                 },
             )
-        result = train(
-            model,
-            train_reader=train_reader,
-            val_reader=val_reader,
-            config=config,
-            output_dir=output,
-            run_dir=run_dir if ctx.is_main else None,
-            ctx=ctx,
-            progress=not args.no_progress,
-        )
+        try:
+            result = train(
+                model,
+                train_reader=train_reader,
+                val_reader=val_reader,
+                config=config,
+                output_dir=output,
+                run_dir=run_dir if ctx.is_main else None,
+                ctx=ctx,
+                progress=not args.no_progress,
+                label=str(args.init),
+            )
+        except TrainGateError as exc:
+            if args.format == "json" and ctx.is_main:
+                # A script reading stdout learns why the run stopped; stderr still gets the
+                # one-line error and the exit status stays 1 (raised on to `shiptwo.cli.main`).
+                print_json(
+                    {"status": "aborted", "abort": exc.abort, "run_dir": str(run_dir), "output": str(output)},
+                    indent=2,
+                )
+            raise
         completed = True
     finally:
         distributed.shutdown(ctx, completed=completed)
@@ -260,6 +337,7 @@ def run_train(args: argparse.Namespace) -> int:
         distributed.exit_process(0)
     final = result.val_losses[-1] if result.val_losses else result.step0_val_loss
     summary = {
+        "status": "completed",
         "step0_val_loss": result.step0_val_loss,
         "final_val_loss": final,
         "val_loss_drop_fraction": (result.step0_val_loss - final) / result.step0_val_loss,
@@ -270,7 +348,7 @@ def run_train(args: argparse.Namespace) -> int:
         "output": str(output),
     }
     if args.format == "json":
-        print(json.dumps(summary, indent=2))
+        print_json(summary, indent=2)
     else:
         print(
             f"val_loss {result.step0_val_loss:.4f} -> {final:.4f} nats after {result.steps} steps "
@@ -314,7 +392,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - start, 3),
     }
     if args.format == "json":
-        print(json.dumps(out, indent=2))
+        print_json(out, indent=2)
     else:
         print(
             f"val_loss {loss:.4f} nats  perplexity {out['perplexity']:.2f}  "
@@ -324,4 +402,4 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    path.write_text(dumps(data, indent=2) + "\n", encoding="utf-8")

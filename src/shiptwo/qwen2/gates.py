@@ -1,8 +1,16 @@
-"""The hardware gates of the Qwen2 room: `cuda` and `multi-gpu` (torch is imported only when asked)."""
+"""The Qwen2 room's gates: the hardware gates `cuda` and `multi-gpu` (torch is imported only when
+asked), and the default limits of the training gate GATE-TRAIN-005 (checked in `shiptwo.qwen2.train`;
+here, where `shiptwo train --help` can show them without importing torch).
+"""
 
 from __future__ import annotations
 
 from shiptwo.harness.gates import GateResult
+
+# GATE-TRAIN-005's defaults, from the seeds: the epoch-0 val_loss ceiling in nats, and how many
+# times the previous evaluation's val_loss a later one may reach before the run counts as diverged.
+GATE_005_EPOCH0_MAX = 10.0
+GATE_005_RATIO_MAX = 2.0
 
 
 def cuda() -> GateResult:

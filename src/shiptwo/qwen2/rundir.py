@@ -1,7 +1,8 @@
 """What a training run leaves behind: its result, the run directory's files and the epoch evidence.
 
 The run directory holds steps.jsonl (one JSON line per step, evaluation or abort), summary.json
-(status, losses, steps, tokens, and the abort when a gate fired) and loss.png; the CLI adds
+(status, losses, steps, tokens, and the abort when a gate fired) and loss.png (drawn by
+`shiptwo.qwen2.plot`); the CLI adds
 command.json, host.json and config.json. Each epoch writes aprender's evidence file,
 epoch-NNN.metadata.json, beside its checkpoint epoch-NNN.apr in the output directory.
 """
@@ -152,30 +153,6 @@ def write_summary(
     if abort is not None:
         summary["abort"] = abort
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def plot_loss_curve(steps_jsonl: Path, png: Path) -> None:
-    """Train loss per step and val loss per evaluation, in nats, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in steps_jsonl.read_text().splitlines() if line.strip()]
-    train_pts = [(r["step"], r["loss"]) for r in records if r["event"] == "step"]
-    val_pts = [(r["step"], r["val_loss"]) for r in records if r["event"] == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train_pts:
-        ax.plot(*zip(*train_pts, strict=True), label="train loss", linewidth=1)
-    if val_pts:
-        ax.plot(*zip(*val_pts, strict=True), "o-", label="val loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def host_facts(ctx: DistContext | None = None) -> dict[str, Any]:
