@@ -3,8 +3,9 @@
 Half of the inputs get both CRCs recomputed after the damage, so they reach the structural
 checks behind the checksums (offsets, counts, shapes, sizes, layout); the other half must be
 stopped by the checksums themselves. `check` runs every public way in: `parse_bytes`,
-`load_file`, `load_arrays`, `safe_open` and `shiptwo apr inspect` (text, and JSON that must
-parse back), `--stats` included, with stdout encoded strictly as UTF-8 like a real terminal's.
+`load_file`, `load_arrays`, `safe_open`, `apr export` (up to the write), `apr diff` against the
+seed, and `shiptwo apr inspect` (text, and JSON that must parse back), `--stats` included, with
+stdout encoded strictly as UTF-8 like a real terminal's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 
 from shiptwo.apr import load_arrays, load_file, parse_bytes, read_header, safe_open, write_raw
 from shiptwo.apr.constants import EMBED, FOOTER_SIZE, HEADER_SIZE, LM_HEAD, DType, align64
+from shiptwo.apr.convert import export_model, export_tensors
+from shiptwo.apr.diff import diff
 from shiptwo.apr.testing import index_entry_offsets, rehash
 from shiptwo.apr.writer import RawTensor
 from shiptwo.fuzz.binary import Field, Target
@@ -146,8 +149,11 @@ def _with_metadata(image: bytes, meta: bytes) -> bytes:
     return bytes(buf)
 
 
-def check(path: Path) -> None:
-    """Every public reader over one file; returns when all of them load it."""
+def check(path: Path, source: Path) -> None:
+    """Every public reader over one file; returns when all of them load it.
+
+    `source` is the seed exported to safetensors: `apr diff` compares each input with it.
+    """
     parse_bytes(path.read_bytes(), str(path))
     load_file(path)
     load_arrays(path)
@@ -156,6 +162,9 @@ def check(path: Path) -> None:
         for name in names:
             if not f.info.tensor(name).is_placeholder:
                 f.get_tensor(name)
+    with safe_open(path) as f:
+        dict(export_tensors(f))  # `apr export` up to its write
+    diff(path, source)
     for fmt in ("text", "json"):
         out = _inspect(path, fmt)
         if fmt == "json":
@@ -192,6 +201,14 @@ def target(workdir: Path) -> Target:
     """The APR fuzz target over a seed written into `workdir`."""
     image = seed_image(workdir)
     fields, sections, data = _layout(workdir / "seed.apr")
+    source = workdir / "seed.safetensors"
+    export_model(workdir / "seed.apr", source, keep_tied_copy=True)
     return Target(
-        "apr", ".apr", image, fields, sections, check, functools.partial(_special, data_ranges=data)
+        "apr",
+        ".apr",
+        image,
+        fields,
+        sections,
+        functools.partial(check, source=source),
+        functools.partial(_special, data_ranges=data),
     )
