@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from shiptwo.apr import read_header
+from shiptwo.apr.testing import rehash
 from shiptwo.fuzz import apr as apr_fuzz
-from shiptwo.fuzz.binary import Target, make_input, run
+from shiptwo.fuzz.binary import Target, classify, make_input, run
 
 # The bar: 5,000 inputs per format, with the whole fuzz suite under a minute on one core.
 COUNT = 5000
@@ -54,3 +55,16 @@ def test_inputs_are_rebuilt_exactly_from_seed_and_index(target: Target) -> None:
     assert make_input(target, 0, 17) != make_input(target, 1, 17)
     images = {make_input(target, 0, i)[0] for i in range(200)}
     assert len(images) > 150  # distinct damage, not the same few files again
+
+
+def test_every_truncation_is_refused_with_and_without_fixed_crcs(target: Target, tmp_path: Path) -> None:
+    path = tmp_path / "cut.apr"
+    for cut in range(len(target.image)):
+        images = [target.image[:cut]]
+        if cut >= 68:  # room for both checksums: recompute them so the layout checks must catch it
+            images.append(bytes(rehash(bytearray(target.image[:cut]))))
+        for image in images:
+            path.unlink(missing_ok=True)
+            path.write_bytes(image)
+            outcome, detail = classify(target, path, deadline_s=2.0)
+            assert outcome == "refused", f"cut at {cut}: {outcome} {detail}"

@@ -54,3 +54,15 @@ def test_an_unknown_tensor_name_names_the_file(target: Target, tmp_path: Path) -
     path.write_bytes(target.image.replace(b"blk.0.attn_q.bias", b"blk.0.attn_Q.bias"))
     with pytest.raises(FormatError, match=rf"^{path}: GGUF tensor 'blk.0.attn_Q.bias' is not part of"):
         target.check(path)
+
+
+def test_every_truncation_at_a_field_or_section_edge_is_refused(target: Target, tmp_path: Path) -> None:
+    edges = {f.offset for f in target.fields} | {e for s in target.sections for e in s}
+    cuts = sorted({c for e in edges for c in (e - 1, e, e + 1) if 0 <= c < len(target.image)})
+    assert len(cuts) > 200
+    path = tmp_path / "cut.gguf"
+    for cut in cuts:
+        path.unlink(missing_ok=True)
+        path.write_bytes(target.image[:cut])
+        outcome, detail = classify(target, path, deadline_s=2.0)
+        assert outcome == "refused", f"cut at {cut}: {outcome} {detail}"

@@ -16,7 +16,7 @@ from shiptwo.apr.convert import import_model
 from shiptwo.cli import main
 from shiptwo.errors import FormatError
 from shiptwo.fuzz import safetensors as st_fuzz
-from shiptwo.fuzz.binary import Target, run
+from shiptwo.fuzz.binary import Target, classify, run
 
 # The bar: 5,000 inputs per format, with the whole fuzz suite under a minute on one core.
 COUNT = 5000
@@ -232,3 +232,12 @@ def test_a_header_at_the_librarys_depth_limit_still_imports(tmp_path: Path) -> N
     path = _file(tmp_path, _deep(125), bytes(8))  # 127 levels: read by the library and by us
     st_fuzz.read_with_library(path)
     assert import_model(path, tmp_path / "ok.apr").tensors == 1
+
+
+def test_every_truncation_is_refused(target: Target, tmp_path: Path) -> None:
+    path = tmp_path / "cut.safetensors"
+    for cut in range(len(target.image)):
+        path.unlink(missing_ok=True)
+        path.write_bytes(target.image[:cut])
+        outcome, detail = classify(target, path, deadline_s=2.0)
+        assert outcome == "refused", f"cut at {cut}: {outcome} {detail}"
