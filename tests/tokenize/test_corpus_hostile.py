@@ -218,3 +218,13 @@ def test_an_unknown_pretokenizer_is_never_cut(tmp_path: Path, gpt2_dir: Path) ->
     doc["pre_tokenizer"]["add_prefix_space"] = True  # a prefix space per piece would change ids
     (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
     assert _cut_finder(load_tokenizer(tmp_path / "tokenizer.json")) is None
+
+
+def test_a_max_document_bytes_below_one_is_a_usage_error(
+    tmp_path: Path, hex_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(GOOD)
+    argv = ["tokenize", "encode-corpus", "--tokenizer", str(hex_dir), "--corpus", str(path)]
+    assert shiptwo_main([*argv, "--output", str(tmp_path / "out"), "--max-document-bytes", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-document-bytes must be >= 1, got 0\n"

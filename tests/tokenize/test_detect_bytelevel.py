@@ -51,7 +51,9 @@ def test_detect_refusals_name_the_file(tmp_path: Path, bl_dir: Path) -> None:
     with pytest.raises(FormatError, match="vocab.json: not an object of token -> integer id"):
         detect_format(tmp_path / "vocab.json")
     (tmp_path / "vocab.json").write_text("{not json")
-    with pytest.raises(FormatError, match=r"vocab.json: not valid JSON \(vocab file\): invalid JSON at line 1 column 2"):
+    with pytest.raises(
+        FormatError, match=r"vocab.json: not valid JSON \(vocab file\): invalid JSON at line 1 column 2"
+    ):
         detect_format(tmp_path / "vocab.json")
     vocab = json.loads((bl_dir / "vocab.json").read_text())
     vocab["▁the"] = len(vocab)
