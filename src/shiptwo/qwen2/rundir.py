@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from shiptwo.harness.host import host_facts as run_record_host_facts
+from shiptwo.jsonout import finite_json
 from shiptwo.qwen2.distributed import DistContext
 from shiptwo.qwen2.model import Qwen2
 
@@ -133,8 +134,10 @@ class StepLog:
 
 
 def json_number(value: float) -> float | str:
-    """A float JSON can hold: NaN and the infinities as strings (json.dumps would write bare NaN)."""
-    return value if math.isfinite(value) else str(value)
+    """A float JSON can hold: NaN and the infinities as strings (json.dumps would write bare NaN),
+    spelled as every `--format json` output spells them (`shiptwo.jsonout`)."""
+    number: float | str = finite_json(value)
+    return number
 
 
 def write_summary(
