@@ -112,3 +112,30 @@ def test_a_repeated_skip_keeps_the_first_as_the_deciding_run() -> None:
         F, bound_tests=NODES[:1], results=[skip(1, "no GPU"), skip(2, "driver too old")]
     )
     assert verdict.decided_by is not None and verdict.decided_by.run_id == "run-2"
+
+
+def test_two_tests_of_one_run_pick_the_same_speaker_whatever_older_records_survive() -> None:
+    """Found by the property: both tests of the newest run are STALE, and which one's measurement
+    the verdict reported depended on which test had the older decisive record, which prune drops."""
+
+    def passed(run: int, node: str, val_loss: float, fingerprint: str) -> TestResult:
+        return TestResult(
+            f"run-{run}",
+            f"2026-11-30T12:00:0{run}.000000Z",
+            "abc",
+            "h",
+            node,
+            (F.id,),
+            "passed",
+            {"val_loss": [val_loss]},
+            {F.id: fingerprint},
+        )
+
+    old = passed(1, NODES[1], 2.0, F.fingerprint)
+    newest = [passed(2, NODES[0], 2.0, "0" * 64), passed(2, NODES[1], 0.001, "0" * 64)]
+    before = falsifier_status(F, bound_tests=NODES, results=[old, *newest])
+    assert before.status == "STALE" and {r.run_id for r in before.relied_on} == {"run-2"}
+    after = falsifier_status(F, bound_tests=NODES, results=newest)
+    assert shape(after) == shape(before)
+    assert before.decided_by is not None and before.decided_by.nodeid == NODES[0]
+    assert before.measured == {"val_loss": 2.0}

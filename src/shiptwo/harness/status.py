@@ -273,7 +273,10 @@ def falsifier_status(
     # A bound test that never produced a decisive result leaves the claim partly untested:
     # the other tests' passes cannot discharge it (an importorskip must not hide a failure).
     undecided = sorted(set(bound or ()) - {unparametrized(r.nodeid) for r in newest_decisive.values()})
-    # Worst outcome first; among equals, the newest result speaks (both sorts are stable).
+    # Worst outcome first; among equals, the newest result speaks (the sorts are stable). Two
+    # tests of one run tie on time: the first node id speaks, not the test that happened to have
+    # the older decisive record, so the verdict cannot change when prune drops that record.
+    judged.sort(key=lambda t: t[0].nodeid)
     judged.sort(key=lambda t: (t[0].finished_at, t[0].sequence, t[0].run_id), reverse=True)
     judged.sort(key=lambda t: _SEVERITY[t[1]])
     result, status, notes = judged[0]
