@@ -194,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for row in rows:
         print(
-            f"{row['contracts']:>6} contracts ({row['mb']:.1f} MB): parse {row['parse_cpu_s'] * 1e3:8.1f} ms cpu, "
+            f"{row['contracts']:>6} contracts ({row['mb']:.1f} MB): "
+            f"parse {row['parse_cpu_s'] * 1e3:8.1f} ms cpu, "
             f"validate {row['validate_cpu_s'] * 1e3:8.1f} ms cpu (first run "
             f"{row['first_validate_cpu_s'] * 1e3:.1f}); validate/parse {row['ratio_cpu']:.2f}x cpu, "
             f"{row['ratio_wall']:.2f}x wall (goal <= {GOAL}x); {row['us_per_contract']:.0f} us/contract"
         )
     if slope is not None:
-        print(f"marginal cost per contract {sizes[0]}->{sizes[-1]}: {slope:.2f}x the average at {sizes[0]} (1.0 = linear)")
+        print(
+            f"marginal cost per contract {sizes[0]}->{sizes[-1]}: {slope:.2f}x the average at "
+            f"{sizes[0]} (1.0 = linear)"
+        )
     return 0
 
 

@@ -280,13 +280,12 @@ def _check_findings(ev: Evaluation) -> list[Finding]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import json
-
+    from shiptwo import jsonout
     from shiptwo.harness import report
 
     ev = _evaluate(args)
     if args.format == "json":
-        print(json.dumps(report.to_json(ev)["contracts"], indent=2))
+        print(jsonout.dumps(report.to_json(ev)["contracts"], indent=2))
         return 0
     rows = [("CONTRACT / FALSIFIER", "DECLARED", "EVIDENCE", "CONTROLS REFUTED", "REQUIRES")]
     for c in ev.contracts:
@@ -320,8 +319,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    import json
-
+    from shiptwo import jsonout
     from shiptwo.errors import UsageError
     from shiptwo.fileio import display_path
     from shiptwo.harness.prune import plan_prune, remove_records
@@ -346,7 +344,7 @@ def _prune(args: argparse.Namespace) -> int:
                 for k in plan.kept
             ],
         }
-        print(json.dumps(out, indent=2))
+        print(jsonout.dumps(out, indent=2))
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for path in gone:
@@ -358,26 +356,24 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
-
+    from shiptwo import jsonout
     from shiptwo.fileio import check_output_dir
     from shiptwo.harness.htmlreport import write_report
 
     out = check_output_dir("-o", args.output)
     ev = _evaluate(args)
     written = write_report(out, ev)
-    print(json.dumps(written, indent=2) if args.format == "json" else written["report"])
+    print(jsonout.dumps(written, indent=2) if args.format == "json" else written["report"])
     return 0
 
 
 def _rules(args: argparse.Namespace) -> int:
-    import json
-
+    from shiptwo import jsonout
     from shiptwo.harness.contract.rules import BY_CODE
 
     if args.format == "json":
         print(
-            json.dumps(
+            jsonout.dumps(
                 [
                     {"code": r.code, "name": r.name, "severity": r.severity.value, "summary": r.summary}
                     for r in BY_CODE.values()

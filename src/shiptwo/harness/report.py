@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from shiptwo import jsonout
 from shiptwo.fileio import display_path
 from shiptwo.harness.contract.findings import Finding
 from shiptwo.harness.contract.rules import Severity
@@ -164,4 +164,4 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
 
 
 def render_json(ev: Evaluation) -> str:
-    return json.dumps(to_json(ev), indent=2)
+    return jsonout.dumps(to_json(ev), indent=2)

@@ -8,12 +8,11 @@ its `id:` in the contract YAML. URIs are relative to the project root (`%SRCROOT
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from shiptwo import __version__
+from shiptwo import __version__, jsonout
 from shiptwo.fileio import display_path
 from shiptwo.harness.contract.rules import BY_CODE, Severity
 from shiptwo.harness.contract.yamlsafe import parse_yaml
@@ -161,4 +160,4 @@ def to_sarif(ev: Evaluation) -> dict[str, Any]:
 
 
 def render_sarif(ev: Evaluation) -> str:
-    return json.dumps(to_sarif(ev), indent=2)
+    return jsonout.dumps(to_sarif(ev), indent=2)
