@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from shiptwo.fileio import sha256_file
@@ -15,6 +16,7 @@ from shiptwo.fileio import sha256_file
 UNREADABLE = "unreadable"  # the hash of a covered file that could not be read
 
 
+@lru_cache(maxsize=4096)  # a pure function of the text, asked once per contract per pattern
 def cover_pattern_problem(pattern: str) -> str | None:
     """Why a `covers:` entry cannot name files under the project root, or None if it can."""
     if pattern.startswith(("/", "\\", "~")) or PureWindowsPath(pattern).drive:

@@ -68,7 +68,7 @@ def finite(data: Any) -> Any:
 
 def schema_findings(rel: str, parsed: ParsedYaml) -> Iterable[Finding]:
     validator = _validator()
-    data = finite(parsed.data)
+    data = finite(parsed.data) if parsed.nonfinite else parsed.data
     if validator.is_valid(data):
         return
     for error in validator.iter_errors(data):

@@ -7,6 +7,7 @@ instead of silent overwrites, hangs or tracebacks.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ class ParsedYaml:
     data: Any
     positions: dict[Path_, tuple[int, int]]
     problems: tuple[YamlProblem, ...]
+    nonfinite: bool = False  # a .nan or .inf somewhere in `data` (JSON has no such values)
 
     def position(self, path: Path_) -> tuple[int, int]:
         """(line, column), 1-based, of the value at `path`, or of its nearest located ancestor."""
@@ -77,6 +79,7 @@ class _Builder:
         self.active: set[int] = set()
         # One constructor per parse: SafeConstructor caches every node it constructs, forever.
         self.constructor = yaml.constructor.SafeConstructor()
+        self.nonfinite = False
 
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
         self.count += 1
@@ -109,7 +112,10 @@ class _Builder:
 
     def _construct(self, node: yaml.Node) -> Any:
         try:
-            return self.constructor.construct_object(node)
+            value = self.constructor.construct_object(node)
+            if isinstance(value, float) and not math.isfinite(value):
+                self.nonfinite = True
+            return value
         except yaml.MarkedYAMLError as exc:
             raise _Abort(
                 "syntax", f"YAML value cannot be read: {exc.problem}", exc.problem_mark or node.start_mark
@@ -299,4 +305,4 @@ def parse_yaml(raw: bytes) -> ParsedYaml:
         return ParsedYaml(None, {}, (exc.problem,))
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps the builder far from the limit
         return ParsedYaml(None, {}, (YamlProblem("syntax", "values nest too deeply to read", 1, 1),))
-    return ParsedYaml(data, builder.positions, tuple(builder.problems))
+    return ParsedYaml(data, builder.positions, tuple(builder.problems), builder.nonfinite)
