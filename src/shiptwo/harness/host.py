@@ -41,7 +41,9 @@ def git_state(root: Path) -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # --no-optional-locks: `git status` would otherwise refresh and rewrite .git/index, a write
+    # (and a lock a concurrent git command can trip on) that a test run has no business making.
+    status = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -1,0 +1,99 @@
+"""What the shiptwo pytest plugin costs a session, against the same session with it disabled.
+
+Two measurements, each as interleaved repeats (best of R) of a fresh `python -m pytest` process:
+
+  empty project   one trivial test, no contracts: `pytest -q` with the plugin vs `-p no:shiptwo`;
+                  the goal is under 20 ms of difference.
+  this repo       `pytest --collect-only -q` of this repository's tests with the plugin vs without
+                  it (its ini's `--strict-markers` is dropped on both sides, since without the
+                  plugin the `falsifier` marker is unregistered); the goal is under 5% of the
+                  collection time.
+
+    .venv/bin/python benchmarks/bench_plugin.py [--repeats 7] [--format json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EMPTY_GOAL_MS = 20.0
+COLLECT_GOAL = 0.05
+
+
+def _time(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in (0, 5):  # 5: no tests collected
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return elapsed
+
+
+def _pair(base: list[str], cwd: Path, repeats: int) -> tuple[float, float]:
+    """Best-of-`repeats` seconds with the plugin and without it, interleaved."""
+    on, off = [], []
+    for _ in range(repeats):
+        on.append(_time(base, cwd))
+        off.append(_time([*base, "-p", "no:shiptwo"], cwd))
+    return min(on), min(off)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    args = parser.parse_args(argv)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"]
+
+    with tempfile.TemporaryDirectory(prefix="shiptwo-bench-plugin-") as tmp:
+        project = Path(tmp)
+        (project / "pytest.ini").write_text("[pytest]\n")
+        (project / "test_x.py").write_text("def test_x():\n    pass\n")
+        empty_on, empty_off = _pair([*pytest_cmd, "-q"], project, args.repeats)
+
+    collect = [
+        *pytest_cmd,
+        "--collect-only",
+        "-q",
+        "-o",
+        "addopts=--import-mode=importlib",
+        "-W",
+        "ignore::pytest.PytestUnknownMarkWarning",
+    ]
+    repo_on, repo_off = _pair(collect, REPO, max(3, args.repeats // 2))
+    figures = {
+        "empty_project_ms_with": empty_on * 1e3,
+        "empty_project_ms_without": empty_off * 1e3,
+        "empty_project_overhead_ms": (empty_on - empty_off) * 1e3,
+        "empty_project_goal_ms": EMPTY_GOAL_MS,
+        "repo_collect_s_with": repo_on,
+        "repo_collect_s_without": repo_off,
+        "repo_collect_overhead_fraction": repo_on / repo_off - 1,
+        "repo_collect_goal_fraction": COLLECT_GOAL,
+    }
+    if args.format == "json":
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(
+        f"empty project: {empty_on * 1e3:.0f} ms with the plugin, {empty_off * 1e3:.0f} ms without: "
+        f"{figures['empty_project_overhead_ms']:+.1f} ms (goal < {EMPTY_GOAL_MS:.0f} ms); "
+        f"best of {args.repeats}"
+    )
+    print(
+        f"this repo, --collect-only: {repo_on:.2f} s with, {repo_off:.2f} s without: "
+        f"{figures['repo_collect_overhead_fraction']:+.1%} (goal < {COLLECT_GOAL:.0%})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

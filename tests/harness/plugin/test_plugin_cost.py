@@ -1,0 +1,66 @@
+"""What keeps the plugin cheap where it has nothing to do, checked without timing anything.
+
+In a project without shiptwo contracts a pytest session must not run git, parse YAML or load the
+contract machinery; with contracts it does all three (the control that shows the probes work).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from .conftest import CONTRACT
+
+HEAVY = ("yaml", "jsonschema_rs", "shiptwo.harness.contract.validate", "shiptwo.harness.recorder")
+
+
+def _probed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A git on PATH that logs its calls, and a conftest that saves sys.modules at the end."""
+    shim = pytester.path / "bin"
+    shim.mkdir()
+    log = pytester.path / "git.log"
+    git = shim / "git"
+    git.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = rev-parse ] && echo deadbeef\nexit 0\n')
+    git.chmod(git.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+    modules = pytester.path / "modules.txt"
+    pytester.makeconftest(
+        "import sys\n\n"
+        "def pytest_unconfigure(config):\n"
+        f"    open({str(modules)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
+    )
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:randomly\n")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    return log, modules
+
+
+def test_no_contracts_no_git_no_parsing(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    log, modules = _probed(pytester, monkeypatch)
+    (pytester.path / "contracts").mkdir()
+    (pytester.path / "contracts" / "openapi.yaml").write_text("openapi: 3.1.0\n")  # not ours
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert not log.exists(), f"git ran: {log.read_text()}"
+    loaded = set(modules.read_text().split())
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_control_with_contracts_the_probes_see_git_and_parsing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, modules = _probed(pytester, monkeypatch)
+    (pytester.path / "contracts").mkdir()
+    (pytester.path / "contracts" / "demo-v1.yaml").write_text(CONTRACT)
+    pytester.makepyfile(
+        test_y="import pytest\n\n@pytest.mark.falsifier('FALSIFY-DEMO-FAIL-001')\n"
+        "def test_fail():\n    pass\n"
+    )
+    pytester.runpytest_subprocess("--shiptwo-no-record")
+    calls = log.read_text().splitlines()
+    assert any("rev-parse" in c for c in calls)
+    status = [c for c in calls if "status" in c]
+    assert status and all(c.startswith("--no-optional-locks") for c in status), calls
+    assert set(HEAVY) <= set(modules.read_text().split())
