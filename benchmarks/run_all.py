@@ -1,0 +1,79 @@
+"""Run every benchmark and write one JSON of figures: each benchmark's own `--format json` output.
+
+Benchmarks run one after another (they measure ratios against a peer in the same run, and two
+at once would slow each other's sides unevenly). A benchmark that fails or times out is recorded
+with its exit code and the tail of its output; the command then exits 1.
+
+    .venv/bin/python benchmarks/run_all.py [-o benchmarks/figures.json] [--only NAME ...]
+        [--skip NAME ...] [--timeout 1800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# name -> extra arguments; every script takes `--format json`.
+BENCHMARKS: dict[str, list[str]] = {
+    "bench_plugin": [],
+    "bench_validate": [],
+    "bench_apr_read": [],
+    "bench_encode_corpus": [],
+    "bench_forward": [],
+    "bench_train": [],
+    "bench_real_model": [],  # needs `shiptwo models fetch`
+}
+
+
+def run_one(name: str, extra: list[str], timeout: float) -> dict[str, object]:
+    cmd = [sys.executable, str(HERE / f"{name}.py"), *extra, "--format", "json"]
+    print(f"[run_all] {name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-2000:]
+        return {"ok": False, "exit": proc.returncode, "wall_s": wall, "error": tail}
+    try:
+        figures = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        return {"ok": False, "wall_s": wall, "error": f"--format json printed no JSON ({exc})"}
+    print(f"[run_all] {name}: {wall:.0f} s", file=sys.stderr, flush=True)
+    return {"ok": True, "wall_s": wall, "figures": figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, default=HERE / "figures.json")
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=None)
+    parser.add_argument("--skip", nargs="*", choices=sorted(BENCHMARKS), default=[])
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark")
+    args = parser.parse_args(argv)
+    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    results = {name: run_one(name, BENCHMARKS[name], args.timeout) for name in names}
+    doc = {
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+    }
+    from shiptwo.fileio import atomic_write_bytes
+
+    atomic_write_bytes(args.output, (json.dumps(doc, indent=2) + "\n").encode())
+    failed = [n for n, r in results.items() if not r["ok"]]
+    print(f"wrote {args.output}; {len(names) - len(failed)} ok, failed: {', '.join(failed) or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
