@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from shiptwo.fileio import sha256_file
+from shiptwo.harness.safefile import FileRefused, check_file
 
 UNREADABLE = "unreadable"  # the hash of a covered file that could not be read
 
@@ -54,14 +55,20 @@ def match_covers(root: Path, pattern: str) -> list[str]:
 
 
 def covered_files(root: Path, patterns: Iterable[str]) -> dict[str, str]:
-    """file -> sha256 for every file the patterns name under `root` (UNREADABLE where it cannot be read)."""
+    """file -> sha256 for every file the patterns name under `root` (UNREADABLE where it cannot be read).
+
+    A covered file that is a symlink out of `root` (resolved) is UNREADABLE too, never hashed.
+    """
     out: dict[str, str] = {}
+    within: tuple[Path, ...] | None = None
     for pattern in patterns:
         for rel in match_covers(root, pattern):
             if rel not in out:
                 try:
+                    within = within or (root.resolve(),)
+                    check_file(root / rel, within=within, limit=None)
                     out[rel] = sha256_file(root / rel)
-                except OSError:
+                except (OSError, FileRefused):
                     out[rel] = UNREADABLE
     return dict(sorted(out.items()))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from shiptwo.errors import EvidenceError
 from shiptwo.fileio import atomic_write_bytes
 from shiptwo.harness.covers import UNREADABLE, covers_digest
 from shiptwo.harness.host import Redaction
+from shiptwo.harness.safefile import RUN_RECORD_LIMIT, FileRefused, read_file
 
 RUN_SCHEMA = "shiptwo.run/v1"
 # 2: control runs, covered-file digests, a sequence number, the crashed and interrupted outcomes.
@@ -269,10 +270,11 @@ def next_sequence(directory: Path) -> int:
     another one's record was in place always gets a higher number.
     """
     highest = 0
+    within = [directory.resolve()]
     for path in directory.glob("*.json") if directory.is_dir() else ():
         try:
-            data = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT))
+        except (FileRefused, ValueError, RecursionError):
             continue  # reading the evidence reports it
         seq = data.get("sequence") if isinstance(data, dict) else None
         if _is_int(seq) and highest < seq < _MAX_SEQUENCE:
@@ -284,12 +286,16 @@ class RecordFromTheFuture(EvidenceError):
     """A run record finished later than now (beyond CLOCK_SKEW): its host's clock is wrong."""
 
 
-def read_run_record(path: Path) -> RunRecord:
-    """Read and check one run record; a corrupt, truncated, mistyped or newer one raises EvidenceError."""
+def read_run_record(path: Path, *, within: Sequence[Path] | None = None) -> RunRecord:
+    """Read and check one run record; a corrupt, truncated, mistyped or newer one raises EvidenceError.
+
+    Read through `safefile`: a FIFO, device or dangling link, a symlink leading outside `within`
+    (resolved directories; None: anywhere) or a file over RUN_RECORD_LIMIT is refused unread.
+    """
     try:
-        data = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise EvidenceError(f"{path}: cannot read run record: {exc.strerror or exc}") from exc
+        data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT))
+    except FileRefused as exc:
+        raise EvidenceError(f"{path}: run record refused: {exc.reason}; remove it") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise EvidenceError(
             f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest"
@@ -430,9 +436,17 @@ def read_run_records(
     if not directory.is_dir():
         return records, errors
     limit = (now or datetime.now(UTC)) + CLOCK_SKEW
-    for path in sorted(directory.glob("*.json")):
+    try:
+        # Listed by hand: Path.glob passes over a directory it cannot list without a word.
+        with os.scandir(directory) as entries:
+            paths = sorted(Path(e.path) for e in entries if e.name.endswith(".json"))
+    except OSError as exc:
+        return records, [EvidenceError(f"{directory}: cannot list run records: {exc.strerror or exc}")]
+    # A symlinked record may lead anywhere in the evidence directory, and nowhere else.
+    within = [directory.resolve()]
+    for path in paths:
         try:
-            record = read_run_record(path)
+            record = read_run_record(path, within=within)
         except EvidenceError as exc:
             errors.append(exc)
             continue

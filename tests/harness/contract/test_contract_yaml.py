@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -216,14 +218,14 @@ def test_pv006_merge_key_with_a_scalar() -> None:
 
 def test_pv007_unreadable_file(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     path = project.contract(GOOD)
-    read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def refuse(self: Path) -> bytes:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return read_bytes(self)
+    def refuse(file: Any, flags: int, *args: Any) -> int:  # as a non-root user on a 0o000 file
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, flags, *args)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(os, "open", refuse)
 
     f = only(project.validate().findings, "PV007")
 

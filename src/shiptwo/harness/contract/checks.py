@@ -17,7 +17,7 @@ from typing import Any
 
 from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.schema import schema_findings
-from shiptwo.harness.contract.testrefs import TestFiles, TestRef
+from shiptwo.harness.contract.testrefs import TestFiles, TestRef, outside_project
 from shiptwo.harness.contract.yamlsafe import ParsedYaml
 from shiptwo.harness.covers import cover_pattern_problem, match_covers
 
@@ -354,6 +354,16 @@ def _test_findings(
                 "'path/test_x.py::TestClass::test_name'",
             )
             continue
+        outside = outside_project(ref.file)
+        if outside is not None:  # never read: a contract must not make the validator open /etc/...
+            yield finding(
+                "test-ref-outside-project",
+                rel,
+                *pos,
+                f"{where}: {ref.file!r} {outside}; name the test file relative to the project root "
+                f"({test_files.root})",
+            )
+            continue
         found = test_files.get(ref.file)
         if found is None:
             yield finding(
@@ -364,6 +374,9 @@ def _test_findings(
             )
             continue
         tf, test_rel = found
+        if tf.refused is not None:
+            yield finding(tf.refused.rule, rel, *pos, f"{where}: {ref.file} {tf.refused.reason}")
+            continue
         if tf.error:
             yield finding(
                 "test-file-unparseable", rel, *pos, f"{where}: {ref.file} is not valid Python: {tf.error}"

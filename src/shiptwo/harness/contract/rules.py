@@ -36,7 +36,30 @@ _RULES = (
     ),
     Rule("PV005", "yaml-alias-bomb", Severity.ERROR, "Aliases expand beyond a sane size (billion laughs)."),
     Rule("PV006", "yaml-key-type", Severity.ERROR, "A mapping key is not a plain scalar."),
-    Rule("PV007", "file-unreadable", Severity.ERROR, "The file cannot be read at all."),
+    Rule(
+        "PV007",
+        "file-unreadable",
+        Severity.ERROR,
+        "The file, or a directory holding contracts or tests, cannot be read at all.",
+    ),
+    Rule(
+        "PV008",
+        "file-not-regular",
+        Severity.ERROR,
+        "A device, FIFO, socket, or a dangling or looping symlink where a file is read: never opened.",
+    ),
+    Rule(
+        "PV009",
+        "file-outside-project",
+        Severity.ERROR,
+        "A symlink leads outside the project root (or the directory named): not followed.",
+    ),
+    Rule(
+        "PV010",
+        "file-too-large",
+        Severity.ERROR,
+        "The file is over the size limit for its kind (docs/contract-format.md, Limits): not read.",
+    ),
     # The schema.
     Rule(
         "PV101",
@@ -91,6 +114,12 @@ _RULES = (
     ),
     Rule(
         "PV405", "test-marker-mismatch", Severity.ERROR, "`tests:` and the tests' falsifier markers disagree."
+    ),
+    Rule(
+        "PV406",
+        "test-ref-outside-project",
+        Severity.ERROR,
+        "A `tests:` entry is absolute or climbs out of the project root with `..`: never read.",
     ),
     # Gates and measurements.
     Rule("PV501", "unknown-host-gate", Severity.ERROR, "A `requires:` entry names no known host gate."),

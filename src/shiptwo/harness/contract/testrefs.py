@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from shiptwo.fileio import display_path
+from shiptwo.harness.covers import cover_pattern_problem
+from shiptwo.harness.safefile import TEST_FILE_LIMIT, FileRefused, check_file, read_file, walk_files
 
 
 def unparametrized(nodeid: str) -> str:
@@ -35,6 +37,7 @@ class TestFile:
     classes: frozenset[str] = frozenset()
     error: str | None = None
     lines: dict[str, int] = field(default_factory=dict, hash=False)  # node -> line of its marker or `def`
+    refused: FileRefused | None = field(default=None, hash=False, compare=False)  # not read at all
 
 
 def _falsifier_ids(decorators: list[ast.expr]) -> set[str]:
@@ -80,15 +83,23 @@ def _is_test(node: ast.stmt) -> bool:
     return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test")
 
 
+def _refused(exc: FileRefused) -> TestFile:
+    return TestFile(exc.path, {}, error=exc.reason, refused=exc)
+
+
 @lru_cache(maxsize=4096)
-def _scan(absolute: str, mtime_ns: int, size: int) -> TestFile:
+def _scan(absolute: str, mtime_ns: int, size: int, within: tuple[Path, ...] | None) -> TestFile:
     try:
         path = Path(absolute).resolve()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop, before Python 3.13
         return TestFile(Path(absolute), {}, error=f"{type(exc).__name__}: {exc}")
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError, RecursionError, OSError) as exc:
+        source = read_file(Path(absolute), within=within, limit=TEST_FILE_LIMIT)
+    except FileRefused as exc:
+        return _refused(exc)
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except (SyntaxError, ValueError, RecursionError) as exc:
         return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
     module_ids = _module_marks(tree)
     tests: dict[str, frozenset[str]] = {}
@@ -111,17 +122,22 @@ def _scan(absolute: str, mtime_ns: int, size: int) -> TestFile:
     return TestFile(path, tests, frozenset(classes), lines=lines)
 
 
-def scan_test_file(path: Path) -> TestFile:
-    """Parse a test file (cached until it changes)."""
+def scan_test_file(path: Path, *, root: Path | None = None) -> TestFile:
+    """Parse a test file (cached until it changes).
+
+    With `root` (resolved), a symlink is followed only to a file under it. A FIFO, device,
+    dangling link or file over TEST_FILE_LIMIT is never opened: the TestFile says `refused`.
+    """
     # The size joins the mtime in the key: a file rewritten within the clock's granularity
     # keeps its mtime, and would otherwise be served from the cache.
     # Keyed by the absolute path, not the resolved one: resolving costs a syscall per
     # component, and only a cache miss needs it.
+    within = None if root is None else (root,)
     try:
-        stat = path.stat()
-    except OSError as exc:
-        return TestFile(path, {}, error=f"{type(exc).__name__}: {exc}")
-    return _scan(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+        stat = check_file(path, within=within, limit=TEST_FILE_LIMIT)
+    except FileRefused as exc:
+        return _refused(exc)
+    return _scan(os.path.abspath(path), stat.st_mtime_ns, stat.st_size, within)
 
 
 class TestFiles:
@@ -134,20 +150,59 @@ class TestFiles:
         self._found: dict[str, tuple[TestFile, str] | None] = {}
 
     def get(self, file: str) -> tuple[TestFile, str] | None:
-        """(scan, path relative to the root) of the file an entry names; None if there is no such file."""
+        """(scan, path relative to the root) of the file an entry names; None if there is no such file.
+
+        An entry that is absolute or climbs out with `..` (`outside_project`) is never read: None.
+        A file that exists but is refused (a FIFO, a link out of the root) comes back `refused`.
+        """
         if file not in self._found:
             target = self.root / file
-            tf = scan_test_file(target) if target.is_file() else None
+            tf = (
+                scan_test_file(target, root=self.root)
+                if outside_project(file) is None and os.path.lexists(target)
+                else None
+            )
             self._found[file] = None if tf is None else (tf, display_path(tf.path, self.root))
         return self._found[file]
 
 
-def scan_tree(directory: Path) -> list[TestFile]:
-    """Scan every `test_*.py` / `*_test.py` under `directory` (none if it does not exist)."""
+def outside_project(file: str) -> str | None:
+    """Why a `tests:` entry's file is not under the project root (absolute, `..`), or None."""
+    return cover_pattern_problem(file)
+
+
+def scan_tree(
+    directory: Path, *, root: Path | None = None, refused: list[FileRefused] | None = None
+) -> list[TestFile]:
+    """Scan every `test_*.py` / `*_test.py` under `directory` (none if it does not exist).
+
+    With `root`, symlinks may lead under it or under `directory`; files that are not read, and
+    subdirectories that cannot be listed, are appended to `refused`.
+    """
     if not directory.is_dir():
         return []
-    files = sorted({*directory.rglob("test_*.py"), *directory.rglob("*_test.py")})
-    return [scan_test_file(p) for p in files if "__pycache__" not in p.parts]
+    problems: list[FileRefused] = [] if refused is None else refused
+    files = sorted(
+        p
+        for p in walk_files(directory, problems)
+        if (p.name.startswith("test_") or p.name.endswith("_test.py")) and p.suffix == ".py"
+    )
+    scanned = []
+    for p in files:
+        if "__pycache__" in p.parts:
+            continue
+        tf = scan_test_file(p, root=None if root is None else _base(root, directory))
+        if tf.refused is not None:
+            problems.append(tf.refused)
+        else:
+            scanned.append(tf)
+    return scanned
+
+
+def _base(root: Path, directory: Path) -> Path:
+    """The directory symlinks in `directory` may lead into: the root, or the directory if it lies outside."""
+    resolved = directory.resolve()
+    return root if resolved.is_relative_to(root) else resolved
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ checks every falsifier marker in the scanned test directories against the contra
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.model import Contract
 from shiptwo.harness.contract.testrefs import TestFile, TestFiles, TestRef, scan_tree
 from shiptwo.harness.contract.yamlsafe import ParsedYaml, parse_yaml
+from shiptwo.harness.safefile import CONTRACT_LIMIT, FileRefused, read_file, walk_files
 
 SCHEMA_ID = "shiptwo.contract/v1"
 _YAML_RULES = {
@@ -46,16 +48,28 @@ class ValidationResult:
     files: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # YAML that is not a contract
     markers: dict[str, list[str]] = field(default_factory=dict)  # falsifier id -> marked test node ids
+    # sha256 of the bytes each contract was validated from: `--write` replaces a file only while
+    # it still holds them, so an edit made since is never overwritten.
+    digests: dict[Path, str] = field(default_factory=dict)
 
 
 def collect_files(paths: Sequence[Path]) -> list[Path]:
     """The YAML files named by `paths` (directories are searched recursively), sorted."""
+    return find_files(paths, [])
+
+
+def find_files(paths: Sequence[Path], refused: list[FileRefused]) -> list[Path]:
+    """`collect_files`, with each directory that cannot be listed appended to `refused`.
+
+    Every `*.yaml` / `*.yml` entry is listed whatever it is (a FIFO, a dangling symlink): reading
+    it is what refuses it, by name, as a finding.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        elif path.is_file():
-            files.append(path)
+            files.extend(p for p in walk_files(path, refused) if p.suffix in (".yaml", ".yml"))
+        elif os.path.lexists(path):
+            files.append(path)  # named by the user: a FIFO or a dangling link is refused when read
         else:
             raise UsageError(f"{path}: no such file or directory")
     # One file named twice (`contracts` and `/abs/.../contracts/x.yaml`) is validated once,
@@ -75,22 +89,29 @@ def validate_paths(
     `test_dirs` are scanned for falsifier markers (default: `<root>/falsifiers`).
     """
     clear_run_caches()  # the tree may have changed since the last run in this process
-    files = collect_files(paths)
+    refused: list[FileRefused] = []
+    files = find_files(paths, refused)
     root = (root or find_root(paths[0] if paths else Path.cwd())).resolve()
     result = ValidationResult(root=root, files=files)
+    # A symlinked contract may lead anywhere under the project root or a directory named; a file
+    # named on the command line is the user's own choice, wherever it links.
+    within = [root, *(p.resolve() for p in paths if p.is_dir())]
+    named = {os.path.abspath(p) for p in paths if not p.is_dir()}
+    unread = bool(refused)  # a file that may be a contract could not be read as one
     scanned = [
-        tf for d in (test_dirs if test_dirs is not None else [root / "falsifiers"]) for tf in scan_tree(d)
+        tf
+        for d in (test_dirs if test_dirs is not None else [root / "falsifiers"])
+        for tf in scan_tree(d, root=root, refused=refused)
     ]
     documents: list[tuple[Path, str, ParsedYaml]] = []
-    unread = False  # a file that may be a contract could not be read as one
     for path in files:
         rel = display_path(path, root)
         try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            result.findings.append(
-                finding("file-unreadable", rel, 1, 1, f"cannot read: {exc.strerror or exc}")
+            raw = read_file(
+                path, within=None if os.path.abspath(path) in named else within, limit=CONTRACT_LIMIT
             )
+        except FileRefused as exc:
+            result.findings.append(finding(exc.rule, rel, 1, 1, exc.reason))
             unread = True
             continue
         parsed = parse_yaml(raw)
@@ -121,6 +142,7 @@ def validate_paths(
             result.invalid.append((path, data))
             continue
         documents.append((path, rel, parsed))
+        result.digests[path] = hashlib.sha256(raw).hexdigest()
 
     test_files = TestFiles(root)
     markers = _marker_index(scanned, documents, test_files)
@@ -136,6 +158,9 @@ def validate_paths(
             result.contracts.append(Contract.from_data(parsed.data, path))
         else:
             result.invalid.append((path, parsed.data))
+    for refusal in refused:
+        # Directories that cannot be listed and test files that are not read: never skipped quietly.
+        result.findings.append(finding(refusal.rule, display_path(refusal.path, root), 1, 1, refusal.reason))
     if not unread:
         # With a contract unread, its markers would all look undeclared: report the file, not them.
         _check_markers_declared(scanned, documents, root, result)
@@ -214,8 +239,8 @@ def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
         if path.resolve() in seen:
             continue
         try:
-            data = parse_yaml(path.read_bytes()).data
-        except OSError:
+            data = parse_yaml(read_file(path, within=[root], limit=CONTRACT_LIMIT)).data
+        except FileRefused:
             continue  # validating that file is what reports it
         if isinstance(data, dict) and data.get("schema") == SCHEMA_ID:
             ids |= _falsifier_ids(data)

@@ -18,7 +18,9 @@ import yaml
 # CSafeLoader only when it was built with libyaml). The write-back composes with it too.
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-# A contract has a few hundred values; anything expanding past this is an alias bomb.
+# Values that aliases may add by repeating what their anchors hold; past this it is an alias bomb.
+# Only copies count, never the values the text spells out (CONTRACT_LIMIT bounds those): a large
+# contract without an alias is not a bomb, however many values it has.
 MAX_NODES = 100_000
 # A contract nests about seven levels deep; past this the text is an attack or an accident.
 MAX_DEPTH = 100
@@ -74,7 +76,8 @@ class _Builder:
     def __init__(self) -> None:
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.problems: list[YamlProblem] = []
-        self.count = 0
+        self.count = 0  # values built a second time or more: what aliases expanded to
+        self.built: set[int] = set()  # nodes built at least once
         # Collections being built right now: an alias back to one of them is a cycle.
         self.active: set[int] = set()
         # One constructor per parse: SafeConstructor caches every node it constructs, forever.
@@ -82,13 +85,18 @@ class _Builder:
         self.nonfinite = False
 
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise _Abort(
-                "alias-bomb",
-                f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)",
-                node.start_mark,
-            )
+        # The composer makes one node per value written; only an alias (or a merge) reaches a node
+        # again, so a node built before is a copy made by expansion.
+        if id(node) in self.built:
+            self.count += 1
+            if self.count > MAX_NODES:
+                raise _Abort(
+                    "alias-bomb",
+                    f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)",
+                    node.start_mark,
+                )
+        else:
+            self.built.add(id(node))
         if depth > MAX_DEPTH:
             raise _Abort("syntax", f"values nest more than {MAX_DEPTH} levels deep", node.start_mark)
         mark = node.start_mark
