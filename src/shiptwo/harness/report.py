@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from shiptwo import jsonout
@@ -10,6 +11,22 @@ from shiptwo.harness.contract.findings import Finding
 from shiptwo.harness.contract.rules import Severity
 from shiptwo.harness.evaluate import Evaluation, statuses_tally
 from shiptwo.harness.status import Status, Verdict
+
+# What a terminal or a log must never receive raw from a YAML key, a file name or a record: C0 and
+# C1 controls (a newline forges a line, ESC drives the terminal), DEL, the Unicode line
+# separators, and the bidirectional overrides that reorder what a reader sees. Tab is harmless.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def visible(text: str) -> str:
+    """`text` on one line with every control character written as an escape: `\\n`, `\\x1b`, `\\u202e`."""
+    return _UNSAFE.sub(_escape_one, text)
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    char = m.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def _finding_text(f: Finding) -> str:
@@ -52,7 +69,8 @@ def render_text(ev: Evaluation, *, verbose: bool = True) -> str:
                     line += f"  ({f.verdict.reason})"
                 out.append(line)
     out.append(summary_line(ev))
-    return "\n".join(out)
+    # Ids, reasons, messages and paths quote the contracts, records and file names they came from.
+    return "\n".join(map(visible, out))
 
 
 def controls_text(verdict: Verdict) -> str:
@@ -66,7 +84,8 @@ def render_github(ev: Evaluation) -> str:
     """GitHub Actions workflow commands: one annotation per finding and per refuted falsifier."""
 
     def esc(text: str) -> str:
-        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        # Controls made visible first (no raw ESC reaches the log), then the workflow-command escapes.
+        return visible(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
     def prop(text: str) -> str:  # property values also escape the separators
         return esc(text).replace(":", "%3A").replace(",", "%2C")
@@ -84,10 +103,10 @@ def render_github(ev: Evaluation) -> str:
                 level = "error" if r.verdict.status is not Status.SUSPECT else "warning"
                 where = prop(display_path(c.contract.path, ev.validation.root))
                 out.append(
-                    f"::{level} file={where},title={r.falsifier.id} {r.verdict.status.value}::"
+                    f"::{level} file={where},title={prop(r.falsifier.id)} {r.verdict.status.value}::"
                     f"{esc(r.verdict.reason)}"
                 )
-    out.append(summary_line(ev))
+    out.append(esc(summary_line(ev)))
     return "\n".join(out)
 
 
