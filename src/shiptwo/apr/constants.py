@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import struct
-import zlib
+
+from shiptwo.apr.crc import crc32
 
 MAGIC = b"APR\x00"
 VERSION = (2, 0)
@@ -41,7 +42,7 @@ OTHER_MAGICS: dict[bytes, str] = {
 
 def header_crc(head: bytes) -> int:
     """The header checksum: CRC-32 of bytes 0..40 and 44..64 (the checksum field left out)."""
-    return zlib.crc32(head[CHECKSUM_OFFSET + 4 : HEADER_SIZE], zlib.crc32(head[:CHECKSUM_OFFSET]))
+    return crc32(head[CHECKSUM_OFFSET + 4 : HEADER_SIZE], crc32(head[:CHECKSUM_OFFSET]))
 
 
 def align64(n: int) -> int:

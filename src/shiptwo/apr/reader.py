@@ -13,7 +13,6 @@ import math
 import mmap
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -43,6 +42,7 @@ from shiptwo.apr.constants import (
     flag_names,
     header_crc,
 )
+from shiptwo.apr.crc import crc32
 from shiptwo.apr.decode import decode_array, decode_tensor
 from shiptwo.apr.records import AprInfo, Header, TensorInfo
 from shiptwo.errors import FormatError, UsageError
@@ -64,7 +64,9 @@ def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
     """Parse and validate an APR v2 file held in `buf` (bytes, mmap); decode no tensor data.
 
     With `verify_footer` the CRC-32 over everything before the footer is computed and checked
-    (one pass over the file); without it only the header CRC is checked, as aprender does.
+    (one pass over the file, through ISA-L when installed: `shiptwo.apr.crc`); without it only
+    the header CRC is checked, as aprender does. Over AprFile's memory map that pass is the one
+    read of the file: the tensors handed out afterwards are views of the same checked pages.
     """
     size = len(buf)
     if size < HEADER_SIZE:
@@ -132,7 +134,7 @@ def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
     footer = struct.unpack_from("<I", buf, data_end)[0]
     footer_computed = None
     if verify_footer:
-        footer_computed = zlib.crc32(memoryview(buf)[:data_end])
+        footer_computed = crc32(memoryview(buf)[:data_end])
         if footer_computed != footer:
             raise _fail(
                 path,
