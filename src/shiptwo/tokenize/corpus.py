@@ -11,16 +11,21 @@ of 0 by construction; its audit says so in `unk_note`, and `byte_tokens` counts 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
+import os
+import queue
 import re
+import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from shiptwo.shards.format import (
     BadLine,
     EosPolicy,
     OnBadLine,
+    Position,
     shard_name,
 )
 from shiptwo.shards.writer import Progress
@@ -44,7 +50,7 @@ from shiptwo.shards.writer import Progress
 from shiptwo.shards.writer import write_shard as _write_shard
 from shiptwo.tokenize._common import EOS_CANDIDATES
 from shiptwo.tokenize.bytelevel import QWEN2_PRETOKENIZE_REGEX
-from shiptwo.tokenize.detect import VocabFormat, count_byte_chars, count_hex_keys
+from shiptwo.tokenize.detect import FormatReport, VocabFormat, count_byte_chars, count_hex_keys
 from shiptwo.tokenize.jsonl import (
     _Bad,
     _Doc,
@@ -54,6 +60,7 @@ from shiptwo.tokenize.jsonl import (
 )
 
 TOP_TOKENS = 20
+T = TypeVar("T")
 
 
 # -- encoding, in process or in worker processes ------------------------------------------------
@@ -61,11 +68,15 @@ TOP_TOKENS = 20
 _worker_tokenizer: Any = None
 
 
-def _worker_init(tokenizer_path: str, pretokenizer: str | None) -> None:
+def _worker_init(report: FormatReport, pretokenizer: str | None, threads: int) -> None:
+    """A worker process loads the vocab its parent detected (no second detection pass) and, unless
+    RAYON_NUM_THREADS says otherwise, gives `tokenizers` its share of the cores, not all of them:
+    N workers each with every core would oversubscribe the machine N times over."""
     global _worker_tokenizer
-    from shiptwo.tokenize import load_tokenizer
+    from shiptwo.tokenize import load_detected
 
-    _worker_tokenizer = load_tokenizer(tokenizer_path, pretokenizer=pretokenizer)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # read when tokenizers first encodes
+    _worker_tokenizer = load_detected(report, pretokenizer=pretokenizer)
 
 
 # -- long documents: encoded in pieces cut where no token can cross -------------------------------
@@ -241,11 +252,71 @@ def _in_order(
         yield b, *result()
 
 
-class _Encoder:
-    """Encodes batches in order: in this process, or in a bounded pipeline of worker processes."""
+# How many batches the reader thread parses ahead of the encoder: enough to keep it fed through
+# a slow stretch of input, few enough that memory stays a few batches (each at most about
+# batch_chars characters plus one document of up to max_document_bytes).
+READ_AHEAD = 4
 
-    def __init__(self, tokenizer: Any, tokenizer_path: Path, pretokenizer: str | None, workers: int):
-        self.tokenizer = tokenizer
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put `item` on the bounded `q`, waiting for room; False (not put) once `stop` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read_ahead(items: Iterator[T], depth: int = READ_AHEAD) -> Generator[T, None, None]:
+    """`items`, produced in a thread of their own up to `depth` ahead of the consumer.
+
+    The JSONL reading, parsing and checking then run while the encoder works (it releases the
+    GIL). An error raised producing them (a bad line under --on-bad-line error, an unreadable
+    file) is raised here, in its place: after the items before it, as a serial read would.
+    Closing this generator stops the thread.
+    """
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(q, (True, item), stop):
+                    return
+            _put(q, (False, None), stop)
+        except BaseException as exc:  # handed to the consumer, who raises it in its place
+            _put(q, (False, exc), stop)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the reading generator closes its file now, not when collected
+
+    thread = threading.Thread(target=produce, name="encode-corpus-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = q.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Encoder:
+    """Encodes batches in order: in this process, or in a bounded pipeline of worker processes.
+
+    Worker processes start at construction, so they load the vocab while this process loads its
+    own copy (`tokenizer`, set before `map`).
+    """
+
+    def __init__(self, report: FormatReport, pretokenizer: str | None, workers: int):
+        self.tokenizer: Any = None
         self.pool = None
         self.workers = workers
         if workers > 1:
@@ -253,9 +324,8 @@ class _Encoder:
 
             # spawn, not fork: a forked `tokenizers` would disable its own threads with a warning.
             ctx = multiprocessing.get_context("spawn")
-            self.pool = ctx.Pool(
-                workers, initializer=_worker_init, initargs=(str(tokenizer_path), pretokenizer)
-            )
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            self.pool = ctx.Pool(workers, initializer=_worker_init, initargs=(report, pretokenizer, threads))
 
     def map(
         self, batches: Iterator[list[_Doc | _Bad]]
@@ -272,8 +342,6 @@ class _Encoder:
             # `tokenizers` releases the GIL while it encodes: keeping two batches in flight lets the
             # next batch fill the cores that the current batch's longest documents leave idle, and
             # reading and writing overlap with encoding.
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(max_workers=2) as threads:
                 yield from _in_order(
                     batches, lambda texts: threads.submit(_encode_flat, tokenizer, texts).result, 2
@@ -308,9 +376,74 @@ def _place_eos(
     return np.insert(flat, starts[skip:], eos_id), lengths
 
 
+class _ShardWriter:
+    """Writes shards and progress records in a thread of its own, behind the packer.
+
+    Jobs run in the order handed over, at most `depth` waiting, so memory holds at most `depth`
+    + 1 closed shards beside the one being packed. After a job fails the rest are dropped (the
+    progress record stays at the last shard written, as if the run had died there) and the
+    error, even a KeyboardInterrupt, is raised to the caller at its next call. `state` and
+    `histogram` belong to the writer thread until `close`.
+    """
+
+    def __init__(
+        self, out: Path, settings: dict[str, Any], state: Progress, histogram: np.ndarray, *, depth: int = 1
+    ):
+        self.out = out
+        self.settings = settings
+        self.state = state
+        self.histogram = histogram
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="encode-corpus-writer", daemon=True)
+        self._thread.start()
+
+    def shard(self, name: str, ids: np.ndarray, *, documents: int) -> None:
+        """Write `ids` (not changed afterwards) as shard `name`, count it in the audit histogram
+        and in the progress."""
+
+        def write() -> None:
+            sha = _write_shard(self.out / name, ids)
+            self.histogram += np.bincount(ids, minlength=self.histogram.size)
+            self.state.add_shard(name, tokens=int(ids.size), documents=documents, sha256=sha)
+
+        self._put(write)
+
+    def commit(self, documents: Counter[int], bad: list[BadLine], bad_count: int, position: Position) -> None:
+        """Count what was read up to `position` and record the progress in progress.json."""
+
+        def record() -> None:
+            self.state.commit(documents, bad, bad_count, position)
+            writer.save_progress(self.out, self.settings, self.state)
+
+        self._put(record)
+
+    def close(self, *, check: bool = True) -> None:
+        """Wait for every job handed over; with `check`, raise the first error one met."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        if check and self._error is not None:
+            raise self._error
+
+    def _put(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put(job)  # never blocks for good: the thread takes jobs until it sees None
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # raised to the caller by _put or close
+                    self._error = exc
+
+
 class _Packer:
     """Packs whole documents into shards, a small state machine: a shard is closed after the
-    document that brings it to `shard_tokens`, written, and recorded in progress.json.
+    document that brings it to `shard_tokens`, then written and recorded in progress.json by a
+    `_ShardWriter`, behind.
 
     State between shards is only what `Progress` (progress.json) records, so a run resumed from
     it writes the same bytes as one that never stopped.
@@ -327,20 +460,19 @@ class _Packer:
         shard_tokens: int,
         source: Path,
     ):
-        self.out = out
         self.source = source
-        self.settings = settings
-        self.state = state
-        self.histogram = histogram
         self.vocab_size = vocab_size
         self.shard_tokens = shard_tokens
         self.documents_seen = state.documents
+        self._shard_count = len(state.shards)
+        self._listed = len(state.bad_lines)  # bad lines progress.json lists so far
         self._parts: list[np.ndarray] = []
         self._tokens = 0
         self._docs: Counter[int] = Counter()  # file index -> documents in the open shard
         self._bad: list[BadLine] = []
         self._bad_count = 0
         self._position = state.position
+        self._writer = _ShardWriter(out, settings, state, histogram)
 
     def add_batch(self, batch: list[_Doc | _Bad], flat: np.ndarray, lengths: np.ndarray) -> None:
         """Take one encoded batch (EOS placed), in reading order; may close shards."""
@@ -351,7 +483,7 @@ class _Packer:
             self._position = (item.file_index, item.offset, item.line)
             if isinstance(item, _Bad):
                 self._bad_count += 1
-                if len(self.state.bad_lines) + len(self._bad) < MAX_BAD_LINES_LISTED:
+                if self._listed + len(self._bad) < MAX_BAD_LINES_LISTED:
                     self._bad.append(item.bad)
                 continue
             self._tokens += int(lengths[k])
@@ -366,11 +498,17 @@ class _Packer:
             self._parts.append(flat[cut:])
 
     def finish(self) -> None:
-        """Close the last shard (if it holds tokens) and record the end of the input."""
+        """Close the last shard (if it holds tokens), record the end of the input, and wait until
+        everything is written; raises the writer's error if it met one."""
         if self._tokens > 0:
             self._close_shard()
         elif self._docs or self._bad_count:
             self._commit()  # trailing empty documents or bad lines: counted, no shard
+        self._writer.close()
+
+    def abandon(self) -> None:
+        """Stop after an error elsewhere: let the writer finish what it was handed, raise nothing."""
+        self._writer.close(check=False)
 
     def _close_shard(self) -> None:
         ids = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.uint32)
@@ -379,17 +517,92 @@ class _Packer:
                 f"{self.source}: the tokenizer produced id {int(ids.max())} >= its vocab_size "
                 f"{self.vocab_size}; its vocab and added tokens disagree"
             )
-        name = shard_name(len(self.state.shards))
-        sha = _write_shard(self.out / name, ids)
-        self.histogram += np.bincount(ids, minlength=self.vocab_size)
-        self.state.add_shard(name, tokens=int(ids.size), documents=sum(self._docs.values()), sha256=sha)
+        self._writer.shard(shard_name(self._shard_count), ids, documents=sum(self._docs.values()))
+        self._shard_count += 1
         self._commit()
 
     def _commit(self) -> None:
-        self.state.commit(self._docs, self._bad, self._bad_count, self._position)
-        writer.save_progress(self.out, self.settings, self.state)
+        self._writer.commit(self._docs, self._bad, self._bad_count, self._position)
+        self._listed = min(MAX_BAD_LINES_LISTED, self._listed + len(self._bad))
         self._parts, self._tokens = [], 0
         self._docs, self._bad, self._bad_count = Counter(), [], 0
+
+
+def _encode_all(
+    encoder: _Encoder,
+    files: list[Path],
+    inputs: list[dict[str, Any]],
+    out: Path,
+    settings: dict[str, Any],
+    state: Progress,
+    histogram: np.ndarray,
+    *,
+    source: Path,
+    content_field: str,
+    eos: EosPolicy,
+    shard_tokens: int,
+    bad_mode: OnBadLine,
+    batch_chars: int,
+    max_document_bytes: int,
+    progress: bool,
+) -> None:
+    """Read, encode, pack and write from `state.position` to the end of the input.
+
+    Three stages overlap: a reader thread parses batches ahead (`_read_ahead`), this thread
+    encodes them (`tokenizers` releasing the GIL) and packs shards, and a writer thread writes
+    them behind (`_ShardWriter`); every queue between them is bounded.
+    """
+    from shiptwo.progress import progress as progress_display
+
+    tokenizer = encoder.tokenizer
+
+    def bytes_read(file_index: int, offset: int) -> int:
+        return sum(int(r["bytes"]) for r in inputs[:file_index]) + offset
+
+    bar = progress_display(
+        total=bytes_read(len(inputs), 0),
+        initial=bytes_read(*state.position[:2]),
+        unit="B",
+        unit_scale=True,
+        enabled=progress,
+        desc="encode-corpus",
+    )
+    packer = _Packer(
+        out,
+        settings,
+        state,
+        histogram,
+        vocab_size=tokenizer.vocab_size,
+        shard_tokens=shard_tokens,
+        source=source,
+    )
+    eos_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0  # unused under --eos-policy none
+    tokens_this_run = 0
+    run_start = time.perf_counter()
+    batches = _read_ahead(
+        read_batches(
+            files,
+            content_field,
+            state.position,
+            batch_chars=batch_chars,
+            on_bad_line=bad_mode,
+            max_document_bytes=max_document_bytes,
+        )
+    )
+    try:
+        for batch, flat, lengths in encoder.map(batches):
+            flat, lengths = _place_eos(flat, lengths, eos, eos_id, first_document=packer.documents_seen == 0)
+            packer.add_batch(batch, flat, lengths)
+            tokens_this_run += int(flat.size)
+            if batch:
+                bar.update(bytes_read(batch[-1].file_index, batch[-1].offset) - bar.n)
+                rate = tokens_this_run / max(time.perf_counter() - run_start, 1e-9)
+                bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
+        packer.finish()
+    finally:
+        packer.abandon()
+        batches.close()
+        bar.close()
 
 
 def encode_corpus(
@@ -445,74 +658,51 @@ def encode_corpus(
         raise UsageError(f"--max-unk-ratio must be in [0, 1], got {max_unk_ratio}")
     out = Path(output)
     files = list_inputs(corpus)
-    report = detect_format(tokenizer_path)
-    tokenizer = load_detected(report, pretokenizer=pretokenizer)
-    if eos is not EosPolicy.NONE and tokenizer.eos_id is None:
-        raise UsageError(
-            f"{tokenizer_path}: no EOS token ({', '.join(EOS_CANDIDATES)}); use --eos-policy none"
-        )
-    tokenizer_sha, tokenizer_files = report.sha256()
-    inputs, corpus_sha = hash_inputs(files)
-    settings = writer.run_settings(
-        tokenizer_sha256=tokenizer_sha,
-        inputs=inputs,
-        content_field=content_field,
-        eos_policy=eos,
-        shard_tokens=shard_tokens,
-        on_bad_line=bad_mode,
-    )
-    state, histogram = _prepare_output(out, settings, resume, force=force, vocab_size=tokenizer.vocab_size)
-    if (out / MANIFEST).is_file():  # finished, with these settings: nothing to do
-        finished: dict[str, Any] = writer.read_record(out / MANIFEST)
-        return finished
-
-    from shiptwo.progress import progress as progress_display
-
-    def bytes_read(file_index: int, offset: int) -> int:
-        return sum(int(r["bytes"]) for r in inputs[:file_index]) + offset
-
-    bar = progress_display(
-        total=bytes_read(len(inputs), 0),
-        initial=bytes_read(*state.position[:2]),
-        unit="B",
-        unit_scale=True,
-        enabled=progress,
-        desc="encode-corpus",
-    )
-    encoder = _Encoder(tokenizer, Path(tokenizer_path), pretokenizer, workers)
-    packer = _Packer(
-        out,
-        settings,
-        state,
-        histogram,
-        vocab_size=tokenizer.vocab_size,
-        shard_tokens=shard_tokens,
-        source=Path(tokenizer_path),
-    )
-    eos_id = tokenizer.eos_id if tokenizer.eos_id is not None else 0  # unused under --eos-policy none
-    tokens_this_run = 0
-    run_start = time.perf_counter()
-    try:
-        batches = read_batches(
-            files,
-            content_field,
-            state.position,
-            batch_chars=batch_chars,
+    with contextlib.ExitStack() as stack:
+        # The inputs are hashed (hashlib releases the GIL) while the vocab is detected and loaded.
+        hashing = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="encode-corpus-hash"))
+        hashed = hashing.submit(hash_inputs, files)
+        report = detect_format(tokenizer_path)
+        encoder = _Encoder(report, pretokenizer, workers)
+        stack.callback(encoder.close)
+        tokenizer = encoder.tokenizer = load_detected(report, pretokenizer=pretokenizer)
+        if eos is not EosPolicy.NONE and tokenizer.eos_id is None:
+            raise UsageError(
+                f"{tokenizer_path}: no EOS token ({', '.join(EOS_CANDIDATES)}); use --eos-policy none"
+            )
+        tokenizer_sha, tokenizer_files = report.sha256()
+        inputs, corpus_sha = hashed.result()
+        settings = writer.run_settings(
+            tokenizer_sha256=tokenizer_sha,
+            inputs=inputs,
+            content_field=content_field,
+            eos_policy=eos,
+            shard_tokens=shard_tokens,
             on_bad_line=bad_mode,
-            max_document_bytes=max_document_bytes,
         )
-        for batch, flat, lengths in encoder.map(batches):
-            flat, lengths = _place_eos(flat, lengths, eos, eos_id, first_document=packer.documents_seen == 0)
-            packer.add_batch(batch, flat, lengths)
-            tokens_this_run += int(flat.size)
-            if batch:
-                bar.update(bytes_read(batch[-1].file_index, batch[-1].offset) - bar.n)
-                rate = tokens_this_run / max(time.perf_counter() - run_start, 1e-9)
-                bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
-        packer.finish()
-    finally:
-        encoder.close()
-        bar.close()
+        state, histogram = _prepare_output(
+            out, settings, resume, force=force, vocab_size=tokenizer.vocab_size
+        )
+        if (out / MANIFEST).is_file():  # finished, with these settings: nothing to do
+            finished: dict[str, Any] = writer.read_record(out / MANIFEST)
+            return finished
+        _encode_all(
+            encoder,
+            files,
+            inputs,
+            out,
+            settings,
+            state,
+            histogram,
+            source=Path(tokenizer_path),
+            content_field=content_field,
+            eos=eos,
+            shard_tokens=shard_tokens,
+            bad_mode=bad_mode,
+            batch_chars=batch_chars,
+            max_document_bytes=max_document_bytes,
+            progress=progress,
+        )
 
     audit = _audit(tokenizer, histogram, state.tokens, max_unk_ratio)
     if max_unk_ratio is not None and audit["unk_ratio"] > max_unk_ratio:
@@ -581,7 +771,18 @@ def _byte_tokens(tokenizer: Any) -> int:
     """How many of the 256 bytes have a single-byte token in the vocab (either format)."""
     if tokenizer.format == VocabFormat.HEX_BYTE:
         return count_hex_keys(tokenizer.vocab)
-    return count_byte_chars(tokenizer.tokenizer.get_vocab(with_added_tokens=False))
+    return count_byte_chars(_ModelVocab(tokenizer.tokenizer.model))
+
+
+class _ModelVocab:
+    """`token in vocab` for a `tokenizers` model's own vocab (added tokens not included, as
+    `get_vocab(with_added_tokens=False)`), by lookup: 256 lookups, not a copy of 150k entries."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __contains__(self, token: object) -> bool:
+        return isinstance(token, str) and self.model.token_to_id(token) is not None
 
 
 def _prepare_output(
