@@ -172,9 +172,9 @@ def _validate(args: argparse.Namespace) -> int:
     # An unreadable run record might be the newest word on some falsifier: never write around it.
     blocked = has_errors(ev.findings)
     if args.write and not blocked:
-        changed = write_statuses(ev)
+        changed = write_statuses(ev, log=lambda line: print(line, file=sys.stderr))
         for path in changed:
-            print(f"wrote {path}", file=sys.stderr)
+            print(f"wrote {report.visible(path)}", file=sys.stderr)
     elif args.write:
         print(
             "error: not writing statuses while there are error findings (contracts or run records)",

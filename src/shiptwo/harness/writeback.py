@@ -8,7 +8,15 @@ keys is unchanged before the file is replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
+import os
+import re
+import secrets
+import stat
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +81,22 @@ def _key_span(mapping: yaml.MappingNode, key: str) -> tuple[int, int] | None:
     return None
 
 
+def _comment(lines: list[str], mapping: yaml.MappingNode, key: str) -> str:
+    """The comment after a one-line `key: value` in `mapping` (with the spaces before it), or ''.
+
+    A person's note on a status line (`status: DRAFT  # waiting on the GPU host`) outlives the
+    status it annotates: the rewritten line keeps it.
+    """
+    for key_node, value_node in mapping.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            end = value_node.end_mark
+            if end.line != key_node.start_mark.line or end.line >= len(lines):
+                return ""
+            rest = lines[end.line][end.column :].rstrip("\r\n")
+            return rest if rest.lstrip(" \t").startswith("#") else ""
+    return ""
+
+
 def apply_updates(
     text: str, updates: dict[str, FalsifierUpdate], contract_status: str, *, source: str = "<contract>"
 ) -> str:
@@ -99,9 +123,10 @@ def apply_updates(
                 continue
             update = updates[fid]
             indent = " " * node.value[0][0].start_mark.column
+            note = {key: _comment(lines, node, key) for key in _WRITTEN}
             new = {
-                "status": [f"{indent}status: {update.status}{newline}"],
-                "evidence": [f"{indent}evidence: {render_scalar(update.evidence)}{newline}"]
+                "status": [f"{indent}status: {update.status}{note['status']}{newline}"],
+                "evidence": [f"{indent}evidence: {render_scalar(update.evidence)}{note['evidence']}{newline}"]
                 if update.evidence
                 else [],
             }
@@ -120,7 +145,7 @@ def apply_updates(
                 at = status_span[1] + 1 if status_span is not None else append_at
                 edits.append((at, at - 1, new["evidence"]))
 
-    status_line = f"status: {contract_status}{newline}"
+    status_line = f"status: {contract_status}{_comment(lines, root, 'status')}{newline}"
     span = _key_span(root, "status")
     if span is not None:
         edits.append((span[0], span[1], [status_line]))
@@ -212,11 +237,34 @@ def _check_evidence(path: Path, fid: str, evidence: dict[str, Any] | None) -> No
         )
 
 
-def write_statuses(evaluation: Evaluation) -> list[str]:
-    """Write every contract's computed statuses into its file; returns the paths that changed."""
-    from shiptwo.fileio import atomic_write_bytes
+@dataclass(frozen=True)
+class _Write:
+    """One contract's planned write: `old` is what was validated, `new` what replaces it."""
 
-    changed = []
+    path: Path  # the contract as validated
+    target: Path  # the file its bytes live in: a symlinked contract is written through its link
+    old: bytes
+    new: bytes
+    mode: int
+
+
+# The temp files atomic_write_bytes (shiptwo.fileio) and `_replace` create beside their target:
+# `.{name}.` + mkstemp's eight random characters + `.tmp`. A --write killed between creating one
+# and renaming it leaves it behind; the next --write removes it.
+_TEMP_PREFIX, _TEMP_SUFFIX = ".{name}.", ".tmp"
+_TEMP_MIDDLE = re.compile(r"[a-z0-9_]{8}")
+
+
+def write_statuses(evaluation: Evaluation, *, log: Callable[[str], None] | None = None) -> list[str]:
+    """Write every contract's computed statuses into its file; returns the paths that changed.
+
+    All or nothing: every new text is computed and checked first, and ContractError (nothing
+    written) for a read-only contract or one whose bytes differ from those validated. Each file
+    is re-read just before it is replaced; if it changed meanwhile (a hand edit), or a write
+    fails, the files already written are put back, and the error lists what was written and
+    what not. `log` hears of stale temp files removed.
+    """
+    plans: list[_Write] = []
     for report in evaluation.contracts:
         path = report.contract.path
         updates = {}
@@ -224,13 +272,127 @@ def write_statuses(evaluation: Evaluation) -> list[str]:
             evidence = evidence_of(f.verdict, controls_declared=bool(f.falsifier.controls))
             _check_evidence(path, f.falsifier.id, evidence)
             updates[f.falsifier.id] = FalsifierUpdate(f.verdict.status.value, evidence)
-        raw = path.read_bytes()
+        target, mode = _writable(path)
+        raw = _read(path, target)
+        validated = evaluation.validation.digests.get(path)
+        if validated is not None and hashlib.sha256(raw).hexdigest() != validated:
+            raise ContractError(f"{_shown(path)}: changed since validation; re-run (nothing written)")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ContractError(f"{path}: not UTF-8; cannot write statuses") from exc
-        new = apply_updates(text, updates, report.status.value, source=str(path))
+            raise ContractError(f"{_shown(path)}: not UTF-8; cannot write statuses") from exc
+        new = apply_updates(text, updates, report.status.value, source=_shown(path))
         if new != text:
-            atomic_write_bytes(path, new.encode("utf-8"))
-            changed.append(str(path))
-    return changed
+            plans.append(_Write(path, target, raw, new.encode("utf-8"), mode))
+    for report in evaluation.contracts:
+        for stale in _stale_temps(Path(os.path.realpath(report.contract.path))):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                if log is not None:
+                    log(f"removed {_shown(stale)}, a temp file a killed --write left behind")
+    written: list[_Write] = []
+    for plan in plans:
+        try:
+            _replace(plan.target, expect=plan.old, data=plan.new, mode=plan.mode, shown=_shown(plan.path))
+        except (OSError, ContractError) as exc:
+            raise ContractError(_failed(exc, plan, plans, written)) from exc
+        written.append(plan)
+    return [str(plan.path) for plan in written]
+
+
+def _shown(path: Path) -> str:
+    from shiptwo.harness.report import visible
+
+    return visible(str(path))
+
+
+def _writable(path: Path) -> tuple[Path, int]:
+    """(the file to replace, its permission bits); ContractError if it is read-only."""
+    target = Path(os.path.realpath(path))
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        raise ContractError(f"{_shown(path)}: cannot write statuses: {exc.strerror or exc}") from None
+    # The mode bits as well as access(): root may write anything, yet a file made read-only on
+    # purpose is still not ours to change.
+    if not st.st_mode & stat.S_IWUSR or not os.access(target, os.W_OK):
+        raise ContractError(
+            f"{_shown(path)}: read-only (mode {stat.S_IMODE(st.st_mode):o}); no contract written: make it "
+            "writable or leave it out of the paths"
+        )
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise ContractError(
+            f"{_shown(path)}: its directory {_shown(target.parent)} is not writable; no contract written"
+        )
+    return target, stat.S_IMODE(st.st_mode)
+
+
+def _read(path: Path, target: Path) -> bytes:
+    from shiptwo.harness.safefile import CONTRACT_LIMIT, FileRefused, read_file
+
+    try:
+        return read_file(target, within=None, limit=CONTRACT_LIMIT)
+    except FileRefused as exc:
+        raise ContractError(f"{_shown(path)}: {exc.reason}; no contract written") from None
+
+
+def _stale_temps(target: Path) -> list[Path]:
+    prefix = _TEMP_PREFIX.format(name=target.name)
+    try:
+        with os.scandir(target.parent) as entries:
+            names = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(_TEMP_SUFFIX)]
+    except OSError:
+        return []
+    return [
+        target.parent / name
+        for name in names
+        if _TEMP_MIDDLE.fullmatch(name[len(prefix) : -len(_TEMP_SUFFIX)])
+    ]
+
+
+def _replace(target: Path, *, expect: bytes, data: bytes, mode: int, shown: str) -> None:
+    """Replace `target` with `data` atomically, only while it still holds `expect`.
+
+    The new bytes go to a temp file first (fsync'd), so the window between the last comparison
+    and the rename is a few syscalls, not a write. POSIX has no compare-and-rename, so the old
+    file is kept by a second hard link across the rename and read once more afterwards: an edit
+    that landed in that window is found there, put back in place, and reported.
+    """
+    prefix = _TEMP_PREFIX.format(name=target.name)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=_TEMP_SUFFIX)
+    old = target.parent / f"{prefix}{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        if _read(target, target) != expect:
+            raise ContractError(f"{shown}: changed since validation; re-run")
+        os.link(target, old)
+        os.replace(tmp, target)
+        if _read(old, old) != expect:
+            os.replace(old, target)  # the old file with the edit it received is the one to keep
+            raise ContractError(f"{shown}: changed since validation; re-run")
+    finally:
+        for leftover in (tmp, old):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+
+
+def _failed(exc: BaseException, failed: _Write, plans: list[_Write], written: list[_Write]) -> str:
+    """The error of a write that failed midway, after putting back the files already written."""
+    why = str(exc) if isinstance(exc, ContractError) else f"{_shown(failed.path)}: {exc}"
+    kept: list[_Write] = []
+    for plan in reversed(written):
+        try:
+            _replace(plan.target, expect=plan.new, data=plan.old, mode=plan.mode, shown=_shown(plan.path))
+        except (OSError, ContractError):
+            kept.append(plan)
+    if not kept:
+        restored = f" ({', '.join(_shown(p.path) for p in written)} put back as they were)" if written else ""
+        return f"{why}; no contract written{restored}"
+    lines = [f"{why}; could not put back every file already written:"]
+    lines += [f"written: {_shown(p.path)}" for p in reversed(kept)]
+    lines += [f"not written: {_shown(p.path)}" for p in plans if p not in kept]
+    return "\n".join(lines)
