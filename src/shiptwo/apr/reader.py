@@ -55,6 +55,11 @@ if TYPE_CHECKING:
 _HEADER = HEADER_STRUCT
 _TORCH_DTYPES = TORCH_DTYPES
 
+_U16 = struct.Struct("<H")
+_OFFSET_SIZE = struct.Struct("<QQ")  # an index entry's data offset and size, after its shape
+_SHAPES = tuple(struct.Struct(f"<{ndim}Q") for ndim in range(MAX_NDIM + 1))
+_DTYPE_BY_CODE: dict[int, DType] = {int(d): d for d in DType}
+
 
 def _fail(path: str, field_name: str, message: str) -> FormatError:
     return FormatError(f"{path}: {field_name}: {message}")
@@ -206,82 +211,82 @@ def _finite_float(text: str) -> float:
 
 
 def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[TensorInfo, ...]:
+    # Run once per tensor on every open: structs compiled once, dtype codes in a dict, and the
+    # error labels (`where`) formatted only on the way to a refusal.
     pos = header.tensor_index_offset
     end = header.data_offset
     tensors: list[TensorInfo] = []
     previous: bytes | None = None
+    compressed = header.flags & COMPRESSION_FLAGS
     for i in range(header.tensor_count):
-        where = f"tensor index entry {i}"
         if pos + 2 > end:
             raise _fail(
-                path, where, f"runs past the index section end {end} (tensor_count {header.tensor_count})"
+                path,
+                f"tensor index entry {i}",
+                f"runs past the index section end {end} (tensor_count {header.tensor_count})",
             )
-        (name_len,) = struct.unpack_from("<H", buf, pos)
+        (name_len,) = _U16.unpack_from(buf, pos)
         if name_len == 0 or name_len > MAX_NAME_LEN:
-            raise _fail(path, f"{where}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes")
+            raise _fail(
+                path, f"tensor index entry {i}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes"
+            )
         fixed = pos + 2 + name_len
         if fixed + 2 > end:
-            raise _fail(path, where, f"runs past the index section end {end}")
+            raise _fail(path, f"tensor index entry {i}", f"runs past the index section end {end}")
         raw_name = bytes(buf[pos + 2 : fixed])
         try:
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _fail(path, f"{where}: name", f"{raw_name!r} is not UTF-8") from exc
-        where = f"tensor {name!r}"
+            raise _fail(path, f"tensor index entry {i}: name", f"{raw_name!r} is not UTF-8") from exc
         code, ndim = buf[fixed], buf[fixed + 1]
-        try:
-            dtype = DType(code)
-        except ValueError:
-            raise _fail(path, f"{where}: dtype", f"unknown code {code}") from None
+        dtype = _DTYPE_BY_CODE.get(code)
+        if dtype is None:
+            raise _fail(path, f"tensor {name!r}: dtype", f"unknown code {code}")
         if ndim > MAX_NDIM:
-            raise _fail(path, f"{where}: ndim", f"{ndim}, at most {MAX_NDIM}")
+            raise _fail(path, f"tensor {name!r}: ndim", f"{ndim}, at most {MAX_NDIM}")
         entry_end = fixed + 2 + 8 * ndim + 16
         if entry_end > end:
-            raise _fail(path, where, f"entry runs past the index section end {end}")
-        shape = struct.unpack_from(f"<{ndim}Q", buf, fixed + 2)
-        offset, nbytes = struct.unpack_from("<QQ", buf, fixed + 2 + 8 * ndim)
+            raise _fail(path, f"tensor {name!r}", f"entry runs past the index section end {end}")
+        shape = _SHAPES[ndim].unpack_from(buf, fixed + 2)
+        offset, nbytes = _OFFSET_SIZE.unpack_from(buf, fixed + 2 + 8 * ndim)
         if previous is not None and raw_name <= previous:
             verb = "repeats" if raw_name == previous else "sorts before"
             raise _fail(
                 path,
                 "tensor index",
-                f"{where} {verb} {previous.decode('utf-8')!r}: "
+                f"tensor {name!r} {verb} {previous.decode('utf-8')!r}: "
                 "the index must be sorted by name bytes, no duplicates",
             )
         previous = raw_name
-        numel = 1
-        for d in shape:
-            numel *= d
+        numel = math.prod(shape)
         want = expected_nbytes(dtype, numel)
-        placeholder = nbytes == 0 and name == LM_HEAD
-        if nbytes != want and not placeholder and header.flags & COMPRESSION_FLAGS:
-            names = "/".join(flag_names(header.flags & COMPRESSION_FLAGS))
+        if nbytes != want and not (nbytes == 0 and name == LM_HEAD):  # not a 0-byte placeholder
+            if compressed:
+                names = "/".join(flag_names(compressed))
+                raise _fail(
+                    path,
+                    f"tensor {name!r}: size",
+                    f"{nbytes} bytes stored, shape {list(shape)} x {dtype.name} is {want} raw, and flags "
+                    f"0x{header.flags:04x} set {names}: {names}-compressed payload not supported "
+                    "(decompress the file first)",
+                )
             raise _fail(
                 path,
-                f"{where}: size",
-                f"{nbytes} bytes stored, shape {list(shape)} x {dtype.name} is {want} raw, and flags "
-                f"0x{header.flags:04x} set {names}: {names}-compressed payload not supported "
-                "(decompress the file first)",
-            )
-        if nbytes != want and not placeholder:
-            raise _fail(
-                path,
-                f"{where}: size",
+                f"tensor {name!r}: size",
                 f"{nbytes} bytes, but shape {list(shape)} x {dtype.name} needs {want}",
             )
         # After the size check, which refuses such a shape with elements and bytes: what is left
-        # is a 0-element tensor (or a 0-byte placeholder) whose dims no array can take.
-        extent = 1
-        for d in shape:
-            extent *= max(d, 1)
+        # is a 0-element tensor (or a 0-byte placeholder) whose dims no array can take. With
+        # elements, every dim is at least 1 and the product of the non-zero dims is numel.
+        extent = numel if numel else math.prod(d or 1 for d in shape)
         if extent > MAX_SHAPE_EXTENT:
             raise _fail(
                 path,
-                f"{where}: shape",
+                f"tensor {name!r}: shape",
                 f"{list(shape)}: its non-zero dims multiply to {extent}, past the {MAX_SHAPE_EXTENT} "
                 "values numpy and torch can index, even for a tensor with no elements",
             )
-        tensors.append(TensorInfo(name, dtype, tuple(shape), offset, nbytes, header.data_offset + offset))
+        tensors.append(TensorInfo(name, dtype, shape, offset, nbytes, header.data_offset + offset))
         pos = entry_end
     if align64(pos) != end:
         raise _fail(
