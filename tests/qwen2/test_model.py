@@ -270,3 +270,69 @@ def test_model_loss_equals_cross_entropy_of_its_logits(monkeypatch: pytest.Monke
         chunked = m.loss(ids, targets)
     assert whole.item() == pytest.approx(want.item(), rel=1e-6)
     assert chunked.item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_training_loss_runs_the_head_matmul_once_per_chunk() -> None:
+    """Forward + backward of the chunked loss cost three head matmuls (logits, d hidden, d weight),
+    as whole logits would: checkpointed chunks recomputed their logits in backward (a fourth)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from shiptwo.qwen2.model import chunked_cross_entropy
+
+    n, c, v = 37, 16, 50
+    head = torch.nn.Linear(c, v, bias=False)
+    hidden = torch.randn(n, c, requires_grad=True)
+    targets = torch.randint(0, v, (n,))
+    with FlopCounterMode(display=False) as counter:
+        chunked_cross_entropy(head, hidden, targets, chunk_rows=5).backward()
+    assert counter.get_total_flops() == 3 * 2 * n * c * v
+
+
+@pytest.mark.parametrize("wants", ["hidden", "weight"])
+def test_chunked_cross_entropy_gradient_of_one_input_only(wants: str) -> None:
+    from shiptwo.qwen2.model import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False).requires_grad_(wants == "weight")
+    hidden = torch.randn(37, 16, requires_grad=wants == "hidden")
+    targets = torch.randint(0, 50, (37,))
+    leaf = hidden if wants == "hidden" else head.weight
+    (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(head(hidden), targets), [leaf])
+    (got,) = torch.autograd.grad(chunked_cross_entropy(head, hidden, targets, chunk_rows=5), [leaf])
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_training_loss_of_a_tied_model_matches_whole_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tied head's gradient (through the LM head) adds to the embedding's (through the lookup)."""
+    from shiptwo.qwen2 import model as model_module
+
+    torch.manual_seed(0)
+    m = Qwen2(TINY)
+    ids, targets = torch.randint(0, 64, (3, 11)), torch.randint(0, 64, (3, 11))
+    want_loss = torch.nn.functional.cross_entropy(m(ids).reshape(-1, 64), targets.reshape(-1))
+    want = torch.autograd.grad(want_loss, list(m.parameters()))
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ELEMENTS", 64 * 4)  # 4 rows a chunk: 9 chunks
+    got_loss = m.loss(ids, targets)
+    got = torch.autograd.grad(got_loss, list(m.parameters()))
+    assert got_loss.item() == pytest.approx(want_loss.item(), rel=1e-6)
+    for (name, _), a, b in zip(m.named_parameters(), got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7), name
+
+
+def test_chunked_cross_entropy_under_bf16_autocast_matches_whole_logits() -> None:
+    from shiptwo.qwen2.model import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        whole = torch.nn.functional.cross_entropy(head(hidden).float(), targets)
+        chunked = chunked_cross_entropy(head, hidden, targets, chunk_rows=5)
+    assert chunked.dtype == torch.float32
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-3)
+    want = torch.autograd.grad(whole, [hidden, head.weight])
+    got = torch.autograd.grad(chunked, [hidden, head.weight])
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert max_rel_err(a, b) < 2e-2

@@ -13,6 +13,7 @@ or missing tensor can never be silently skipped. Loading: `shiptwo.qwen2.checkpo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # F.rms_norm is the same formula in one kernel (bit-identical in fp32, measured) instead of
+        # five passes over the activations. Its own weight multiply runs before the cast back, so
+        # only an all-fp32 norm may hand it the weight.
+        shape = (x.shape[-1],)
+        if x.dtype == self.weight.dtype == torch.float32:
+            return F.rms_norm(x, shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), shape, eps=self.eps).to(x.dtype)
 
 
 def rope_cos_sin(
@@ -60,7 +65,10 @@ def rope_cos_sin(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, heads, T, D) by position: NEOX pairs dimension i with i + D/2."""
+    """Rotate (..., D) by position: NEOX pairs dimension i with i + D/2; cos/sin broadcast to x.
+
+    (B, heads, T, D) with (T, D) tables, or (B, T, heads, D) with (T, 1, D) tables.
+    """
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
@@ -78,10 +86,13 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        # RoPE before the transpose: on the projections' own contiguous (B, T, heads, D) layout the
+        # elementwise passes are streaming reads, not strided ones.
+        cos, sin = cos[:, None], sin[:, None]  # (T, 1, D)
+        q = apply_rope(self.q_proj(x).view(B, T, self.n_head, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim), cos, sin).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # q (B, H, T, D), k (B, K, T, D)
         # enable_gqa lets each group of H/K query heads share one k/v head without copying it.
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, enable_gqa=self.n_head != self.n_kv_head
@@ -100,8 +111,13 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return out  # (B, T, C) -> (B, T, F) -> (B, T, C)
+        gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, F) each
+        # Autograd keeps gate and up for backward, so training may not overwrite them; evaluation
+        # reuses gate's memory rather than allocate two more (B, T, F) tensors.
+        grad = torch.is_grad_enabled()
+        hidden = F.silu(gate) * up if grad else F.silu(gate, inplace=True).mul_(up)
+        out: torch.Tensor = self.down_proj(hidden)
+        return out  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -205,6 +221,59 @@ def _ce_sum(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> tor
     return F.cross_entropy(logits, targets.long(), reduction="sum")
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T` whose gradients are made chunk by chunk in forward.
+
+    Checkpointing each chunk (the obvious way to hold one chunk of logits at a time) runs the head
+    matmul a second time in backward: on the real 0.5B model that is a tenth of a training step.
+    Here each chunk's logits become its gradient (softmax - one-hot) at once and are multiplied out
+    into the hidden and weight gradients while still in cache; backward only scales them. Under
+    autocast the matmuls run in the autocast dtype, as `head(hidden)` would, and the softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int
+    ) -> torch.Tensor:
+        kind = hidden.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n = hidden.shape[0]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None  # (N, C)
+        grad_weight = torch.zeros_like(weight) if want_weight else None  # (V, C), accumulated in its dtype
+        total = hidden.new_zeros((), dtype=torch.float32)
+        w = weight.to(dtype)
+        with torch.autocast(kind, enabled=False):
+            for start in range(0, n, chunk_rows):
+                h = hidden[start : start + chunk_rows].to(dtype)  # (n, C)
+                t = targets[start : start + chunk_rows].long()  # (n,)
+                logits = F.linear(h, w).float()  # (n, V)
+                lse = torch.logsumexp(logits, dim=-1)  # (n,)
+                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                # d(sum of losses)/d logits = softmax - one_hot(targets), built in the logits' memory.
+                grad = logits.sub_(lse[:, None]).exp_()
+                grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+                grad_mm = grad.to(dtype)  # (n, V)
+                if grad_hidden is not None:
+                    grad_hidden[start : start + chunk_rows] = grad_mm @ w
+                if grad_weight is not None:
+                    grad_weight.add_(grad_mm.t() @ h)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.rows = n
+        return total / n
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_out / ctx.rows
+        return (
+            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
+            None if grad_weight is None else grad_weight * scale.to(grad_weight.dtype),
+            None,
+            None,
+        )
+
+
 def chunked_cross_entropy(
     head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *, chunk_rows: int | None = None
 ) -> torch.Tensor:
@@ -212,8 +281,9 @@ def chunked_cross_entropy(
 
     Equals `F.cross_entropy(head(hidden).float(), targets)` up to fp32 summation order. With a
     large vocabulary the full logits (and their log-softmax and gradients) are the biggest
-    tensors of a step; here only one chunk exists at a time. Under autograd each chunk is
-    checkpointed, so backward recomputes its logits instead of keeping every chunk's alive.
+    tensors of a step; here only one chunk exists at a time. Under autograd a bias-free
+    `nn.Linear` head turns each chunk into its gradients at once (`_LinearCrossEntropy`); any
+    other head is checkpointed chunk by chunk, so backward recomputes its logits.
     """
     n = hidden.shape[0]
     grad = torch.is_grad_enabled() and (
@@ -224,6 +294,10 @@ def chunked_cross_entropy(
         chunk_rows = max(1, (LOSS_CHUNK_ELEMENTS if grad else EVAL_CHUNK_ELEMENTS) // vocab)
     if n <= chunk_rows:
         return F.cross_entropy(head(hidden).float(), targets.long())
+    weight = getattr(head, "weight", None)
+    if grad and isinstance(head, nn.Linear) and head.bias is None and isinstance(weight, torch.Tensor):
+        loss: torch.Tensor = _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows)
+        return loss
     from torch.utils.checkpoint import checkpoint
 
     total: torch.Tensor | None = None
