@@ -445,6 +445,11 @@ def load_file(
     are dequantized to float32. A 0-byte `lm_head.weight` placeholder is left out, and a
     missing one is not invented: `read_header(path).lm_head_tied` tells the model loader to
     tie it to the embedding. Both CRCs are checked unless `verify_footer=False`.
+
+    The footer CRC is the one read of the file: it runs over the private map, and the tensors
+    are views of the pages it checked (no second copy). Like safetensors' map, a file rewritten
+    in place afterwards would show through untouched pages; shiptwo's writers replace files
+    atomically (a new inode), which never does.
     """
     with AprFile(path, framework="pt", device=device, verify_footer=verify_footer) as f:
         return {
