@@ -296,7 +296,8 @@ def read_run_record(path: Path, *, within: Sequence[Path] | None = None) -> RunR
         data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT))
     except FileRefused as exc:
         raise EvidenceError(f"{path}: run record refused: {exc.reason}; remove it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    # ValueError: besides JSONDecodeError, an integer of more digits than Python converts (4,300).
+    except (ValueError, RecursionError) as exc:
         raise EvidenceError(
             f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest"
         ) from exc

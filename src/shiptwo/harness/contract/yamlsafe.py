@@ -123,6 +123,12 @@ class _Builder:
             value = self.constructor.construct_object(node)
             if isinstance(value, float) and not math.isfinite(value):
                 self.nonfinite = True
+            if isinstance(value, bytes):  # !!binary: JSON, the schema and the contract format have no bytes
+                raise _Abort(
+                    "syntax",
+                    f"YAML value tagged {node.tag} cannot be read: a contract holds no binary data",
+                    node.start_mark,
+                )
             return value
         except yaml.MarkedYAMLError as exc:
             raise _Abort(
