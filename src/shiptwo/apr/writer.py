@@ -14,7 +14,6 @@ import json
 import os
 import struct
 import tempfile
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from shiptwo.apr.constants import (
     expected_nbytes,
     header_crc,
 )
+from shiptwo.apr.crc import crc32
 from shiptwo.errors import FormatError, UsageError
 
 _ZEROS = bytes(64)
@@ -186,7 +186,7 @@ def write_raw(
                 _ZEROS[: align64(len(index)) - len(index)],
             ):
                 f.write(chunk)
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
             buffer = bytearray(_CHUNK) if any(isinstance(t.data, FileRange) for t in items) else bytearray()
             for t, size in zip(items, sizes, strict=True):
                 if isinstance(t.data, FileRange):
@@ -194,10 +194,10 @@ def write_raw(
                 else:
                     data = memoryview(t.data).cast("B")
                     f.write(data)
-                    crc = zlib.crc32(data, crc)
+                    crc = crc32(data, crc)
                 pad = _ZEROS[: align64(size) - size]
                 f.write(pad)
-                crc = zlib.crc32(pad, crc)
+                crc = crc32(pad, crc)
             f.write(struct.pack("<I", crc))
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
@@ -262,7 +262,7 @@ def _copy_range(
                 f"{spath}: source {r.path} ended at {r.offset + done}, {r.size - done} bytes short"
             )
         out.write(view[:n])
-        crc = zlib.crc32(view[:n], crc)
+        crc = crc32(view[:n], crc)
         done += n
     return crc
 
