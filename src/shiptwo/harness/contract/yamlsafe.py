@@ -76,8 +76,8 @@ class _Builder:
     def __init__(self) -> None:
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.problems: list[YamlProblem] = []
-        self.count = 0  # values built a second time or more: what aliases expanded to
-        self.built: set[int] = set()  # nodes built at least once
+        self.count = 0  # values inside collections built a second time or more: what aliases added
+        self.built: set[int] = set()  # collections built at least once
         # Collections being built right now: an alias back to one of them is a cycle.
         self.active: set[int] = set()
         # One constructor per parse: SafeConstructor caches every node it constructs, forever.
@@ -85,18 +85,6 @@ class _Builder:
         self.nonfinite = False
 
     def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
-        # The composer makes one node per value written; only an alias (or a merge) reaches a node
-        # again, so a node built before is a copy made by expansion.
-        if id(node) in self.built:
-            self.count += 1
-            if self.count > MAX_NODES:
-                raise _Abort(
-                    "alias-bomb",
-                    f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)",
-                    node.start_mark,
-                )
-        else:
-            self.built.add(id(node))
         if depth > MAX_DEPTH:
             raise _Abort("syntax", f"values nest more than {MAX_DEPTH} levels deep", node.start_mark)
         mark = node.start_mark
@@ -110,6 +98,17 @@ class _Builder:
             raise _Abort(
                 "alias-bomb", "an alias refers to a collection that contains it (infinite expansion)", mark
             )
+        # The composer makes one node per value written; only an alias (or a merge) reaches a
+        # collection again, and then every value in it is a copy. Scalars are not tracked: an
+        # alias of one costs two characters of text, so the size limit bounds those copies.
+        if id(node) in self.built:
+            self.count += len(node.value)
+            if self.count > MAX_NODES:
+                raise _Abort(
+                    "alias-bomb", f"aliases expand to more than {MAX_NODES:,} values (billion laughs?)", mark
+                )
+        else:
+            self.built.add(id(node))
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
