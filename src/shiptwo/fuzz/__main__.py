@@ -21,7 +21,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, Tally, Target, make_input, run
 
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.count < 0 or args.deadline <= 0:
         parser.error("--count must be >= 0 and --deadline > 0")
     names = list(FORMATS) if args.format in ("all", "binary") else [n for n in FORMATS if n == args.format]
-    tallies: list[Any] = []
+    tallies: list[Tally] = []
     with tempfile.TemporaryDirectory(prefix="shiptwo-fuzz-") as tmp:
         for group in ("text", "contracts"):
             if args.format in (group, "all"):
@@ -70,12 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_text(tally)
     if args.format_output == "json":
         print(
-            json.dumps({"formats": [_as_dict(t) for t in tallies], "ok": not any(t.failed for t in tallies)})
+            json.dumps({"formats": [t.as_dict() for t in tallies], "ok": not any(t.failed for t in tallies)})
         )
     return 1 if any(t.failed for t in tallies) else 0
 
 
-def _run_group(group: str, workdir: Path, args: argparse.Namespace) -> list[Any]:
+def _run_group(group: str, workdir: Path, args: argparse.Namespace) -> list[Tally]:
     """The text formats' or the contract formats' tallies (their own loops, same outcomes)."""
     module = importlib.import_module(f"shiptwo.fuzz.{group}")
     workdir.mkdir(parents=True)
@@ -86,23 +85,7 @@ def _run_group(group: str, workdir: Path, args: argparse.Namespace) -> list[Any]
     ]
 
 
-def _as_dict(t: Any) -> dict[str, Any]:
-    if isinstance(t, Tally):
-        return t.as_dict()
-    findings = [
-        {"index": f.index, "outcome": f.outcome, "damage": f.how, "detail": f.detail} for f in t.findings
-    ]
-    return {
-        "format": t.format,
-        "seed": t.seed,
-        "tried": t.tried,
-        **t.counts,
-        "seconds": round(t.seconds, 2),
-        "findings": findings,
-    }
-
-
-def _print_text(t: Any) -> None:
+def _print_text(t: Tally) -> None:
     c = t.counts
     rest = ", ".join(f"{c[k]} {k}" for k in c if k not in ("loaded", "refused", "traceback", "hang"))
     print(

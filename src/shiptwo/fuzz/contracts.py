@@ -36,13 +36,10 @@ from typing import Any
 import yaml
 
 from shiptwo.errors import ContractError, EvidenceError, UsageError
+from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally
 from shiptwo.fuzz.text import (
     CONTROL,
-    DEFAULT_DEADLINE_S,
-    FAILURES,
     NOT_UTF8,
-    Finding,
-    Tally,
     TextTarget,
     _damage_lines,
     _json_paths,

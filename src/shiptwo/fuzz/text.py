@@ -20,15 +20,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shiptwo.errors import ShiptwoError
 
-DEFAULT_DEADLINE_S = 2.0
-OUTCOMES = ("loaded", "refused", "traceback", "hang", "unclear")
-FAILURES = ("traceback", "hang", "unclear")
+# One loop's vocabulary for every fuzzed format: the outcomes, a finding, the tally (text inputs
+# never score `memory` or `disagreement`; those counts stay 0).
+from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally
+
 # Values a damaged JSON value may take: every type, ids past every limit, Python's own int limit.
 ODD_VALUES: tuple[Any, ...] = (
     None,
@@ -70,38 +71,6 @@ class TextTarget:
     @property
     def seed(self) -> bytes:
         return (self.seed_dir / self.file).read_bytes()
-
-
-@dataclass
-class Finding:
-    index: int
-    outcome: str
-    how: str
-    detail: str
-
-
-@dataclass
-class Tally:
-    """Counts per outcome for one format, with the findings themselves."""
-
-    format: str
-    seed: int
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    findings: list[Finding] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def tried(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(self.counts[o] for o in FAILURES)
-
-    def report(self, limit: int = 20) -> str:
-        lines = [f"{self.format} (seed {self.seed}): {self.failed} of {self.tried} failed {self.counts}"]
-        lines += [f"  input {f.index} ({f.outcome}): {f.how}: {f.detail}" for f in self.findings[:limit]]
-        return "\n".join(lines)
 
 
 # -- damage -----------------------------------------------------------------------------------
