@@ -175,3 +175,24 @@ def test_config_json_deep_huge_and_out_of_range(tmp_path: Path) -> None:
             ModelError, match=r"config\.json: field vocab_size=.*: expected an integer of at most"
         ):
             read_hf_config(path)
+
+
+def test_non_utf8_tokenizer_json_never_reaches_the_rust_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tokenizers' loader can abort the process on such a file (a pyo3 panic the fuzz run hit)."""
+    import tokenizers
+
+    from shiptwo.errors import FormatError
+    from shiptwo.tokenize.bytelevel import load_tokenizer_json
+
+    path = tmp_path / "tokenizer.json"
+    path.write_bytes(b'{"version": "1.0", "model": {"type": "BPE", "vocab": {"\xa0": 1}}}')
+
+    def never(*args: object) -> None:
+        raise AssertionError("tokenizers was handed a file shiptwo's reader should have refused")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_str", never)
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_file", never)
+    with pytest.raises(FormatError, match=r"tokenizer.json.*not UTF-8: byte 0xa0"):
+        load_tokenizer_json(path)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shiptwo import jsonsafe
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.jsonsafe import shown
 from shiptwo.tokenize._common import EOS_CANDIDATES, bytes_to_unicode
@@ -104,8 +105,11 @@ class ByteLevelTokenizer:
 def load_tokenizer_json(path: Path) -> ByteLevelTokenizer:
     from tokenizers import Tokenizer
 
+    # Checked by our own reader first: tokenizers' Rust loader aborts the whole process (a pyo3
+    # panic, "PyObject pointer is null") on a file that is not UTF-8, found by the fuzz run.
+    jsonsafe.read_file(path, what="tokenizer.json", fix="rebuild or re-download the tokenizer")
     try:
-        tok = Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_str(path.read_text("utf-8"))
     except Exception as exc:  # tokenizers raises a bare Exception on bad files
         raise FormatError(f"{path}: Hugging Face tokenizers could not load it: {exc}") from exc
     return ByteLevelTokenizer(tok, source=path, layout="tokenizer.json")
