@@ -1,131 +1,196 @@
-"""Benchmark: `encode-corpus` end to end against bare `tokenizers` encode_batch on the same documents.
+"""Benchmark: `encode-corpus` end to end against bare `tokenizers` encode_batch, on 1 and 2 threads.
 
 Corpus: real Python, the standard library sources of this interpreter, as JSONL. The peer is
 `Tokenizer.encode_batch` over the documents already in memory (no reading, no JSON, no audit, no
-writing); the subject is the whole command: hashing the inputs, reading and parsing JSONL,
-encoding, EOS placement, the audit histogram and writing shards. Prints tokens/s for both and
-their ratio (goal >= 0.9), and the ratio against `encode_batch_fast` (no offsets), which is what
-encode-corpus itself calls. Needs the Qwen2 vocab (`shiptwo tokenize fetch-qwen2`) unless
---tokenizer names another byte-level tokenizer.json.
+writing; its tokenizer loaded before the clock starts); the subject is the whole command: loading
+the vocab, hashing the inputs, reading and parsing JSONL, encoding, EOS placement, the audit
+histogram and writing shards. `encode_batch_fast` (no offsets, what encode-corpus calls) is
+reported beside it.
 
-    python benchmarks/bench_encode_corpus.py [--max-files N] [--repeats R]
+Like with like: at N threads the peer runs with RAYON_NUM_THREADS=N, the command with
+`--workers N` and RAYON_NUM_THREADS=1 (N encoding threads: in process for 1, one per worker
+process for 2). Every measurement is a fresh process (the thread count is fixed when `tokenizers`
+first encodes), the sides interleaved and their order alternated; best of R wall times
+(timeit's rule: on a shared machine the minimum is the least disturbed run). Peak RSS: the
+measuring process's, and for the command the largest worker's. Goal: ratio >= 1.0 at 1 and 2.
+Needs the Qwen2 vocab (`shiptwo tokenize fetch-qwen2`) unless --tokenizer names another
+byte-level tokenizer.json.
+
+    python benchmarks/bench_encode_corpus.py [--max-files N] [--repeats R] [--threads 1 2] [--format json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
-def build_corpus(path: Path, max_files: int) -> list[str]:
+def build_corpus(path: Path, max_files: int) -> int:
+    """Write up to `max_files` stdlib sources as JSONL; returns how many."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts: list[str] = []
-    for p in sorted(stdlib.rglob("*.py")):
-        if "site-packages" in p.parts:
-            continue
-        try:
-            texts.append(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            continue
-        if len(texts) == max_files:
-            break
+    count = 0
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"content": t}) + "\n" for t in texts)
-    return texts
+        for p in sorted(stdlib.rglob("*.py")):
+            if "site-packages" in p.parts:
+                continue
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            f.write(json.dumps({"content": text}) + "\n")
+            count += 1
+            if count == max_files:
+                break
+    return count
+
+
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
+
+
+def _measure(side: str, tokenizer: Path, corpus: Path, out: Path, workers: int) -> dict[str, Any]:
+    """One measurement, in this (fresh) process: wall and CPU seconds, tokens, peak RSS."""
+    if side == "cmd":
+        from shiptwo.tokenize.corpus import encode_corpus
+
+        w0, c0 = time.perf_counter(), time.process_time()
+        manifest = encode_corpus(tokenizer, [corpus], out, eos_policy="none", workers=workers, progress=False)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "wall_s": wall,
+            "cpu_s": cpu + children.ru_utime + children.ru_stime,
+            "tokens": manifest["total_tokens"],
+            "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
+            "worker_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN) if workers > 1 else None,
+        }
+    from tokenizers import Tokenizer
+
+    tokenizer_json = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    with open(corpus, encoding="utf-8") as f:
+        texts = [json.loads(line)["content"] for line in f]
+    bare = Tokenizer.from_file(str(tokenizer_json))
+    fast = side == "fast"
+    w0, c0 = time.perf_counter(), time.process_time()
+    encode = bare.encode_batch_fast if fast else bare.encode_batch
+    encodings = encode(texts, add_special_tokens=False)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "tokens": sum(len(e) for e in encodings),
+        "peak_rss_mb": _peak_rss_mb(resource.RUSAGE_SELF),
+        "worker_peak_rss_mb": None,
+    }
+
+
+def _run_child(side: str, threads: int, tokenizer: Path, corpus: Path, out: Path) -> dict[str, Any]:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(1 if side == "cmd" else threads))
+    env.pop("TOKENIZERS_PARALLELISM", None)
+    args = [sys.executable, __file__, "--child", side, "--threads", str(threads)]
+    args += ["--tokenizer", str(tokenizer), "--corpus", str(corpus), "--out", str(out)]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} at {threads} threads failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shiptwo.tokenize.corpus import encode_corpus
-    from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, default=None)
     parser.add_argument("--max-files", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--batch-chars", type=int, default=1 << 20, help="encode-corpus batch size in characters"
-    )
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser.add_argument("--child", choices=["bare", "fast", "cmd"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_measure(args.child, args.tokenizer, args.corpus, args.out, args.threads[0])))
+        return 0
+
+    from shiptwo.tokenize.qwen2 import find_qwen2_tokenizer_dir
+
     tokenizer = args.tokenizer or find_qwen2_tokenizer_dir()
     if tokenizer is None:
         print("no Qwen2 vocab: run `shiptwo tokenize fetch-qwen2` or pass --tokenizer", file=sys.stderr)
         return 2
-    tokenizer_json = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
-
-    from tokenizers import Tokenizer
-
+    text = args.format == "text"
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "stdlib.jsonl"
-        texts = build_corpus(corpus, args.max_files)
+        files = build_corpus(corpus, args.max_files)
         mb = corpus.stat().st_size / 1e6
-        print(f"corpus: {len(texts)} Python files, {mb:.1f} MB of JSONL ({corpus})")
-        bare_tok = Tokenizer.from_file(str(tokenizer_json))
-        # Best of R (timeit's rule: on a shared machine the minimum is the least disturbed run), in
-        # wall time and in process CPU time (all threads): the CPU ratio shows the command's extra
-        # work even when other processes steal cores.
-        wall: dict[str, list[float]] = {"bare": [], "fast": [], "cmd": []}
-        cpu: dict[str, list[float]] = {"bare": [], "fast": [], "cmd": []}
-        bare_tokens = 0
+        if text:
+            print(f"corpus: {files} Python files, {mb:.1f} MB of JSONL; {os.cpu_count()} cores")
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        sides = ["bare", "fast", "cmd"]
         for r in range(args.repeats):
-            for name in ("bare", "fast", "cmd"):
-                w0, c0 = time.perf_counter(), time.process_time()
-                if name == "bare":
-                    encodings = bare_tok.encode_batch(texts, add_special_tokens=False)
-                    bare_tokens = sum(len(e) for e in encodings)
-                    del encodings
-                elif name == "fast":
-                    del_me = bare_tok.encode_batch_fast(texts, add_special_tokens=False)
-                    del del_me
-                else:
-                    manifest = encode_corpus(
-                        tokenizer,
-                        [corpus],
-                        Path(tmp) / f"out{r}",
-                        eos_policy="none",
-                        progress=False,
-                        batch_chars=args.batch_chars,
-                    )
-                wall[name].append(time.perf_counter() - w0)
-                cpu[name].append(time.process_time() - c0)
-            if manifest["total_tokens"] != bare_tokens:
-                print(
-                    f"token counts differ: command {manifest['total_tokens']}, bare {bare_tokens}",
-                    file=sys.stderr,
-                )
+            for threads in args.threads:
+                # Interleaved, the order turned each repeat, so no side always runs first.
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    out = Path(tmp) / f"out-{r}-{threads}"
+                    m = _run_child(side, threads, tokenizer, corpus, out)
+                    runs.setdefault((side, threads), []).append(m)
+                    if text:
+                        print(
+                            f"run {r}, {threads} thread(s), {side}: {m['wall_s']:.2f} s wall, "
+                            f"{m['cpu_s']:.2f} s CPU, {m['tokens']:,} tokens",
+                            flush=True,
+                        )
+        report: dict[str, Any] = {
+            "corpus": {"files": files, "megabytes": round(mb, 3)},
+            "cores": os.cpu_count(),
+            "repeats": args.repeats,
+            "goal": 1.0,
+            "threads": {},
+        }
+        for threads in args.threads:
+            best = {side: min(runs[side, threads], key=lambda m: m["wall_s"]) for side in sides}
+            tokens = {best[side]["tokens"] for side in sides}
+            if len(tokens) != 1:
+                print(f"token counts differ at {threads} threads: {tokens}", file=sys.stderr)
                 return 1
-            print(
-                f"run {r}: wall s bare {wall['bare'][-1]:.2f}, fast {wall['fast'][-1]:.2f}, "
-                f"encode-corpus {wall['cmd'][-1]:.2f}; {bare_tokens:,} tokens"
-            )
-        best = {k: min(v) for k, v in wall.items()}
-        best_cpu = {k: min(v) for k, v in cpu.items()}
-        rate = {k: bare_tokens / v for k, v in best.items()}
-        print(f"bare tokenizers encode_batch: {rate['bare']:,.0f} tokens/s (best of {args.repeats})")
+            n = tokens.pop()
+            cmd, bare, fast = best["cmd"], best["bare"], best["fast"]
+            report["threads"][str(threads)] = {
+                "tokens": n,
+                "bare_tokens_per_s": round(n / bare["wall_s"]),
+                "fast_tokens_per_s": round(n / fast["wall_s"]),
+                "cmd_tokens_per_s": round(n / cmd["wall_s"]),
+                "ratio": round(bare["wall_s"] / cmd["wall_s"], 3),
+                "ratio_fast": round(fast["wall_s"] / cmd["wall_s"], 3),
+                "ratio_cpu": round(bare["cpu_s"] / cmd["cpu_s"], 3),
+                "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1),
+                "cmd_peak_rss_mb": round(cmd["peak_rss_mb"], 1),
+                "cmd_worker_peak_rss_mb": cmd["worker_peak_rss_mb"] and round(cmd["worker_peak_rss_mb"], 1),
+            }
+    if not text:
+        print(json.dumps(report, indent=2))
+        return 0
+    for threads, t in report["threads"].items():
+        workers = f"--workers {threads}" + (" (1 thread each)" if int(threads) > 1 else "")
         print(
-            f"bare encode_batch_fast:       {rate['fast']:,.0f} tokens/s "
-            "(no offsets; what encode-corpus calls)"
+            f"{threads} thread(s): bare encode_batch {t['bare_tokens_per_s']:,} tok/s, "
+            f"encode_batch_fast {t['fast_tokens_per_s']:,}, encode-corpus {workers} "
+            f"{t['cmd_tokens_per_s']:,} (best of {args.repeats})"
         )
+        rss = f"peak RSS bare {t['bare_peak_rss_mb']:.0f} MB, encode-corpus {t['cmd_peak_rss_mb']:.0f} MB"
+        if t["cmd_worker_peak_rss_mb"]:
+            rss += f" + {t['cmd_worker_peak_rss_mb']:.0f} MB per worker"
         print(
-            f"shiptwo encode-corpus:        {rate['cmd']:,.0f} tokens/s "
-            "(hash, read, parse, encode, audit, write)"
-        )
-        print(
-            f"ratio encode-corpus / bare encode_batch:      {rate['cmd'] / rate['bare']:.2f}x wall, "
-            f"{best_cpu['bare'] / best_cpu['cmd']:.2f}x CPU time  (goal >= 0.90)"
-        )
-        print(
-            f"ratio encode-corpus / bare encode_batch_fast: {rate['cmd'] / rate['fast']:.2f}x wall, "
-            f"{best_cpu['fast'] / best_cpu['cmd']:.2f}x CPU time"
-        )
-        audit = manifest["audit"]
-        print(
-            f"audit: unk {audit['unk_ratio']:.4%}, entropy {audit['entropy_bits']:.2f} bits of "
-            f"{audit['max_entropy_bits']:.2f}, {audit['distinct_tokens']:,} distinct tokens"
+            f"  ratio encode-corpus / encode_batch {t['ratio']:.2f}x wall (goal >= 1.00), "
+            f"{t['ratio_cpu']:.2f}x CPU; / encode_batch_fast {t['ratio_fast']:.2f}x wall; {rss}"
         )
     return 0
 

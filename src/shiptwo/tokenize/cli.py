@@ -110,7 +110,8 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="encoding processes (byte-level vocabs already use all cores inside tokenizers)",
+        help="encoding processes (byte-level vocabs already use all cores inside tokenizers; each "
+        "worker gets cores/workers tokenizers threads unless RAYON_NUM_THREADS is set)",
     )
     p.add_argument(
         "--max-unk-ratio",
