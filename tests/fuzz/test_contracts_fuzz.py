@@ -116,3 +116,21 @@ def test_a_run_record_with_a_huge_integer_is_refused_in_one_line(tmp_path: Path)
     with pytest.raises(EvidenceError, match=r"r\.json: run record is not valid JSON .*4300 digits") as raised:
         read_run_record(path)
     assert "\n" not in str(raised.value)
+
+
+def test_a_run_record_with_encoded_surrogates_is_refused_in_one_line(tmp_path: Path) -> None:
+    """json.loads of bytes lets CESU-8 surrogates through; the record is read as strict UTF-8."""
+    path = tmp_path / "r.json"
+    path.write_bytes(b'{"schema": "shiptwo.run/v1", "x": "\xed\xa0\x80"}')
+
+    with pytest.raises(EvidenceError, match=r"r\.json: run record is not valid JSON .*utf-8") as raised:
+        read_run_record(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_seed_0_input_1384_of_the_run_records_is_no_longer_a_traceback(
+    targets: dict[str, TextTarget], tmp_path: Path
+) -> None:
+    """The 2,000-input run's one traceback: a surrogate in a record's covered-file name."""
+    tally = run(targets["run-record"], tmp_path, count=0, seed=0, only=1384)
+    assert tally.tried == 1 and not tally.findings, tally.report()

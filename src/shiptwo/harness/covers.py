@@ -77,7 +77,7 @@ def covers_digest(files: dict[str, str]) -> str:
     """One sha256 over the covered files' names and hashes: equal digests, equal code."""
     h = hashlib.sha256()
     for rel, digest in sorted(files.items()):
-        h.update(f"{rel}\0{digest}\n".encode())
+        h.update(f"{rel}\0{digest}\n".encode("utf-8", "surrogatepass"))  # a record may hold "\ud800"
     return h.hexdigest()
 
 

@@ -273,7 +273,7 @@ def next_sequence(directory: Path) -> int:
     within = [directory.resolve()]
     for path in directory.glob("*.json") if directory.is_dir() else ():
         try:
-            data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT))
+            data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT).decode("utf-8"))
         except (FileRefused, ValueError, RecursionError):
             continue  # reading the evidence reports it
         seq = data.get("sequence") if isinstance(data, dict) else None
@@ -293,10 +293,11 @@ def read_run_record(path: Path, *, within: Sequence[Path] | None = None) -> RunR
     (resolved directories; None: anywhere) or a file over RUN_RECORD_LIMIT is refused unread.
     """
     try:
-        data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT))
+        data = json.loads(read_file(path, within=within, limit=RUN_RECORD_LIMIT).decode("utf-8"))
     except FileRefused as exc:
         raise EvidenceError(f"{path}: run record refused: {exc.reason}; remove it") from None
-    # ValueError: besides JSONDecodeError, an integer of more digits than Python converts (4,300).
+    # ValueError: besides JSONDecodeError, bytes that are not UTF-8 (json.loads of bytes would let
+    # encoded surrogates through) and an integer of more digits than Python converts (4,300).
     except (ValueError, RecursionError) as exc:
         raise EvidenceError(
             f"{path}: run record is not valid JSON (truncated or corrupt?): {exc}; delete it or re-run pytest"
