@@ -196,3 +196,18 @@ def test_non_utf8_tokenizer_json_never_reaches_the_rust_loader(
     monkeypatch.setattr(tokenizers.Tokenizer, "from_file", never)
     with pytest.raises(FormatError, match=r"tokenizer.json.*not UTF-8: byte 0xa0"):
         load_tokenizer_json(path)
+
+
+@pytest.mark.parametrize("key", ["continuing_subword_prefix", "end_of_word_suffix"])
+def test_a_subword_prefix_is_refused_before_the_rust_loader(tmp_path: Path, key: str) -> None:
+    """Text fuzz, seed 0, input 4667: `continuing_subword_prefix: "x"` on a byte-level vocab made
+    tokenizers abort the process while it built an error message."""
+    from shiptwo.fuzz.text import build_targets
+
+    seed = build_targets(tmp_path / "seeds")["tokenizer.json"]
+    doc = json.loads(seed.seed.decode())
+    doc["model"][key] = "x"
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=rf"tokenizer\.json: model\.{key} is 'x'; a byte-level BPE"):
+        load_tokenizer(path)

@@ -107,7 +107,18 @@ def load_tokenizer_json(path: Path) -> ByteLevelTokenizer:
 
     # Checked by our own reader first: tokenizers' Rust loader aborts the whole process (a pyo3
     # panic, "PyObject pointer is null") on a file that is not UTF-8, found by the fuzz run.
-    jsonsafe.read_file(path, what="tokenizer.json", fix="rebuild or re-download the tokenizer")
+    doc = jsonsafe.read_file(path, what="tokenizer.json", fix="rebuild or re-download the tokenizer")
+    model = doc.get("model") if isinstance(doc, dict) else None
+    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+        # Byte-level BPE has neither; with one, tokenizers 0.22 can abort the process while it
+        # builds its own error message about a vocab entry (a pyo3 panic the fuzz run found).
+        value = model.get(key) if isinstance(model, dict) else None
+        if value not in (None, ""):
+            raise FormatError(
+                f"{path}: model.{key} is {shown(value)}; a byte-level BPE tokenizer.json has none "
+                "(shiptwo reads GPT-2/Qwen2-style byte-level BPE): set it to null, or load that "
+                "tokenizer with its own library"
+            )
     try:
         tok = Tokenizer.from_str(path.read_text("utf-8"))
     except Exception as exc:  # tokenizers raises a bare Exception on bad files
