@@ -11,9 +11,11 @@ one at a time (never both models' weights, gradients and AdamW moments at once).
 alternate which side goes first; each subprocess warms up with one step, then times --steps.
 Prints the best step time of each side (the least disturbed estimate on a shared machine), their
 ratio (goal >= 1.0x) and both first-step losses (same weights and batch: they must agree).
+--bf16 runs both sides under CPU bf16 autocast (fp32 weights and AdamW state, bf16 matmuls), for
+CPUs with AVX512-BF16 or AMX.
 
     .venv/bin/python benchmarks/bench_real_train.py [--batch 1] [--seq 256] [--rounds 2] [--steps 2]
-        [--threads 2] [--format text|json]
+        [--threads 2] [--bf16] [--format text|json]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 LR = 1e-4  # small enough that the timed steps barely move the weights
 
 
-def run_side(side: str, *, batch: int, seq: int, steps: int, threads: int) -> dict[str, Any]:
+def run_side(side: str, *, batch: int, seq: int, steps: int, threads: int, bf16: bool) -> dict[str, Any]:
     """Load one side, take 1 + `steps` optimizer steps; the first step's loss and every timed step."""
     import torch
 
@@ -48,7 +50,7 @@ def run_side(side: str, *, batch: int, seq: int, steps: int, threads: int) -> di
         from shiptwo.qwen2.train import TrainConfig, Trainer
 
         ours = from_pretrained(snapshot, dtype=torch.float32)
-        trainer = Trainer(ours, TrainConfig(lr=LR, warmup_steps=0), total_steps=steps + 2)
+        trainer = Trainer(ours, TrainConfig(lr=LR, warmup_steps=0, autocast_bf16=bf16), total_steps=steps + 2)
 
         def step() -> float:
             return trainer.train_batch(x, y).loss
@@ -67,7 +69,8 @@ def run_side(side: str, *, batch: int, seq: int, steps: int, threads: int) -> di
 
         def step() -> float:
             opt.zero_grad(set_to_none=True)
-            logits = peer(x).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = peer(x).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
             )
@@ -92,12 +95,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="subprocess pairs, alternating who goes first")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per subprocess (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
     ap.add_argument("--format", choices=("text", "json"), default="text")
     ap.add_argument("--side", choices=("shiptwo", "transformers"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = {"batch": args.batch, "seq": args.seq, "steps": args.steps, "threads": args.threads}
     if args.side:  # a child: one side, figures as JSON on stdout
-        print(json.dumps(run_side(args.side, **sizes)))
+        print(json.dumps(run_side(args.side, **sizes, bf16=args.bf16)))
         return
 
     results: dict[str, list[dict[str, Any]]] = {"shiptwo": [], "transformers": []}
@@ -105,6 +109,7 @@ def main() -> None:
         order = ["shiptwo", "transformers"] if r % 2 == 0 else ["transformers", "shiptwo"]
         for side in order:
             cmd = [sys.executable, __file__, "--side", side, *(f"--{k}={v}" for k, v in sizes.items())]
+            cmd += ["--bf16"] if args.bf16 else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[side].append(json.loads(out.strip().splitlines()[-1]))
     best = {side: min(t for run in runs for t in run["step_s"]) for side, runs in results.items()}
@@ -113,7 +118,7 @@ def main() -> None:
     figures = {
         **sizes,
         "rounds": args.rounds,
-        "dtype": "fp32",
+        "dtype": "bf16 autocast" if args.bf16 else "fp32",
         "shiptwo_step_s": best["shiptwo"],
         "transformers_step_s": best["transformers"],
         "shiptwo_tok_s": tokens / best["shiptwo"],
@@ -126,7 +131,7 @@ def main() -> None:
         print(json.dumps(figures, indent=2))
         return
     print(
-        f"train step {args.batch}x{args.seq} fp32, {args.threads} threads, best of "
+        f"train step {args.batch}x{args.seq} {figures['dtype']}, {args.threads} threads, best of "
         f"{args.rounds * args.steps}: shiptwo {best['shiptwo']:.2f} s, transformers "
         f"{best['transformers']:.2f} s -> speed ratio {ratio:.3f}x (goal >= 1.0x); first-step loss "
         f"{figures['first_loss_shiptwo']:.4f} vs {figures['first_loss_transformers']:.4f} nats"

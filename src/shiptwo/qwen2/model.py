@@ -240,35 +240,43 @@ class _LinearCrossEntropy(torch.autograd.Function):
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None  # (N, C)
-        grad_weight = torch.zeros_like(weight) if want_weight else None  # (V, C), accumulated in its dtype
+        grad_weight: torch.Tensor | None = None  # (V, C), in the weight's dtype
         total = hidden.new_zeros((), dtype=torch.float32)
         w = weight.to(dtype)
         with torch.autocast(kind, enabled=False):
             for start in range(0, n, chunk_rows):
                 h = hidden[start : start + chunk_rows].to(dtype)  # (n, C)
                 t = targets[start : start + chunk_rows].long()  # (n,)
-                logits = F.linear(h, w).float()  # (n, V)
-                lse = torch.logsumexp(logits, dim=-1)  # (n,)
-                total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                # d(sum of losses)/d logits = softmax - one_hot(targets), built in the logits' memory.
-                grad = logits.sub_(lse[:, None]).exp_()
+                # fp32 log-softmax, the kernel F.cross_entropy runs: the loss is the same sum.
+                logp = torch.log_softmax(F.linear(h, w).float(), dim=-1)  # (n, V)
+                total -= logp.gather(1, t[:, None]).sum()
+                # d(mean loss)/d logits = (softmax - one_hot(targets)) / N, in logp's memory.
+                grad = logp.exp_()
                 grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
-                grad_mm = grad.to(dtype)  # (n, V)
+                grad_mm = grad.div_(n).to(dtype)  # (n, V)
                 if grad_hidden is not None:
                     grad_hidden[start : start + chunk_rows] = grad_mm @ w
-                if grad_weight is not None:
+                if not want_weight:
+                    continue
+                if grad_weight is None:  # the first chunk writes it: no zero-filled (V, C) pass
+                    grad_weight = (grad_mm.t() @ h).to(weight.dtype)
+                elif grad_weight.dtype == dtype:  # accumulate inside the matmul, no (V, C) temporary
+                    grad_weight.addmm_(grad_mm.t(), h)
+                else:
                     grad_weight.add_(grad_mm.t() @ h)
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.rows = n
+        # Kept on ctx, not saved for backward: backward scales them in place and lets them go.
+        ctx.grads = (grad_hidden, grad_weight)
         return total / n
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grad_hidden, grad_weight = ctx.saved_tensors
-        scale = grad_out / ctx.rows
+        if ctx.grads is None:
+            raise RuntimeError("chunked cross-entropy: backward twice through one loss (retain_graph)")
+        grad_hidden, grad_weight = ctx.grads
+        ctx.grads = None
         return (
-            None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
-            None if grad_weight is None else grad_weight * scale.to(grad_weight.dtype),
+            None if grad_hidden is None else grad_hidden.mul_(grad_out.to(grad_hidden.dtype)),
+            None if grad_weight is None else grad_weight.mul_(grad_out.to(grad_weight.dtype)),
             None,
             None,
         )
