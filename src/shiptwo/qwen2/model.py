@@ -225,10 +225,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of `hidden @ weight.T` whose gradients are made chunk by chunk in forward.
 
     Checkpointing each chunk (the obvious way to hold one chunk of logits at a time) runs the head
-    matmul a second time in backward: on the real 0.5B model that is a tenth of a training step.
-    Here each chunk's logits become its gradient (softmax - one-hot) at once and are multiplied out
-    into the hidden and weight gradients while still in cache; backward only scales them. Under
-    autocast the matmuls run in the autocast dtype, as `head(hidden)` would, and the softmax in fp32.
+    matmul a second time in backward: on the real 0.5B model, 1 x 256 tokens, that cost 2.20 s of
+    head against 1.56 s for whole logits (about 8% of the step). Here each chunk's logits become
+    its gradient (softmax - one-hot) at once and are multiplied out into the hidden and weight
+    gradients; backward only scales them (1.63 s). Under autocast the matmuls run in the autocast
+    dtype, as `head(hidden)` would, and the log-softmax in fp32.
     """
 
     @staticmethod
