@@ -359,3 +359,31 @@ def test_chunked_training_loss_refuses_a_second_backward_by_name() -> None:
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="chunked cross-entropy: backward twice through one loss"):
         loss.backward()
+
+
+def test_eval_loss_takes_the_log_softmax_a_few_rows_at_a_time() -> None:
+    """No (N, V) fp32 log-probabilities in evaluation: at most EVAL_SOFTMAX_ROWS rows per kernel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from shiptwo.qwen2.model import EVAL_SOFTMAX_ROWS, chunked_cross_entropy
+
+    class SoftmaxRows(TorchDispatchMode):
+        most = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func.overloadpacket.__name__ in ("cross_entropy_loss", "log_softmax", "_log_softmax"):
+                self.most = max(self.most, args[0].shape[0])
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden, targets = (
+        torch.randn(3 * EVAL_SOFTMAX_ROWS + 5, 16),
+        torch.randint(0, 50, (3 * EVAL_SOFTMAX_ROWS + 5,)),
+    )
+    with torch.inference_mode():
+        whole = torch.nn.functional.cross_entropy(head(hidden), targets)
+        with SoftmaxRows() as seen:
+            loss = chunked_cross_entropy(head, hidden, targets)
+    assert seen.most == EVAL_SOFTMAX_ROWS
+    assert loss.item() == pytest.approx(whole.item(), rel=1e-6)
