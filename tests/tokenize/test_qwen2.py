@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -61,9 +60,14 @@ def test_fetch_is_a_fast_no_op_when_built(
     assert REAL is not None
     if REAL.name != qwen2.DIR_NAME:
         pytest.skip(f"{REAL} is not a fetch-qwen2 cache dir")
-    t0 = time.perf_counter()
+    # A no-op downloads nothing and builds nothing (asserted, not timed: timing fails under load).
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fetch-qwen2 did work on a built cache")
+
+    monkeypatch.setattr(qwen2, "_download_wheel", never)
+    monkeypatch.setattr(qwen2, "build_qwen2_files", never)
     code = shiptwo_main(["tokenize", "fetch-qwen2", "--cache-dir", str(REAL.parent)])
-    assert code == 0 and time.perf_counter() - t0 < 2.0
+    assert code == 0
     assert "already built" in capsys.readouterr().out
 
 
