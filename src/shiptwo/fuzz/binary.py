@@ -247,9 +247,26 @@ def _peak_rss() -> int:
 
 
 def classify(target: Target, path: Path, deadline_s: float) -> tuple[str, str]:
-    """Run the format's readers on one file: (outcome, detail)."""
-    timer = threading.current_thread() is threading.main_thread()
+    """Run the format's readers on one file: (outcome, detail), `memory` on top of `judge`'s."""
     before = _peak_rss()
+    outcome, detail = judge(lambda: target.check(path), str(path), deadline_s, refusal=FormatError)
+    grown = _peak_rss() - before
+    if outcome in ("loaded", "refused") and grown > MEMORY_SLACK_BYTES:
+        outcome, detail = "memory", f"peak memory grew by {grown >> 20} MiB reading one small file"
+    return outcome, detail
+
+
+def judge(
+    check: Callable[[], None], where: str, deadline_s: float, *, refusal: type[Exception]
+) -> tuple[str, str]:
+    """Run `check` under the per-input deadline and say what it did: the one classification every
+    fuzz loop (binary, text, contracts) uses.
+
+    loaded; refused (a `refusal` naming `where` on one line); unclear (a refusal that does not);
+    disagreement (an oracle refused what we loaded); hang; memory (MemoryError); traceback (any
+    other exception, BaseExceptions included: a pyo3 PanicException is one).
+    """
+    timer = threading.current_thread() is threading.main_thread()
     if timer:
         previous = signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, deadline_s)
@@ -258,21 +275,22 @@ def classify(target: Target, path: Path, deadline_s: float) -> tuple[str, str]:
         with warnings.catch_warnings():
             # Garbage bytes decode to inf and NaN on purpose; numpy saying so is not a failure.
             warnings.simplefilter("ignore", RuntimeWarning)
-            target.check(path)
+            check()
         outcome, detail = "loaded", ""
     except _Deadline:
         outcome, detail = "hang", f"still running after {deadline_s} s"
     except Disagreement as exc:
         outcome, detail = "disagreement", str(exc)[:300]
-    except FormatError as exc:
+    except refusal as exc:
         message = str(exc)
-        if str(path) not in message or "\n" in message:
-            outcome, detail = "unclear", f"refusal does not name the file in one line: {message!r}"
+        if where not in message or "\n" in message:
+            outcome, detail = "unclear", f"refusal does not name the file in one line: {message[:300]!r}"
         else:
             outcome, detail = "refused", message
-    except Exception as exc:
-        kind = "memory" if isinstance(exc, MemoryError) else "traceback"
-        outcome, detail = kind, _describe(exc)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        outcome, detail = ("memory" if isinstance(exc, MemoryError) else "traceback"), _describe(exc)
     finally:
         if timer:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -280,9 +298,6 @@ def classify(target: Target, path: Path, deadline_s: float) -> tuple[str, str]:
     elapsed = time.perf_counter() - start
     if outcome in ("loaded", "refused") and elapsed > deadline_s:
         outcome, detail = "hang", f"took {elapsed:.2f} s, over the {deadline_s} s deadline"
-    grown = _peak_rss() - before
-    if outcome in ("loaded", "refused") and grown > MEMORY_SLACK_BYTES:
-        outcome, detail = "memory", f"peak memory grew by {grown >> 20} MiB reading one small file"
     return outcome, detail
 
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ from shiptwo.errors import ShiptwoError
 
 # One loop's vocabulary for every fuzzed format: the outcomes, a finding, the tally (text inputs
 # never score `memory` or `disagreement`; those counts stay 0).
-from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally
+from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally, judge
 
 # Values a damaged JSON value may take: every type, ids past every limit, Python's own int limit.
 ODD_VALUES: tuple[Any, ...] = (
@@ -198,46 +195,9 @@ def damage(target: TextTarget, rng: random.Random) -> tuple[bytes, str]:
 # -- the loop ----------------------------------------------------------------------------------
 
 
-class _Deadline(BaseException):
-    """Raised in a reader that ran past the deadline (a BaseException: no reader may catch it)."""
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise _Deadline
-
-
 def classify(target: TextTarget, directory: Path, deadline_s: float) -> tuple[str, str]:
     """Run the target's readers on `directory` (a seed copy with one damaged file): (outcome, detail)."""
-    timer = threading.current_thread() is threading.main_thread()
-    if timer:
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, deadline_s)
-    start = time.perf_counter()
-    try:
-        target.check(directory)
-        outcome, detail = "loaded", ""
-    except _Deadline:
-        outcome, detail = "hang", f"still running after {deadline_s} s"
-    except ShiptwoError as exc:
-        message = str(exc)
-        if str(directory) not in message or "\n" in message:
-            outcome, detail = "unclear", f"refusal does not name the file in one line: {message[:300]!r}"
-        else:
-            outcome, detail = "refused", message
-    except BaseException as exc:  # a pyo3 PanicException is a BaseException too
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
-        outcome, detail = "traceback", f"{type(exc).__name__}: {str(exc)[:300]}{at}"
-    finally:
-        if timer:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-    elapsed = time.perf_counter() - start
-    if outcome in ("loaded", "refused") and elapsed > deadline_s:
-        outcome, detail = "hang", f"took {elapsed:.2f} s, over the {deadline_s} s deadline"
-    return outcome, detail
+    return judge(lambda: target.check(directory), str(directory), deadline_s, refusal=ShiptwoError)
 
 
 def make_input(target: TextTarget, seed: int, index: int) -> tuple[bytes, str]:
