@@ -105,22 +105,15 @@ class ByteLevelTokenizer:
 def load_tokenizer_json(path: Path) -> ByteLevelTokenizer:
     from tokenizers import Tokenizer
 
-    # Checked by our own reader first: tokenizers' Rust loader aborts the whole process (a pyo3
-    # panic, "PyObject pointer is null") on a file that is not UTF-8, found by the fuzz run.
-    doc = jsonsafe.read_file(path, what="tokenizer.json", fix="rebuild or re-download the tokenizer")
-    model = doc.get("model") if isinstance(doc, dict) else None
-    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
-        # Byte-level BPE has neither; with one, tokenizers 0.22 can abort the process while it
-        # builds its own error message about a vocab entry (a pyo3 panic the fuzz run found).
-        value = model.get(key) if isinstance(model, dict) else None
-        if value not in (None, ""):
-            raise FormatError(
-                f"{path}: model.{key} is {shown(value)}; a byte-level BPE tokenizer.json has none "
-                "(shiptwo reads GPT-2/Qwen2-style byte-level BPE): set it to null, or load that "
-                "tokenizer with its own library"
-            )
+    # Decoded as strict UTF-8 here, never by tokenizers: its Rust loader aborts the whole
+    # process (a pyo3 panic) on a file that is not UTF-8, as the fuzz run found. The JSON itself
+    # was read and checked by detect_format, which every caller goes through first.
     try:
-        tok = Tokenizer.from_str(path.read_text("utf-8"))
+        text = jsonsafe.decode_utf8(path.read_bytes())
+    except jsonsafe.JsonProblem as exc:
+        raise FormatError(f"{path}: not valid JSON (tokenizer.json): {exc}") from exc
+    try:
+        tok = Tokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises a bare Exception on bad files
         raise FormatError(f"{path}: Hugging Face tokenizers could not load it: {exc}") from exc
     return ByteLevelTokenizer(tok, source=path, layout="tokenizer.json")

@@ -130,6 +130,15 @@ def _detect_tokenizer_json(path: Path, doc: dict[str, Any]) -> FormatReport:
         raise FormatError(
             f"{path}: model.type is {shown(model.get('type'))}; shiptwo loads BPE tokenizers only"
         )
+    for key in ("continuing_subword_prefix", "end_of_word_suffix"):
+        # Byte-level BPE has neither; with one, tokenizers 0.22 can abort the process while it
+        # builds its own error message about a vocab entry (a pyo3 panic the fuzz run found).
+        if model.get(key) not in (None, ""):
+            raise FormatError(
+                f"{path}: model.{key} is {shown(model.get(key))}; a byte-level BPE tokenizer.json has "
+                "none (shiptwo reads GPT-2/Qwen2-style byte-level BPE): set it to null, or load that "
+                "tokenizer with its own library"
+            )
     vocab = model.get("vocab")
     if not isinstance(vocab, dict):
         raise FormatError(f"{path}: model.vocab is not an object of token -> id")
