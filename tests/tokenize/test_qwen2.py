@@ -60,6 +60,7 @@ def test_fetch_is_a_fast_no_op_when_built(
     assert REAL is not None
     if REAL.name != qwen2.DIR_NAME:
         pytest.skip(f"{REAL} is not a fetch-qwen2 cache dir")
+
     # A no-op downloads nothing and builds nothing (asserted, not timed: timing fails under load).
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("fetch-qwen2 did work on a built cache")

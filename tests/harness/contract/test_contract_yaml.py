@@ -329,3 +329,165 @@ def test_keys_read_as_written() -> None:
     parsed = parse_yaml(b"on: 1\n1.0: 2\n~: 3\n")
 
     assert parsed.data == {"on": 1, "1.0": 2, "~": 3}
+
+
+# What makes reading contracts cheap, guarded without timing anything (issue 13).
+
+PLAIN_SCALARS = [
+    "",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "nul",
+    "y",
+    "Y",
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "true",
+    "False",
+    "tru",
+    "0",
+    "-0",
+    "+1",
+    "1_000",
+    "0x1F",
+    "0o17",
+    "017",
+    "0b101",
+    "190:20:30",
+    "-1.5e3",
+    "1.5",
+    ".5",
+    ".inf",
+    "-.Inf",
+    "+.INF",
+    ".nan",
+    ".NaN",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-12-14 21:59:43.10 -5",
+    "<<",
+    "=",
+    "-",
+    "+",
+    ".",
+    "!",
+    "&a",
+    "*a",
+    "a",
+    "zeta",
+    "1.0.0",
+    "12:30",
+    "0.5 nats",
+    "é",
+    "  ",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PLAIN_SCALARS) | st.text(max_size=12), st.booleans(), st.booleans())
+def test_tags_resolve_as_pyyaml_resolves_them(value: str, plain: bool, quoted: bool) -> None:
+    from shiptwo.harness.contract.yamlsafe import LOADER
+
+    ours, theirs = LOADER(""), yaml.SafeLoader("")
+    for kind, v in ((yaml.ScalarNode, value), (yaml.SequenceNode, None), (yaml.MappingNode, None)):
+        assert ours.resolve(kind, v, (plain, quoted)) == theirs.resolve(kind, v, (plain, quoted))
+
+
+def test_shipped_contracts_load_alike_through_our_loader_and_pyyamls() -> None:
+    from shiptwo.harness.contract.yamlsafe import LOADER
+
+    repo = Path(__file__).resolve().parents[3]
+    texts = [p.read_text("utf-8") for p in sorted((repo / "contracts").rglob("*.yaml"))]
+    assert len(texts) >= 7
+    for text in texts:
+        assert yaml.load(text, Loader=LOADER) == yaml.load(text, Loader=yaml.SafeLoader)
+
+
+def test_validation_holds_the_collector_off_and_gives_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from shiptwo.harness.contract import validate
+
+    seen: list[bool] = []
+    real = validate.parse_yaml
+
+    def spy(raw: bytes) -> Any:
+        seen.append(gc.isenabled())
+        return real(raw)
+
+    monkeypatch.setattr(validate, "parse_yaml", spy)
+    repo = Path(__file__).resolve().parents[3]
+    assert gc.isenabled()
+    validate.validate_paths([repo / "contracts"], root=repo)
+    assert seen and not any(seen)  # off while the heap grows
+    assert gc.isenabled()  # and on again
+    gc.disable()
+    try:
+        validate.validate_paths([repo / "contracts"], root=repo)
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
+
+
+def test_a_long_line_costs_no_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shiptwo.harness.contract import yamlsafe
+
+    calls: list[str] = []
+    monkeypatch.setattr(yamlsafe.yaml, "parse", lambda *a, **k: calls.append("parse") or iter(()))
+    prose = "x " * 3_000
+    parsed = parse_yaml(f"a:\n  b:\n    - {prose}\n    - c: {prose}\n".encode())
+
+    assert parsed.problems == () and parsed.data["a"]["b"][1]["c"] == prose.strip()
+    assert calls == []
+    # The control: a line that could open a thousand levels is measured by the event scan.
+    parse_yaml(("- " * 600 + "x\n").encode())
+    assert calls == ["parse"]
+
+
+def _event_depth(text: str) -> int:
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return deepest
+
+
+nested = st.recursive(
+    st.text(alphabet="ab -:", min_size=1, max_size=30),
+    lambda children: (
+        st.lists(children, min_size=1, max_size=3)
+        | st.dictionaries(st.text(alphabet="kq ", min_size=1, max_size=20), children, min_size=1, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested, st.integers(2, 9), st.sampled_from([None, False]), st.booleans())
+def test_the_depth_bound_is_never_below_the_real_depth(
+    data: object, indent: int, flow: bool | None, compact: bool
+) -> None:
+    from shiptwo.harness.contract import yamlsafe
+
+    text = yaml.safe_dump(data, indent=indent, default_flow_style=flow, width=10_000)
+    if compact:  # `- - x` and `- k: v`: collections opening on one line, after indicators
+        text = text.replace("-\n" + " " * indent + "- ", "- - ")
+    # The cheap bound (every column of the longest line) is forced off, so the finer one is tested.
+    monkeypatch_limit = yamlsafe._COMPOSER_SAFE_DEPTH
+    try:
+        yamlsafe._COMPOSER_SAFE_DEPTH = -1
+        bound = yamlsafe.depth_bound(text)
+    finally:
+        yamlsafe._COMPOSER_SAFE_DEPTH = monkeypatch_limit
+    try:
+        real = _event_depth(text)
+    except yaml.YAMLError:
+        return  # a compacting that YAML refuses: nothing to nest
+    assert real <= bound

@@ -8,9 +8,11 @@ checks every falsifier marker in the scanned test directories against the contra
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,29 @@ def validate_paths(
     `root` resolves `tests:` entries (default: the project root above the first path);
     `test_dirs` are scanned for falsifier markers (default: `<root>/falsifiers`).
     """
+    with gc_paused():
+        return _validate(paths, root, test_dirs)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Hold Python's cyclic garbage collector off for the duration, then restore its state.
+
+    Validation allocates millions of small objects (values, positions, nodes) that all stay
+    alive until the result is built, and frees none in cycles: the collector's passes over that
+    growing heap find nothing, yet were 35% of validating 1,000 contracts and 41% of 10,000
+    (quadratic in the heap). Reference counting still frees everything that can be freed.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _validate(paths: Sequence[Path], root: Path | None, test_dirs: Sequence[Path] | None) -> ValidationResult:
     clear_run_caches()  # the tree may have changed since the last run in this process
     refused: list[FileRefused] = []
     files = find_files(paths, refused)
