@@ -8,6 +8,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shiptwo import apr
 from shiptwo.apr.testing import rehash, spec_file
@@ -237,3 +239,43 @@ def test_inspect_json_stats_of_nan_data_stay_json(tmp_path: Path, capsys: pytest
 
 def _no_bare_constant(token: str) -> None:
     raise AssertionError(f"bare {token} in --format json output")
+
+
+# The index loop checks the layout in the same pass while the data lies in index order, and hands
+# anything else to the sorted check: the verdict must be the sorted check's, whatever the offsets.
+F32_16 = struct.pack("<16f", *range(16))  # 64 bytes: one aligned block each
+ENTRY = 2 + 1 + 2 + 8 + 16  # one-letter name, one dim
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 40).map(lambda k: 8 * k), min_size=3, max_size=3))
+def test_layout_verdict_is_the_sorted_checks_whatever_the_offsets(offsets: list[int]) -> None:
+    from shiptwo.apr import reader
+
+    image = bytearray(spec_file([(n, 0, [16], F32_16) for n in "abc"], b"{}"))
+    header = apr.parse_bytes(bytes(image), "mem").header
+    for i, offset in enumerate(offsets):
+        struct.pack_into("<Q", image, header.tensor_index_offset + ENTRY * i + 13, offset)
+    image = rehash(image)
+    rows = tuple((n, None, (16,), offsets[i], 64, 0) for i, n in enumerate("abc"))
+    try:
+        reader._check_data_layout(rows, header, len(image) - 4, "mem")  # type: ignore[arg-type]
+        expected = None
+    except FormatError as exc:
+        expected = str(exc)
+    try:
+        apr.parse_bytes(bytes(image), "mem", verify_footer=False)
+        got = None
+    except FormatError as exc:
+        got = str(exc)
+    assert got == expected
+
+
+def test_an_open_builds_no_record_until_one_is_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "m.apr"
+    path.write_bytes(spec_file([("a", 0, [2], F32_2), ("b", 1, [1], b"\0\x3c")], b"{}"))
+    with apr.safe_open(path, framework="np") as f:
+        assert f.keys() == ["a", "b"]
+        assert "tensors" not in vars(f.info)  # the rows are checked; no TensorInfo made
+        assert f.get_tensor("a").tolist() == [1.0, 2.0]
+        assert [t.name for t in f.info.tensors] == ["a", "b"]

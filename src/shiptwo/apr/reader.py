@@ -13,9 +13,10 @@ import math
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from shiptwo.apr.constants import (
     ALIGNMENT,
@@ -33,6 +34,7 @@ from shiptwo.apr.constants import (
     MAX_SHAPE_EXTENT,
     MIN_INDEX_ENTRY_SIZE,
     OTHER_MAGICS,
+    PLAIN_ITEMSIZE,
     TORCH_DTYPES,
     UNSUPPORTED_FLAGS,
     DType,
@@ -44,7 +46,7 @@ from shiptwo.apr.constants import (
 )
 from shiptwo.apr.crc import crc32
 from shiptwo.apr.decode import decode_array, decode_tensor
-from shiptwo.apr.records import AprInfo, Header, TensorInfo
+from shiptwo.apr.records import AprInfo, Header, IndexRow
 from shiptwo.errors import FormatError, UsageError
 
 if TYPE_CHECKING:
@@ -56,8 +58,13 @@ _HEADER = HEADER_STRUCT
 _TORCH_DTYPES = TORCH_DTYPES
 
 _U16 = struct.Struct("<H")
-_OFFSET_SIZE = struct.Struct("<QQ")  # an index entry's data offset and size, after its shape
-_SHAPES = tuple(struct.Struct(f"<{ndim}Q") for ndim in range(MAX_NDIM + 1))
+# The tail of an index entry after its name, dtype and ndim: the shape, the data offset, the size.
+_ENTRY_TAILS = tuple(struct.Struct(f"<{ndim + 2}Q") for ndim in range(MAX_NDIM + 1))
+_PLAIN_ITEMSIZE = {int(dtype): size for dtype, size in PLAIN_ITEMSIZE.items()}
+_BY_OFFSET = itemgetter(3, 4)  # an index row's data offset, then its size
+_ALIGN_MASK = ALIGNMENT - 1
+# Any of these bits ends in a refusal: column-major layout, encryption or signing, unknown bits.
+_FLAGS_TO_REFUSE = int(Flag.LAYOUT_COLUMN_MAJOR | UNSUPPORTED_FLAGS) | (0xFFFF & ~KNOWN_FLAGS)
 _DTYPE_BY_CODE: dict[int, DType] = {int(d): d for d in DType}
 
 
@@ -133,8 +140,7 @@ def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
         )
 
     metadata = _parse_metadata(buf, header, path)
-    tensors = _parse_index(buf, header, path, index_room)
-    _check_data_layout(tensors, header, data_end, path)
+    rows = _parse_index(buf, header, path, data_end)
 
     footer = struct.unpack_from("<I", buf, data_end)[0]
     footer_computed = None
@@ -147,7 +153,7 @@ def parse(buf: Any, path: str, *, verify_footer: bool = True) -> AprInfo:
                 f"stored 0x{footer:08x}, computed 0x{footer_computed:08x} over bytes [0, {data_end}): "
                 "metadata, index or tensor data is corrupt",
             )
-    return AprInfo(path, size, header, computed, metadata, tensors, footer, footer_computed)
+    return AprInfo(path, size, header, computed, metadata, rows, footer, footer_computed)
 
 
 def _check_magic(magic: bytes, path: str) -> None:
@@ -162,6 +168,8 @@ def _check_magic(magic: bytes, path: str) -> None:
 
 
 def _check_flags(flags: int, path: str) -> None:
+    if not flags & _FLAGS_TO_REFUSE:  # plain ints: IntFlag operators run Python code
+        return
     if flags & Flag.LAYOUT_COLUMN_MAJOR:
         raise _fail(
             path,
@@ -191,7 +199,7 @@ def _parse_metadata(buf: Any, header: Header, path: str) -> dict[str, Any]:
         # json keeps the last of duplicate keys, which is what aprender's readers do. NaN,
         # Infinity and numbers that overflow a double are not JSON (serde_json refuses them, and
         # the writer never writes them): refused here, so no reader re-emits them as bare tokens.
-        value = json.loads(raw.decode("utf-8"), parse_constant=_not_json, parse_float=_finite_float)
+        value = _METADATA_JSON.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(path, "metadata", f"not UTF-8 JSON ({exc})") from exc
     if not isinstance(value, dict):
@@ -210,14 +218,32 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[TensorInfo, ...]:
-    # Run once per tensor on every open: structs compiled once, dtype codes in a dict, and the
-    # error labels (`where`) formatted only on the way to a refusal.
+# Made once: `json.loads` with hooks builds a decoder per call, which was a third of a small open.
+_METADATA_JSON = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
+
+
+def _parse_index(buf: Any, header: Header, path: str, data_end: int) -> tuple[IndexRow, ...]:
+    """The index entries, each checked, and the data layout they describe.
+
+    Run once per tensor on every open, so the loop is kept lean: the common path is a few
+    unpacks and compares (structs compiled once, names and lookups bound to locals), and every
+    error label is formatted only on the way to a refusal. The layout is checked in the same
+    pass while the data lies in index order, as writers lay it out; anything else (and every
+    refusal's wording) goes to `_check_data_layout`, which sorts by offset first.
+    """
     pos = header.tensor_index_offset
     end = header.data_offset
-    tensors: list[TensorInfo] = []
-    previous: bytes | None = None
-    compressed = header.flags & COMPRESSION_FLAGS
+    data_offset = header.data_offset
+    section = data_end - data_offset
+    padded_end = 0
+    in_order = True
+    rows: list[IndexRow] = []
+    append = rows.append
+    tails = _ENTRY_TAILS
+    by_code = _DTYPE_BY_CODE
+    itemsize = _PLAIN_ITEMSIZE
+    prod = math.prod
+    previous = b""  # every name has at least one byte, so the first sorts after this
     for i in range(header.tensor_count):
         if pos + 2 > end:
             raise _fail(
@@ -225,68 +251,35 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
                 f"tensor index entry {i}",
                 f"runs past the index section end {end} (tensor_count {header.tensor_count})",
             )
-        (name_len,) = _U16.unpack_from(buf, pos)
-        if name_len == 0 or name_len > MAX_NAME_LEN:
-            raise _fail(
-                path, f"tensor index entry {i}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes"
-            )
+        name_len = buf[pos] | buf[pos + 1] << 8
         fixed = pos + 2 + name_len
-        if fixed + 2 > end:
-            raise _fail(path, f"tensor index entry {i}", f"runs past the index section end {end}")
-        raw_name = bytes(buf[pos + 2 : fixed])
+        if name_len == 0 or name_len > MAX_NAME_LEN or fixed + 2 > end:
+            _refuse_entry(buf, path, i, pos, end)
+        raw_name = buf[pos + 2 : fixed]
+        code, ndim = buf[fixed], buf[fixed + 1]
+        dtype = by_code.get(code)
+        entry_end = fixed + 18 + 8 * ndim
+        if dtype is None or ndim > MAX_NDIM or entry_end > end or raw_name <= previous:
+            _refuse_entry(buf, path, i, pos, end, previous)
         try:
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _fail(path, f"tensor index entry {i}: name", f"{raw_name!r} is not UTF-8") from exc
-        code, ndim = buf[fixed], buf[fixed + 1]
-        dtype = _DTYPE_BY_CODE.get(code)
-        if dtype is None:
-            raise _fail(path, f"tensor {name!r}: dtype", f"unknown code {code}")
-        if ndim > MAX_NDIM:
-            raise _fail(path, f"tensor {name!r}: ndim", f"{ndim}, at most {MAX_NDIM}")
-        entry_end = fixed + 2 + 8 * ndim + 16
-        if entry_end > end:
-            raise _fail(path, f"tensor {name!r}", f"entry runs past the index section end {end}")
-        shape = _SHAPES[ndim].unpack_from(buf, fixed + 2)
-        offset, nbytes = _OFFSET_SIZE.unpack_from(buf, fixed + 2 + 8 * ndim)
-        if previous is not None and raw_name <= previous:
-            verb = "repeats" if raw_name == previous else "sorts before"
-            raise _fail(
-                path,
-                "tensor index",
-                f"tensor {name!r} {verb} {previous.decode('utf-8')!r}: "
-                "the index must be sorted by name bytes, no duplicates",
-            )
+            raise _fail(path, f"tensor index entry {i}: name", f"{bytes(raw_name)!r} is not UTF-8") from exc
+        tail = tails[ndim].unpack_from(buf, fixed + 2)
+        shape = tail[:ndim]
+        offset = tail[ndim]
+        nbytes = tail[ndim + 1]
+        numel = prod(shape)
+        size = itemsize.get(code)  # by the code: an enum member hashes through Python code
+        want = numel * size if size is not None else expected_nbytes(dtype, numel)
+        if (nbytes != want and not (nbytes == 0 and name == LM_HEAD)) or not numel:
+            _check_entry_size(header, path, name, dtype, shape, numel, nbytes, want)
+        if offset & _ALIGN_MASK or offset + nbytes > section or (nbytes and offset < padded_end):
+            in_order = False
+        elif nbytes:
+            padded_end = (offset + nbytes + _ALIGN_MASK) & ~_ALIGN_MASK
+        append((name, dtype, shape, offset, nbytes, data_offset + offset))
         previous = raw_name
-        numel = math.prod(shape)
-        want = expected_nbytes(dtype, numel)
-        if nbytes != want and not (nbytes == 0 and name == LM_HEAD):  # not a 0-byte placeholder
-            if compressed:
-                names = "/".join(flag_names(compressed))
-                raise _fail(
-                    path,
-                    f"tensor {name!r}: size",
-                    f"{nbytes} bytes stored, shape {list(shape)} x {dtype.name} is {want} raw, and flags "
-                    f"0x{header.flags:04x} set {names}: {names}-compressed payload not supported "
-                    "(decompress the file first)",
-                )
-            raise _fail(
-                path,
-                f"tensor {name!r}: size",
-                f"{nbytes} bytes, but shape {list(shape)} x {dtype.name} needs {want}",
-            )
-        # After the size check, which refuses such a shape with elements and bytes: what is left
-        # is a 0-element tensor (or a 0-byte placeholder) whose dims no array can take. With
-        # elements, every dim is at least 1 and the product of the non-zero dims is numel.
-        extent = numel if numel else math.prod(d or 1 for d in shape)
-        if extent > MAX_SHAPE_EXTENT:
-            raise _fail(
-                path,
-                f"tensor {name!r}: shape",
-                f"{list(shape)}: its non-zero dims multiply to {extent}, past the {MAX_SHAPE_EXTENT} "
-                "values numpy and torch can index, even for a tensor with no elements",
-            )
-        tensors.append(TensorInfo(name, dtype, shape, offset, nbytes, header.data_offset + offset))
         pos = entry_end
     if align64(pos) != end:
         raise _fail(
@@ -295,29 +288,103 @@ def _parse_index(buf: Any, header: Header, path: str, index_room: int) -> tuple[
             f"{end}, but the {header.tensor_count}-entry index ends at {pos} "
             f"(expected data at {align64(pos)})",
         )
-    return tuple(tensors)
+    if not in_order or padded_end != section:
+        _check_data_layout(rows, header, data_end, path)
+    return tuple(rows)
 
 
-def _check_data_layout(tensors: tuple[TensorInfo, ...], header: Header, data_end: int, path: str) -> None:
+def _refuse_entry(buf: Any, path: str, i: int, pos: int, end: int, previous: bytes = b"") -> NoReturn:
+    """The refusal for index entry `i` at `pos`, which the lean loop found wrong somewhere."""
+    (name_len,) = _U16.unpack_from(buf, pos)
+    if name_len == 0 or name_len > MAX_NAME_LEN:
+        raise _fail(
+            path, f"tensor index entry {i}: name_len", f"{name_len}, expected 1..{MAX_NAME_LEN} bytes"
+        )
+    fixed = pos + 2 + name_len
+    if fixed + 2 > end:
+        raise _fail(path, f"tensor index entry {i}", f"runs past the index section end {end}")
+    raw_name = bytes(buf[pos + 2 : fixed])
+    try:
+        name = raw_name.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(path, f"tensor index entry {i}: name", f"{raw_name!r} is not UTF-8") from exc
+    code, ndim = buf[fixed], buf[fixed + 1]
+    if code not in _DTYPE_BY_CODE:
+        raise _fail(path, f"tensor {name!r}: dtype", f"unknown code {code}")
+    if ndim > MAX_NDIM:
+        raise _fail(path, f"tensor {name!r}: ndim", f"{ndim}, at most {MAX_NDIM}")
+    if fixed + 2 + 8 * ndim + 16 > end:
+        raise _fail(path, f"tensor {name!r}", f"entry runs past the index section end {end}")
+    verb = "repeats" if raw_name == previous else "sorts before"
+    raise _fail(
+        path,
+        "tensor index",
+        f"tensor {name!r} {verb} {previous.decode('utf-8')!r}: "
+        "the index must be sorted by name bytes, no duplicates",
+    )
+
+
+def _check_entry_size(
+    header: Header,
+    path: str,
+    name: str,
+    dtype: DType,
+    shape: tuple[int, ...],
+    numel: int,
+    nbytes: int,
+    want: int,
+) -> None:
+    """Refuse an entry whose byte size does not match its shape and dtype, or whose shape no array
+    can take; a 0-byte placeholder of lm_head and an honest 0-element tensor pass."""
+    if nbytes != want and not (nbytes == 0 and name == LM_HEAD):  # not a 0-byte placeholder
+        compressed = header.flags & COMPRESSION_FLAGS
+        if compressed:
+            names = "/".join(flag_names(compressed))
+            raise _fail(
+                path,
+                f"tensor {name!r}: size",
+                f"{nbytes} bytes stored, shape {list(shape)} x {dtype.name} is {want} raw, and flags "
+                f"0x{header.flags:04x} set {names}: {names}-compressed payload not supported "
+                "(decompress the file first)",
+            )
+        raise _fail(
+            path,
+            f"tensor {name!r}: size",
+            f"{nbytes} bytes, but shape {list(shape)} x {dtype.name} needs {want}",
+        )
+    # After the size check, which refuses such a shape with elements and bytes: what is left
+    # is a 0-element tensor (or a 0-byte placeholder) whose dims no array can take. With
+    # elements, every dim is at least 1 and the product of the non-zero dims is numel.
+    extent = numel if numel else math.prod(d or 1 for d in shape)
+    if extent > MAX_SHAPE_EXTENT:
+        raise _fail(
+            path,
+            f"tensor {name!r}: shape",
+            f"{list(shape)}: its non-zero dims multiply to {extent}, past the {MAX_SHAPE_EXTENT} "
+            "values numpy and torch can index, even for a tensor with no elements",
+        )
+
+
+def _check_data_layout(rows: Sequence[IndexRow], header: Header, data_end: int, path: str) -> None:
     section = data_end - header.data_offset
     padded_end = 0
-    for t in sorted(tensors, key=lambda t: (t.offset, t.size)):
-        if t.offset % ALIGNMENT:
-            raise _fail(path, f"tensor {t.name!r}: offset", f"{t.offset} is not 64-byte aligned")
-        if t.offset + t.size > section:
+    for name, _, _, offset, size, _ in sorted(rows, key=_BY_OFFSET):
+        if offset % ALIGNMENT:
+            raise _fail(path, f"tensor {name!r}: offset", f"{offset} is not 64-byte aligned")
+        if offset + size > section:
             raise _fail(
                 path,
-                f"tensor {t.name!r}",
-                f"data [{t.offset}, {t.offset + t.size}) exceeds the {section}-byte data section: truncated?",
+                f"tensor {name!r}",
+                f"data [{offset}, {offset + size}) exceeds the {section}-byte data section: truncated?",
             )
-        if t.size and t.offset < padded_end:
-            raise _fail(
-                path,
-                f"tensor {t.name!r}",
-                f"data at {t.offset} overlaps the tensor before it (ends {padded_end})",
-            )
-        if t.size:
-            padded_end = align64(t.offset + t.size)
+        if size:
+            if offset < padded_end:
+                raise _fail(
+                    path,
+                    f"tensor {name!r}",
+                    f"data at {offset} overlaps the tensor before it (ends {padded_end})",
+                )
+            padded_end = (offset + size + ALIGNMENT - 1) & -ALIGNMENT
     if padded_end != section:
         raise _fail(
             path,
@@ -352,13 +419,15 @@ class AprFile:
         self._framework = "np" if framework in ("np", "numpy") else "pt"
         self._device = device
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # no buffered file object
+            try:
+                if os.fstat(fd).st_size == 0:
                     raise _fail(self.path, "header", "the file is empty (0 bytes)")
                 # A private (copy-on-write) map: tensors handed out are zero-copy views that a
                 # caller may write to without ever touching the file, as safetensors' mmap backend.
-                self._mmap: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+                self._mmap: Any = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise FormatError(f"{self.path}: cannot open: {exc.strerror or exc}") from exc
         try:

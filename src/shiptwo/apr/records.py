@@ -7,6 +7,7 @@ Frozen records, filled in by `shiptwo.apr.reader.parse` and read by everything a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from shiptwo.apr.constants import COMPRESSION_FLAGS, EMBED, LM_HEAD, DType, flag_names
@@ -62,22 +63,36 @@ class TensorInfo:
         return self.size == 0 and self.numel > 0
 
 
+# One index entry as the parser leaves it: name, dtype, shape, offset, size, start (TensorInfo's fields).
+IndexRow = tuple[str, DType, tuple[int, ...], int, int, int]
+
+
 @dataclass(frozen=True)
 class AprInfo:
-    """Everything a parse learns about a file without decoding tensor data."""
+    """Everything a parse learns about a file without decoding tensor data.
+
+    The parser checks every index entry but keeps each as a plain row: an open that only lists
+    names (or reads a few tensors) never builds a record per tensor, which cost more than the
+    parse itself. `tensors` builds them all on first use.
+    """
 
     path: str
     file_size: int
     header: Header
     header_checksum_computed: int
     metadata: dict[str, Any]
-    tensors: tuple[TensorInfo, ...]
+    index: tuple[IndexRow, ...] = field(repr=False)
     footer_checksum: int
     footer_checksum_computed: int | None = None  # None: not verified (lazy open)
-    _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self._by_name.update((t.name, t) for t in self.tensors)
+    @cached_property
+    def tensors(self) -> tuple[TensorInfo, ...]:
+        """Every index entry, in index (sorted) order."""
+        return tuple(TensorInfo(*row) for row in self.index)
+
+    @cached_property
+    def _by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
 
     def tensor(self, name: str) -> TensorInfo:
         """The index entry called `name`; KeyError names the file when there is none."""
@@ -88,7 +103,7 @@ class AprInfo:
 
     @property
     def names(self) -> list[str]:
-        return [t.name for t in self.tensors]
+        return [row[0] for row in self.index]
 
     @property
     def placeholders(self) -> list[str]:
