@@ -91,3 +91,15 @@ def test_every_cache_user_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path:
     for name in ("tokenizer.json", "vocab.json", "merges.txt"):
         (built / name).write_text("")
     assert find_qwen2_tokenizer_dir() == built
+
+
+def test_an_error_shows_control_characters_in_a_name_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file name can carry a terminal escape (clear the screen) or a bidi override.
+    name = tmp_path / "model\x1b[2J\u202egpj.apr"
+    assert cli.main(["apr", "inspect", str(name)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "model\\x1b[2J\\u202egpj.apr" in err
+    assert "\x1b" not in err and "\u202e" not in err

@@ -76,16 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
     except ShiptwoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
     except OSError as exc:
         # A backstop: commands turn the errors they expect into ShiptwoErrors with a fix;
         # anything the OS still refuses is reported in one line, not a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _error(f"{where}{exc.strerror or exc}")
         return 1
     except ModuleNotFoundError as exc:
         # `pip install shiptwo` is the harness alone; a subject's command needs its extra.
@@ -101,6 +101,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(message: str) -> None:
+    """Print `error: message` to stderr, with every control character in it made visible.
+
+    Messages quote file names, YAML keys and tensor names, which may hold an ESC sequence or a
+    bidi override; a newline stays a newline, since some errors list their lines on purpose.
+    """
+    from shiptwo.harness.report import visible
+
+    print("error: " + "\n".join(visible(line) for line in message.split("\n")), file=sys.stderr)
 
 
 def _silence_stdout() -> None:

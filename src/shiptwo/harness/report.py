@@ -12,6 +12,29 @@ from shiptwo.harness.contract.rules import Severity
 from shiptwo.harness.evaluate import Evaluation, statuses_tally
 from shiptwo.harness.status import Status, Verdict
 
+# The falsifier statuses that need a person, each with its alert level and what to do about it:
+# annotations in `--format github`, results in `--format sarif`.
+# FALSIFIED and VACUOUS fail `pv validate`; ERROR is a broken harness; SUSPECT and STALE are
+# passes that do not count until a person looks or re-runs. NOT-RUN, HOST-GATED and UNBOUND say
+# nothing is known yet, which is not an alert.
+ALERTS: dict[Status, tuple[str, str]] = {
+    Status.FALSIFIED: ("error", "The newest decisive run refuted the falsifier's prediction."),
+    Status.VACUOUS: (
+        "error",
+        "A control survived: the test passed with its defect planted, so it cannot see that defect.",
+    ),
+    Status.ERROR: ("error", "The bound test errored or crashed instead of reaching a verdict."),
+    Status.SUSPECT: (
+        "warning",
+        "Passed, but a measurement lies outside its plausible range: check the methodology.",
+    ),
+    Status.STALE: (
+        "warning",
+        "The evidence predates an edit of the falsifier or of the code it covers; re-run its tests.",
+    ),
+}
+
+
 # What a terminal or a log must never receive raw from a YAML key, a file name or a record: C0 and
 # C1 controls (a newline forges a line, ESC drives the terminal), DEL, the Unicode line
 # separators, and the bidirectional overrides that reorder what a reader sees. Tab is harmless.
@@ -99,8 +122,9 @@ def render_github(ev: Evaluation) -> str:
         )
     for c in ev.contracts:
         for r in c.falsifiers:
-            if r.verdict.status in (Status.FALSIFIED, Status.VACUOUS, Status.SUSPECT, Status.ERROR):
-                level = "error" if r.verdict.status is not Status.SUSPECT else "warning"
+            alert = ALERTS.get(r.verdict.status)
+            if alert is not None:
+                level = alert[0]
                 where = prop(display_path(c.contract.path, ev.validation.root))
                 out.append(
                     f"::{level} file={where},title={prop(r.falsifier.id)} {r.verdict.status.value}::"

@@ -17,7 +17,7 @@ from shiptwo.fileio import display_path
 from shiptwo.harness.contract.rules import BY_CODE, Severity
 from shiptwo.harness.contract.yamlsafe import parse_yaml
 from shiptwo.harness.evaluate import Evaluation
-from shiptwo.harness.report import to_json
+from shiptwo.harness.report import ALERTS, to_json
 from shiptwo.harness.status import Status
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -25,26 +25,8 @@ SARIF_VERSION = "2.1.0"
 SRCROOT = "%SRCROOT%"
 STATUS_RULE_PREFIX = "status/"
 
-# The falsifier statuses reported as results, with their SARIF level and what to do about them.
-# FALSIFIED and VACUOUS fail `pv validate`; ERROR is a broken harness; SUSPECT and STALE are
-# passes that do not count until a person looks or re-runs. NOT-RUN, HOST-GATED and UNBOUND say
-# nothing is known yet, which is not an alert.
-STATUS_RULES: dict[Status, tuple[str, str]] = {
-    Status.FALSIFIED: ("error", "The newest decisive run refuted the falsifier's prediction."),
-    Status.VACUOUS: (
-        "error",
-        "A control survived: the test passed with its defect planted, so it cannot see that defect.",
-    ),
-    Status.ERROR: ("error", "The bound test errored or crashed instead of reaching a verdict."),
-    Status.SUSPECT: (
-        "warning",
-        "Passed, but a measurement lies outside its plausible range: check the methodology.",
-    ),
-    Status.STALE: (
-        "warning",
-        "The evidence predates an edit of the falsifier or of the code it covers; re-run its tests.",
-    ),
-}
+# The statuses that need a person, with their level: the same alerts as `--format github`.
+STATUS_RULES = ALERTS
 
 
 def status_rule_id(status: Status) -> str:

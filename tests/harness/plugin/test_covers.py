@@ -126,3 +126,16 @@ def test_write_back_names_the_changed_files(cov: pytest.Pytester) -> None:
     before = text
     main(["pv", "validate", contracts, "--write"])
     assert (cov.path / "contracts" / "cov-v1.yaml").read_text() == before
+
+
+def test_a_stale_falsifier_is_a_warning_on_github_as_in_sarif(
+    cov: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (cov.path / "src" / "subject.py").write_text("def kernel(x):\n    return sum(x[:-1])\n")
+    main(["pv", "validate", str(cov.path / "contracts"), "--format", "github"])
+    github = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::")]
+    assert len(github) == 1 and github[0].startswith("::warning file=contracts/cov-v1.yaml,")
+    assert f"title={KERNEL} STALE::covered code changed since run " in github[0]
+    main(["pv", "validate", str(cov.path / "contracts"), "--format", "sarif"])
+    results = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert [(r["ruleId"], r["level"]) for r in results] == [("status/STALE", "warning")]
