@@ -8,13 +8,14 @@ ratio (goal <= 1.1x): on a shared machine the minimum is the least disturbed est
 transformers uses its default attention (sdpa), as shiptwo does.
 
     .venv/bin/python benchmarks/bench_forward.py [--layers 4] [--vocab 32768] [--batch 2] [--seq 256]
-        [--device cpu|cuda] [--dtype fp32|bf16] [--repeats 5]
+        [--device cpu|cuda] [--dtype fp32|bf16] [--repeats 5] [--format text|json]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,8 +23,11 @@ from collections.abc import Callable
 import torch
 import transformers
 
+from shiptwo.jsonout import print_json
 from shiptwo.qwen2.checkpoint import from_pretrained
 from shiptwo.qwen2.model import max_rel_err
+
+GOAL = 1.1  # shiptwo's forward time within 1.1x of transformers'
 
 
 def timed(fn: Callable[[], object], device: str) -> float:
@@ -36,7 +40,7 @@ def timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32_768)
@@ -45,7 +49,8 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    ap.add_argument("--format", choices=("text", "json"), default="text")
+    args = ap.parse_args(argv)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
 
     torch.manual_seed(0)
@@ -75,6 +80,24 @@ def main() -> None:
                 times.append(timed(fn, args.device))
     m_ours, m_peer = min(t_ours), min(t_peer)
     tokens = args.batch * args.seq
+    if args.format == "json":
+        print_json(
+            {
+                "layers": args.layers,
+                "vocab": args.vocab,
+                "batch": args.batch,
+                "seq": args.seq,
+                "device": args.device,
+                "dtype": args.dtype,
+                "logits_rel_err": err,
+                "ours_best_s": m_ours,
+                "peer_best_s": m_peer,
+                "ratio_time": m_ours / m_peer,
+                "goal_ratio_time": GOAL,
+            },
+            indent=2,
+        )
+        return 0
     print(
         f"config: {args.layers} layers, hidden 896, 14/2 heads, vocab {args.vocab}; "
         f"batch {args.batch}x{args.seq} on {args.device} {args.dtype}, "
@@ -88,8 +111,9 @@ def main() -> None:
         f"transformers {m_peer * 1e3:8.1f} ms  {tokens / m_peer:10.0f} tok/s  "
         f"(median {statistics.median(t_peer) * 1e3:.1f} ms)"
     )
-    print(f"ratio shiptwo/transformers time: {m_ours / m_peer:.3f}x (goal <= 1.1x)")
+    print(f"ratio shiptwo/transformers time: {m_ours / m_peer:.3f}x (goal <= {GOAL}x)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
