@@ -491,3 +491,30 @@ def test_the_depth_bound_is_never_below_the_real_depth(
     except yaml.YAMLError:
         return  # a compacting that YAML refuses: nothing to nest
     assert real <= bound
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "k:\n\ufeff  - - - - - a\n",  # libyaml skips a BOM at the start of any line
+        "\ufeff- - - - - a",
+        "x: 1\n---\n\ufeff- - - - - - a",
+        "[a: [b: [c: [d: e]]]]",  # a flow sequence holding a single pair: two levels a bracket
+        "[? a : [? b : [? c : d]]]",
+    ],
+    ids=["bom-line", "bom-start", "bom-document", "flow-pair", "flow-explicit-pair"],
+)
+def test_the_depth_bound_holds_for_boms_and_flow_pairs(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shiptwo.harness.contract import yamlsafe
+
+    monkeypatch.setattr(yamlsafe, "_COMPOSER_SAFE_DEPTH", -1)  # the finer bound, not the cheap one
+    assert _event_depth(text) <= yamlsafe.depth_bound(text)
+
+
+def test_a_bom_cannot_hide_deep_block_nesting_from_the_guard() -> None:
+    # The prefix rule stops at a BOM; libyaml does not. Found by review: this text crashed the
+    # process (a C stack overflow) under PyYAML 6.0.3 once the guard skipped it.
+    parsed = parse_yaml(b"k:\n\xef\xbb\xbf" + b"- " * 50_000 + b"a\n")
+
+    assert [p.kind for p in parsed.problems] == ["syntax"]
+    assert f"nest more than {MAX_DEPTH} levels" in parsed.problems[0].message

@@ -310,12 +310,15 @@ def depth_bound(text: str) -> int:
     """An upper bound on how deep the collections in `text` nest, from the text alone.
 
     Block collections nest at most two levels per column (a mapping and its indentless
-    sequence), and flow collections one per bracket.
+    sequence). A flow mapping nests one level per brace, a flow sequence up to two per bracket
+    (`[k: v]` is a sequence holding a single-pair mapping).
     """
-    flow = text.count("[") + text.count("{")
+    flow = 2 * text.count("[") + text.count("{")
     lines = text.splitlines()  # every YAML line break (\r, NEL, LS, PS too), and a few more
     bound = 2 * (max(map(len, lines), default=0) + 1) + flow
-    if bound <= _COMPOSER_SAFE_DEPTH:
+    if bound <= _COMPOSER_SAFE_DEPTH or "\ufeff" in text:
+        # libyaml skips a byte order mark at the start of any line as if it were not there, which
+        # the prefix rule below does not model: such text keeps the bound by line length.
         return bound
     # A long line (prose, a long command) ends that cheap test, but the columns where a block
     # collection can begin are fewer. It begins where its first key or entry does, which on any
