@@ -278,4 +278,24 @@ def test_an_open_builds_no_record_until_one_is_asked_for(tmp_path: Path) -> None
         assert f.keys() == ["a", "b"]
         assert "tensors" not in vars(f.info)  # the rows are checked; no TensorInfo made
         assert f.get_tensor("a").tolist() == [1.0, 2.0]
+        assert "tensors" not in vars(f.info)  # one lookup makes one record
         assert [t.name for t in f.info.tensors] == ["a", "b"]
+
+
+def test_an_image_in_any_buffer_parses_alike() -> None:
+    image = spec_file([("a", 0, [2], F32_2), ("b", 1, [1], b"\0\x3c")], b'{"k":1}')
+    infos = [apr.parse_bytes(buf, "mem") for buf in (image, bytearray(image), memoryview(image))]  # type: ignore[arg-type]
+    assert infos[0] == infos[1] == infos[2]
+
+
+def test_a_shape_no_array_can_take_is_named_even_when_its_size_matches(tmp_path: Path) -> None:
+    # An I8 entry of 2**61 elements claiming 2**61 bytes: the size agrees with the shape, and the
+    # shape is what is wrong (the layout would refuse it too, naming less).
+    image = _patched(("<B", 131, 6), ("<Q", 133, 1 << 61), ("<Q", 149, 1 << 61))
+    _expect(
+        tmp_path, rehash(image), r"tensor 'a': shape: \[2305843009213693952\]: .* numpy and torch can index"
+    )
+
+
+def test_metadata_with_a_byte_order_mark_is_named_as_such(tmp_path: Path) -> None:
+    _expect(tmp_path, spec_file([], "\ufeff{}".encode()), r"metadata: not UTF-8 JSON \(Unexpected UTF-8 BOM")

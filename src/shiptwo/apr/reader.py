@@ -199,7 +199,10 @@ def _parse_metadata(buf: Any, header: Header, path: str) -> dict[str, Any]:
         # json keeps the last of duplicate keys, which is what aprender's readers do. NaN,
         # Infinity and numbers that overflow a double are not JSON (serde_json refuses them, and
         # the writer never writes them): refused here, so no reader re-emits them as bare tokens.
-        value = _METADATA_JSON.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # json.loads refuses it; a bare decoder would misname it
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        value = _METADATA_JSON.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(path, "metadata", f"not UTF-8 JSON ({exc})") from exc
     if not isinstance(value, dict):
@@ -255,7 +258,7 @@ def _parse_index(buf: Any, header: Header, path: str, data_end: int) -> tuple[In
         fixed = pos + 2 + name_len
         if name_len == 0 or name_len > MAX_NAME_LEN or fixed + 2 > end:
             _refuse_entry(buf, path, i, pos, end)
-        raw_name = buf[pos + 2 : fixed]
+        raw_name = bytes(buf[pos + 2 : fixed])  # the same object when `buf` slices to bytes
         code, ndim = buf[fixed], buf[fixed + 1]
         dtype = by_code.get(code)
         entry_end = fixed + 18 + 8 * ndim
@@ -272,7 +275,7 @@ def _parse_index(buf: Any, header: Header, path: str, data_end: int) -> tuple[In
         numel = prod(shape)
         size = itemsize.get(code)  # by the code: an enum member hashes through Python code
         want = numel * size if size is not None else expected_nbytes(dtype, numel)
-        if (nbytes != want and not (nbytes == 0 and name == LM_HEAD)) or not numel:
+        if (nbytes != want and not (nbytes == 0 and name == LM_HEAD)) or not 0 < numel <= MAX_SHAPE_EXTENT:
             _check_entry_size(header, path, name, dtype, shape, numel, nbytes, want)
         if offset & _ALIGN_MASK or offset + nbytes > section or (nbytes and offset < padded_end):
             in_order = False

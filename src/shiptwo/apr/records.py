@@ -91,15 +91,16 @@ class AprInfo:
         return tuple(TensorInfo(*row) for row in self.index)
 
     @cached_property
-    def _by_name(self) -> dict[str, TensorInfo]:
-        return {t.name: t for t in self.tensors}
+    def _rows_by_name(self) -> dict[str, IndexRow]:
+        return {row[0]: row for row in self.index}
 
     def tensor(self, name: str) -> TensorInfo:
         """The index entry called `name`; KeyError names the file when there is none."""
         try:
-            return self._by_name[name]
+            row = self._rows_by_name[name]
         except KeyError:
             raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+        return TensorInfo(*row)
 
     @property
     def names(self) -> list[str]:
@@ -116,10 +117,10 @@ class AprInfo:
 
         The format has no tie pointer; the model loader fills lm_head from the embedding.
         """
-        if EMBED not in self._by_name:
+        if EMBED not in self._rows_by_name:
             return False
-        head = self._by_name.get(LM_HEAD)
-        return head is None or head.is_placeholder
+        head = self._rows_by_name.get(LM_HEAD)
+        return head is None or TensorInfo(*head).is_placeholder
 
     @property
     def notes(self) -> list[str]:
