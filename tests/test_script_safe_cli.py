@@ -103,3 +103,13 @@ def test_an_error_shows_control_characters_in_a_name_as_escapes(
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "model\\x1b[2J\\u202egpj.apr" in err
     assert "\x1b" not in err and "\u202e" not in err
+
+
+def test_a_newline_in_a_name_cannot_forge_an_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = tmp_path / "nope\nerror: all contracts DISCHARGED"
+    assert cli.main(["apr", "inspect", str(name)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ")
+    assert lines[1] == "  error: all contracts DISCHARGED: cannot open: No such file or directory"

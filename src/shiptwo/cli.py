@@ -107,11 +107,13 @@ def _error(message: str) -> None:
     """Print `error: message` to stderr, with every control character in it made visible.
 
     Messages quote file names, YAML keys and tensor names, which may hold an ESC sequence or a
-    bidi override; a newline stays a newline, since some errors list their lines on purpose.
+    bidi override. A newline stays a line break, since some errors list files line by line, but
+    every line after the first is indented: only the first can start with `error:`, so a name
+    holding a newline cannot forge a line of its own.
     """
     from shiptwo.harness.report import visible
 
-    print("error: " + "\n".join(visible(line) for line in message.split("\n")), file=sys.stderr)
+    print("error: " + "\n  ".join(visible(line) for line in message.split("\n")), file=sys.stderr)
 
 
 def _silence_stdout() -> None:
