@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_forward": [],
     "bench_train": [],
     "bench_real_model": [],  # needs `shiptwo models fetch`
+    "bench_real_train": [],  # needs `shiptwo models fetch`; about 10 GB at its peak
 }
 
 
