@@ -48,6 +48,8 @@ class Recorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.state.started = utc_now()
+        if session.config.option.collectonly:
+            return  # no test runs, so no record is written: no git, no digests of covered code
         # The code that runs is the code at session start; edits during the run do not count.
         self.state.git = git_state(self.state.root)
         self.state.covers = {

@@ -64,3 +64,20 @@ def test_control_with_contracts_the_probes_see_git_and_parsing(
     status = [c for c in calls if "status" in c]
     assert status and all(c.startswith("--no-optional-locks") for c in status), calls
     assert set(HEAVY) <= set(modules.read_text().split())
+
+
+def test_collect_only_runs_no_git_and_digests_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `pytest --collect-only` runs no test, so no run record can come of it.
+    log, _ = _probed(pytester, monkeypatch)
+    (pytester.path / "contracts").mkdir()
+    (pytester.path / "contracts" / "demo-v1.yaml").write_text(CONTRACT)
+    pytester.makepyfile(
+        test_y="import pytest\n\n@pytest.mark.falsifier('FALSIFY-DEMO-FAIL-001')\n"
+        "def test_fail():\n    pass\n"
+    )
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
+    assert "test_y.py::test_fail" in result.stdout.str()
+    assert not log.exists(), f"git ran: {log.read_text()}"
+    assert not (pytester.path / "evidence").exists()
