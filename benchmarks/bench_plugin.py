@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         "-W",
         "ignore::pytest.PytestUnknownMarkWarning",
     ]
-    repo_on, repo_off = _pair(collect, REPO, max(3, args.repeats // 2))
+    # A 4-5 s run against a difference of about 0.1 s: as many repeats as the small project gets.
+    repo_on, repo_off = _pair(collect, REPO, args.repeats)
     figures = {
         "empty_project_cpu_ms_with": empty_on * 1e3,
         "empty_project_cpu_ms_without": empty_off * 1e3,
