@@ -22,7 +22,6 @@ table, the defaults below.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +88,8 @@ def load_config(root: Path) -> ProjectConfig:
     testpaths: list[str] = []
     source: Path | None = None
     if pyproject.is_file():
+        import tomllib  # here, not at the top: every pytest session imports this module
+
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

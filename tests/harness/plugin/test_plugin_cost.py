@@ -46,6 +46,7 @@ def test_no_contracts_no_git_no_parsing(pytester: pytest.Pytester, monkeypatch: 
     assert not log.exists(), f"git ran: {log.read_text()}"
     loaded = set(modules.read_text().split())
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert "tomllib" not in loaded  # no pyproject.toml here, so nothing to parse it for
 
 
 def test_control_with_contracts_the_probes_see_git_and_parsing(
