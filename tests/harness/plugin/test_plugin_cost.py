@@ -37,6 +37,16 @@ def _probed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> tuple
     return log, modules
 
 
+def _with_a_contract(pytester: pytest.Pytester) -> None:
+    """A contract and a test bound to one of its falsifiers."""
+    (pytester.path / "contracts").mkdir()
+    (pytester.path / "contracts" / "demo-v1.yaml").write_text(CONTRACT)
+    pytester.makepyfile(
+        test_y="import pytest\n\n@pytest.mark.falsifier('FALSIFY-DEMO-FAIL-001')\n"
+        "def test_fail():\n    pass\n"
+    )
+
+
 def test_no_contracts_no_git_no_parsing(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     log, modules = _probed(pytester, monkeypatch)
     (pytester.path / "contracts").mkdir()
@@ -53,12 +63,7 @@ def test_control_with_contracts_the_probes_see_git_and_parsing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log, modules = _probed(pytester, monkeypatch)
-    (pytester.path / "contracts").mkdir()
-    (pytester.path / "contracts" / "demo-v1.yaml").write_text(CONTRACT)
-    pytester.makepyfile(
-        test_y="import pytest\n\n@pytest.mark.falsifier('FALSIFY-DEMO-FAIL-001')\n"
-        "def test_fail():\n    pass\n"
-    )
+    _with_a_contract(pytester)
     pytester.runpytest_subprocess("--shiptwo-no-record")
     calls = log.read_text().splitlines()
     assert any("rev-parse" in c for c in calls)
@@ -72,12 +77,7 @@ def test_collect_only_runs_no_git_and_digests_nothing(
 ) -> None:
     # `pytest --collect-only` runs no test, so no run record can come of it.
     log, _ = _probed(pytester, monkeypatch)
-    (pytester.path / "contracts").mkdir()
-    (pytester.path / "contracts" / "demo-v1.yaml").write_text(CONTRACT)
-    pytester.makepyfile(
-        test_y="import pytest\n\n@pytest.mark.falsifier('FALSIFY-DEMO-FAIL-001')\n"
-        "def test_fail():\n    pass\n"
-    )
+    _with_a_contract(pytester)
     result = pytester.runpytest_subprocess("--collect-only", "-q")
     assert "test_y.py::test_fail" in result.stdout.str()
     assert not log.exists(), f"git ran: {log.read_text()}"
