@@ -113,6 +113,12 @@ class Tally:
     refused_by: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
+    def add(self, index: int, outcome: str, how: str, detail: str) -> None:
+        """Count one input's outcome; a failure keeps its finding, with the index that rebuilds it."""
+        self.counts[outcome] += 1
+        if outcome in FAILURES:
+            self.findings.append(Finding(index, outcome, how, detail))
+
     @property
     def tried(self) -> int:
         return sum(self.counts.values())
@@ -328,22 +334,21 @@ def run(
     path.write_bytes(target.image)
     target.check(path)
     start = time.perf_counter()
-    for index in _indexes(count, only):
+    for index in indexes(count, only):
         image, how = make_input(target, seed, index)
         # A new file each time, never rewritten in place: a map of the last input that is still
         # alive keeps its own (unlinked) bytes instead of seeing this one's.
         path.unlink(missing_ok=True)
         path.write_bytes(image)
         outcome, detail = classify(target, path, deadline_s)
-        tally.counts[outcome] += 1
+        tally.add(index, outcome, how, detail)
         if outcome == "refused":
             tally.refused_by[detail[len(str(path)) + 2 :].split(": ")[0][:60]] += 1
-        if outcome in FAILURES:
-            tally.findings.append(Finding(index, outcome, how, detail))
     path.unlink(missing_ok=True)
     tally.seconds = time.perf_counter() - start
     return tally
 
 
-def _indexes(count: int, only: int | None) -> Iterator[int]:
+def indexes(count: int, only: int | None) -> Iterator[int]:
+    """The input indexes a run tries: 0..count-1, or the one input `only` (to rebuild a finding)."""
     return iter((only,)) if only is not None else iter(range(count))

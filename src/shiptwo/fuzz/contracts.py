@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from shiptwo.errors import ContractError, EvidenceError, UsageError
-from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally
+from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, Tally, indexes
 from shiptwo.fuzz.text import (
     CONTROL,
     NOT_UTF8,
@@ -470,15 +470,13 @@ def run(
     directory.mkdir(parents=True, exist_ok=True)
     with _one_parser():
         start = time.perf_counter()
-        for index in (only,) if only is not None else range(count):
+        for index in indexes(count, only):
             name, data, how = make_input(target, seed, index)
             for old in directory.iterdir():
                 old.unlink()
             (directory / name).write_bytes(data)
             outcome, detail = classify(target, directory, deadline_s)
-            tally.counts[outcome] += 1
-            if outcome in FAILURES:
-                tally.findings.append(Finding(index, outcome, how, detail))
+            tally.add(index, outcome, how, detail)
         tally.seconds = time.perf_counter() - start
     return tally
 

@@ -25,7 +25,7 @@ from shiptwo.errors import ShiptwoError
 
 # One loop's vocabulary for every fuzzed format: the outcomes, a finding, the tally (text inputs
 # never score `memory` or `disagreement`; those counts stay 0).
-from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, FAILURES, Finding, Tally, judge
+from shiptwo.fuzz.binary import DEFAULT_DEADLINE_S, Tally, indexes, judge
 
 # Values a damaged JSON value may take: every type, ids past every limit, Python's own int limit.
 ODD_VALUES: tuple[Any, ...] = (
@@ -221,13 +221,11 @@ def run(
         (directory / f.name).write_bytes(f.read_bytes())
     target.check(directory)  # the undamaged seed must load, or the run proves nothing
     start = time.perf_counter()
-    for index in (only,) if only is not None else range(count):
+    for index in indexes(count, only):
         data, how = make_input(target, seed, index)
         (directory / target.file).write_bytes(data)
         outcome, detail = classify(target, directory, deadline_s)
-        tally.counts[outcome] += 1
-        if outcome in FAILURES:
-            tally.findings.append(Finding(index, outcome, how, detail))
+        tally.add(index, outcome, how, detail)
     tally.seconds = time.perf_counter() - start
     return tally
 
