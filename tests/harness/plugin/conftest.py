@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,18 @@ EXPECTED = {
     "FALSIFY-DEMO-UNBOUND-001": "UNBOUND",
     "FALSIFY-DEMO-NOTRUN-001": "NOT-RUN",
 }
+
+
+@pytest.fixture(autouse=True)
+def _gate_results_do_not_outlive_the_test() -> Iterator[None]:
+    """Gate results are cached per process, and the tests here change what gates read (an empty
+    model cache, a fake snapshot) and run sessions in-process. A result cached under that
+    environment would outlive it: a real-model falsifier later in the same xdist worker found
+    `qwen-artifacts` closed and errored (seen in a fresh-clone CI run)."""
+    yield
+    from shiptwo.harness import gates
+
+    gates.clear_cache()
 
 
 @pytest.fixture
