@@ -43,7 +43,8 @@ class _Registry(Mapping[str, Callable[[], GateResult]]):
         self._points: dict[str, EntryPoint] | None = None
         self.project: dict[str, Callable[[], GateResult]] = {}  # registered by the project itself
 
-    def _load(self) -> dict[str, EntryPoint]:
+    def installed(self) -> dict[str, EntryPoint]:
+        """The entry points, read once per process (reading every installed package's takes ms)."""
         if self._points is None:
             self._points = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
         return self._points
@@ -51,14 +52,14 @@ class _Registry(Mapping[str, Callable[[], GateResult]]):
     def __getitem__(self, name: str) -> Callable[[], GateResult]:
         if name in self.project:
             return self.project[name]
-        check: Callable[[], GateResult] = self._load()[name].load()
+        check: Callable[[], GateResult] = self.installed()[name].load()
         return check
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted({*self._load(), *self.project}))
+        return iter(sorted({*self.installed(), *self.project}))
 
     def __len__(self) -> int:
-        return len({*self._load(), *self.project})
+        return len({*self.installed(), *self.project})
 
 
 _REGISTRY = _Registry()
@@ -97,15 +98,27 @@ def gate(name: str, *, closed: str = "") -> Callable[[Probe], Probe]:
     return decorate
 
 
+def conftest_files(root: Path, test_dirs: Iterable[Path]) -> list[Path]:
+    """The conftest.py files that may register a project's gates: the root's and every one below
+    the test directories (those that exist)."""
+    top = root / "conftest.py"
+    found = [top] if top.is_file() else []
+    return found + sorted(c for d in test_dirs if d.is_dir() for c in d.rglob("conftest.py") if c != top)
+
+
+def installed_gates() -> dict[str, str]:
+    """Gate name -> `module:function` of every gate an installed package registers (entry points)."""
+    return {name: point.value for name, point in _REGISTRY.installed().items()}
+
+
 def conftest_gate_names(root: Path, test_dirs: Iterable[Path]) -> frozenset[str]:
     """The gate names the project's conftest.py files register, found by reading their source.
 
     Matches `register_gate("name", ...)` and `@gate("name", ...)` (any prefix: `gates.gate`), so
     `shiptwo pv validate` knows a project's gates without importing its test code.
     """
-    files = [root / "conftest.py"] + [c for d in test_dirs if d.is_dir() for c in d.rglob("conftest.py")]
     names: set[str] = set()
-    for path in files:
+    for path in conftest_files(root, test_dirs):
         try:
             tree = ast.parse(path.read_bytes())
         except (OSError, SyntaxError, ValueError):

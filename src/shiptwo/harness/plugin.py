@@ -129,7 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         record_host=bool(_setting(config, "record_host", project.record_host)),
         configured=project.configured,
     )
-    _load_contracts(state)
+    _load_contracts(state, config)
     config.stash[STATE] = state
     # Without a falsifier no test can be bound, so nothing is recorded: no recorder, no git.
     if state.falsifiers and not hasattr(config, "workerinput"):  # not on an xdist worker
@@ -138,27 +138,41 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(Recorder(config, state), "shiptwo-recorder")
 
 
-def _load_contracts(state: State) -> None:
+def _load_contracts(state: State, config: pytest.Config) -> None:
     """Validate the contracts, in a project that asked for shiptwo or holds shiptwo contracts.
 
     A `contracts/` directory of someone else's YAML is not ours to parse or to report on: without
-    [tool.shiptwo] the directory is read only when a file in it names the contract schema.
+    [tool.shiptwo] the directory is read only when a file in it names the contract schema. An
+    unchanged project is not validated again: the answer is kept in pytest's cache directory
+    (`contract.cache`), where there is one.
     """
     if not state.contracts_dir.is_dir():
         return
     if not state.configured and not _holds_contracts(state.contracts_dir):
         return
+    cache_dir = _cache_dir(config)
     state.configured = True
-    from shiptwo.harness.contract.validate import validate_paths
+    from shiptwo.harness.contract.cache import load_contracts
 
-    result = validate_paths([state.contracts_dir], root=state.root, test_dirs=[])
-    for contract in result.contracts:
+    loaded = load_contracts(state.contracts_dir, state.root, cache_dir)
+    for contract in loaded.contracts:
         for f in contract.falsifiers:
             state.falsifiers[f.id] = f
-    state.contract_problems = [
-        f"{f.path}:{f.line}: {f.rule} {f.message}" for f in result.findings if f.severity.value == "error"
-    ]
-    state.contracts = result.contracts
+    state.contract_problems = loaded.problems
+    state.contracts = loaded.contracts
+
+
+def _cache_dir(config: pytest.Config) -> Path | None:
+    """shiptwo's directory in pytest's cache, or None under `-p no:cacheprovider` or where it cannot
+    be made (a read-only checkout: the session then validates, as it would without a cache)."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return None
+    try:
+        path: Path = cache.mkdir("shiptwo")
+    except OSError:
+        return None
+    return path
 
 
 def _holds_contracts(directory: Path) -> bool:

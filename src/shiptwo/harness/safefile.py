@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from shiptwo.errors import ShiptwoError
+from shiptwo.errors import ShiptwoError, UsageError
 
 MiB = 1 << 20
 # Formats without a natural bound get one (docs/contract-format.md, "Limits"): a contract is a few
@@ -142,3 +142,26 @@ def walk_files(directory: Path, refused: list[FileRefused]) -> Iterator[Path]:
     for top, _dirs, names in os.walk(directory, onerror=failed):
         for name in names:
             yield Path(top, name)
+
+
+def yaml_files(paths: Sequence[Path], refused: list[FileRefused]) -> list[Path]:
+    """The `*.yaml` / `*.yml` files named by `paths` (directories searched recursively), sorted and
+    each once; every directory that cannot be listed is appended to `refused`.
+
+    Every such entry is listed whatever it is (a FIFO, a dangling symlink): reading it is what
+    refuses it, by name. A path that does not exist raises UsageError.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in walk_files(path, refused) if p.suffix in (".yaml", ".yml"))
+        elif os.path.lexists(path):
+            files.append(path)  # named by the user: a FIFO or a dangling link is refused when read
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    # One file named twice (`contracts` and `/abs/.../contracts/x.yaml`) is validated once,
+    # or it would collide with itself as a duplicate contract.
+    unique: dict[str, Path] = {}
+    for path in files:
+        unique.setdefault(os.path.abspath(path), path)
+    return sorted(unique.values())

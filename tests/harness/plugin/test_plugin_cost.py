@@ -1,7 +1,8 @@
 """What keeps the plugin cheap where it has nothing to do, checked without timing anything.
 
 In a project without shiptwo contracts a pytest session must not run git, parse YAML or load the
-contract machinery; with contracts it does all three (the control that shows the probes work).
+contract machinery; with contracts it does all three (the control that shows the probes work),
+but a session that finds them validated in pytest's cache, and unchanged, parses nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from .conftest import CONTRACT
 HEAVY = ("yaml", "jsonschema_rs", "shiptwo.harness.contract.validate", "shiptwo.harness.recorder")
 
 
-def _probed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def _probed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, cache: bool = False
+) -> tuple[Path, Path]:
     """A git on PATH that logs its calls, and a conftest that saves sys.modules at the end."""
     shim = pytester.path / "bin"
     shim.mkdir()
@@ -32,7 +35,7 @@ def _probed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> tuple
         "def pytest_unconfigure(config):\n"
         f"    open({str(modules)!r}, 'w').write('\\n'.join(sorted(sys.modules)))\n"
     )
-    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider -p no:randomly\n")
+    pytester.makeini(f"[pytest]\naddopts = {'' if cache else '-p no:cacheprovider'} -p no:randomly\n")
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
     return log, modules
 
@@ -82,3 +85,35 @@ def test_collect_only_runs_no_git_and_digests_nothing(
     assert "test_y.py::test_fail" in result.stdout.str()
     assert not log.exists(), f"git ran: {log.read_text()}"
     assert not (pytester.path / "evidence").exists()
+
+
+VALIDATOR = ("yaml", "jsonschema_rs", "shiptwo.harness.contract.validate")
+
+
+def test_unchanged_contracts_are_not_validated_again(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, modules = _probed(pytester, monkeypatch, cache=True)
+    _with_a_contract(pytester)
+
+    def session(*args: str) -> set[str]:
+        pytester.runpytest_subprocess("--collect-only", "-q", *args).assert_outcomes()
+        return set(modules.read_text().split()) & set(VALIDATOR)
+
+    assert session() == set(VALIDATOR)  # the first session validates: the control
+    assert session() == set()
+    assert session("--cache-clear") == set(VALIDATOR)
+    assert session() == set()
+
+
+def test_a_contract_broken_after_a_cached_session_fails_the_next(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _probed(pytester, monkeypatch, cache=True)
+    _with_a_contract(pytester)
+    assert pytester.runpytest_subprocess("--shiptwo-no-record", "-k", "test_x").ret == 0
+    contract = pytester.path / "contracts" / "demo-v1.yaml"
+    contract.write_text(contract.read_text().replace("obligations: [DEMO-001]", "obligations: [DEMO-009]", 1))
+    result = pytester.runpytest_subprocess("--shiptwo-no-record", "-k", "test_x")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*shiptwo contract errors*", "*PV303*DEMO-009*"])

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shiptwo.errors import UsageError
 from shiptwo.fileio import display_path
 from shiptwo.harness.config import find_root
 from shiptwo.harness.contract.checks import as_list, clear_run_caches, document_findings
@@ -25,7 +24,7 @@ from shiptwo.harness.contract.findings import Finding, did_you_mean, finding
 from shiptwo.harness.contract.model import Contract
 from shiptwo.harness.contract.testrefs import TestFile, TestFiles, TestRef, scan_tree
 from shiptwo.harness.contract.yamlsafe import ParsedYaml, parse_yaml
-from shiptwo.harness.safefile import CONTRACT_LIMIT, FileRefused, read_file, walk_files
+from shiptwo.harness.safefile import CONTRACT_LIMIT, FileRefused, read_file, yaml_files
 
 SCHEMA_ID = "shiptwo.contract/v1"
 _YAML_RULES = {
@@ -53,33 +52,8 @@ class ValidationResult:
     # sha256 of the bytes each contract was validated from: `--write` replaces a file only while
     # it still holds them, so an edit made since is never overwritten.
     digests: dict[Path, str] = field(default_factory=dict)
-
-
-def collect_files(paths: Sequence[Path]) -> list[Path]:
-    """The YAML files named by `paths` (directories are searched recursively), sorted."""
-    return find_files(paths, [])
-
-
-def find_files(paths: Sequence[Path], refused: list[FileRefused]) -> list[Path]:
-    """`collect_files`, with each directory that cannot be listed appended to `refused`.
-
-    Every `*.yaml` / `*.yml` entry is listed whatever it is (a FIFO, a dangling symlink): reading
-    it is what refuses it, by name, as a finding.
-    """
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(p for p in walk_files(path, refused) if p.suffix in (".yaml", ".yml"))
-        elif os.path.lexists(path):
-            files.append(path)  # named by the user: a FIFO or a dangling link is refused when read
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-    # One file named twice (`contracts` and `/abs/.../contracts/x.yaml`) is validated once,
-    # or it would collide with itself as a duplicate contract.
-    unique: dict[str, Path] = {}
-    for path in files:
-        unique.setdefault(os.path.abspath(path), path)
-    return sorted(unique.values())
+    # The data each accepted contract was built from (`Contract.from_data`), for the plugin's cache.
+    data: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
 
 def validate_paths(
@@ -115,7 +89,7 @@ def gc_paused() -> Iterator[None]:
 def _validate(paths: Sequence[Path], root: Path | None, test_dirs: Sequence[Path] | None) -> ValidationResult:
     clear_run_caches()  # the tree may have changed since the last run in this process
     refused: list[FileRefused] = []
-    files = find_files(paths, refused)
+    files = yaml_files(paths, refused)
     root = (root or find_root(paths[0] if paths else Path.cwd())).resolve()
     result = ValidationResult(root=root, files=files)
     # A symlinked contract may lead anywhere under the project root or a directory named; a file
@@ -181,6 +155,7 @@ def _validate(paths: Sequence[Path], root: Path | None, test_dirs: Sequence[Path
         result.findings.extend(file_findings)
         if not any(f.name in _STRUCTURAL for f in file_findings):
             result.contracts.append(Contract.from_data(parsed.data, path))
+            result.data[path] = parsed.data
         else:
             result.invalid.append((path, parsed.data))
     for refusal in refused:
@@ -260,7 +235,7 @@ def _declared_elsewhere(root: Path, validated: list[Path]) -> set[str]:
         return set()
     seen = {p.resolve() for p in validated}
     ids: set[str] = set()
-    for path in collect_files([contracts_dir]):
+    for path in yaml_files([contracts_dir], []):
         if path.resolve() in seen:
             continue
         try:
