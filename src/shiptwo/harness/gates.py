@@ -111,6 +111,11 @@ def installed_gates() -> dict[str, str]:
     return {name: point.value for name, point in _REGISTRY.installed().items()}
 
 
+def registered_gates() -> frozenset[str]:
+    """The gate names registered in this process so far (`register_gate`, `gate`, [tool.shiptwo.gates])."""
+    return frozenset(_REGISTRY.project)
+
+
 def conftest_gate_names(root: Path, test_dirs: Iterable[Path]) -> frozenset[str]:
     """The gate names the project's conftest.py files register, found by reading their source.
 

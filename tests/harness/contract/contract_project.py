@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from pathlib import Path
 
 from shiptwo.harness.contract.findings import Finding
@@ -125,3 +127,12 @@ def only(findings: list[Finding], rule: str) -> Finding:
     hits = [f for f in findings if f.rule == rule]
     assert len(hits) == 1, f"expected one {rule}, got: {[(f.rule, f.line, f.message) for f in findings]}"
     return hits[0]
+
+
+def settle(root: Path) -> None:
+    """Date every file under `root` 10 s back: a file the cache sees as just written is never
+    trusted (it may have changed while validation ran), and these tests write files and load at once."""
+    past = time.time() - 10
+    for top, _, names in os.walk(root):
+        for name in names:
+            os.utime(Path(top, name), (past, past), follow_symlinks=False)
