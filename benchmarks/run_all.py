@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "bench_validate": [],
     "bench_apr_read": [],
     "bench_encode_corpus": [],
+    "bench_tokenize_train": [],
     "bench_forward": [],
     "bench_train": [],
     "bench_real_model": [],  # needs `shiptwo models fetch`

@@ -154,3 +154,31 @@ def test_cli_train_writes_aprender_files(tmp_path: Path, capsys: pytest.CaptureF
         and "c.jsonl:1: field 'content' is missing; fix the line or pass --on-bad-line skip"
         in capsys.readouterr().err
     )
+
+
+def test_trainer_holds_the_corpus_in_c_int_arrays() -> None:
+    # What keeps `tokenize train` within reach of a large corpus: the corpus as a linked list and
+    # every pair's positions in C-int arrays, 16 bytes per corpus byte, not sets and lists of
+    # Python ints (about 200). tracemalloc sees numpy's buffers too, so the peak of indexing is
+    # measured, not assumed; the merge loop then only appends (benchmarks/bench_tokenize_train.py
+    # measures a whole training's peak RSS).
+    import tracemalloc
+    from array import array
+
+    from shiptwo.tokenize.hexbpe import _index_corpus
+
+    rng = random.Random(7)
+    words = ["def", "return", "self", "import", "(x)", "    ", "\n", "for i in range(n):", "é", "🙂"]
+    texts = ["".join(rng.choice(words) for _ in range(rng.randint(0, 4000))) for _ in range(150)]
+    size = sum(len(t.encode()) for t in texts)
+    assert size > 500_000
+    tracemalloc.start()
+    try:
+        sym, nxt, prv, where = _index_corpus(texts)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held = [sym, nxt, prv, *where.values()]
+    assert all(isinstance(a, array) and a.itemsize == 4 for a in held)
+    assert sum(len(a) for a in held) * 4 / size == pytest.approx(16, abs=0.01)  # 3 + 1 ints a byte
+    assert peak / size <= 32, f"indexing peaked at {peak / size:.1f} bytes per corpus byte"
