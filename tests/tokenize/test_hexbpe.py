@@ -182,3 +182,20 @@ def test_trainer_holds_the_corpus_in_c_int_arrays() -> None:
     assert all(isinstance(a, array) and a.itemsize == 4 for a in held)
     assert sum(len(a) for a in held) * 4 / size == pytest.approx(16, abs=0.01)  # 3 + 1 ints a byte
     assert peak / size <= 32, f"indexing peaked at {peak / size:.1f} bytes per corpus byte"
+
+
+@settings(max_examples=30, deadline=None)
+@given(texts=small_texts, min_frequency=st.sampled_from([1, 2]))
+def test_trainer_past_the_c_int_range_indexes_in_64_bits_and_trains_the_same(
+    texts: list[str], min_frequency: int
+) -> None:
+    # A corpus of 2 GiB or more would wrap C-int positions and cut texts short without a word:
+    # from WIDE_FROM bytes on the positions are 64-bit. Lowered here so a small corpus crosses it.
+    from shiptwo.tokenize import hexbpe
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(hexbpe, "WIDE_FROM", 0)
+        sym, *_ = hexbpe._index_corpus(texts)
+        assert sym.itemsize == 8
+        merges = train_hex_bpe(texts, vocab_size=300, min_frequency=min_frequency).merges
+    assert merges == naive_train(texts, 300, min_frequency)

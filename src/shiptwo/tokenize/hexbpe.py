@@ -262,6 +262,11 @@ class HexByteTokenizer:
         return self.id_to_token.get(token_id, f"<id {token_id}>")
 
 
+# Corpora this many bytes long or longer index their positions in 64 bits, not C ints.
+WIDE_FROM = 2**31 - 1
+_TYPECODES = {array("i").itemsize: "i", array("q").itemsize: "q"}
+
+
 def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> HexByteTokenizer:
     """Train a hex-byte BPE the way aprender does: each text is one word of its UTF-8 bytes.
 
@@ -269,9 +274,10 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
     by the smallest (left_id, right_id), until `vocab_size` ids exist or no pair occurs
     `min_frequency` times. UsageError when `min_frequency` < 1.
 
-    Memory is about 20 bytes per corpus byte (30 while the first pairs are indexed): the corpus
-    as three C-int arrays, and each pair's positions as one more. Sets and lists of Python ints
-    cost 200 bytes per corpus byte, which put a 1 GB corpus out of reach of most machines.
+    Memory: the corpus as three C-int arrays and each pair's positions as one more, 16 bytes per
+    corpus byte once indexed (about 25 while indexing), growing with the merges as positions are
+    only appended: 38 at 1739 merges on 5 MB of Python (benchmarks/bench_tokenize_train.py).
+    Sets and lists of Python ints cost 200, which put a 1 GB corpus out of reach of most machines.
     """
     if min_frequency < 1:
         raise UsageError(
@@ -325,12 +331,12 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
             if p >= 0:
                 pair = (sym[p], new_id)
                 count[pair] = count.get(pair, 0) + 1
-                where.setdefault(pair, array("i")).append(p)
+                where.setdefault(pair, array(sym.typecode)).append(p)
                 changed.add(pair)
             if k >= 0:
                 pair = (new_id, sym[k])
                 count[pair] = count.get(pair, 0) + 1
-                where.setdefault(pair, array("i")).append(i)
+                where.setdefault(pair, array(sym.typecode)).append(i)
                 changed.add(pair)
         for pair in changed:
             n = count.get(pair, 0)
@@ -349,8 +355,9 @@ def _index_corpus(
     text, so no pair crosses a boundary), and every adjacent pair's left positions, ascending.
 
     numpy does the per-byte work, in an order that frees each temporary before the next is made
-    (peak about 30 bytes per corpus byte, while sorting); the arrays come back as `array("i")`,
-    whose items index as Python ints for the merge loop.
+    (peak about 25 bytes per corpus byte, while sorting); the arrays come back as `array`s, whose
+    items index as Python ints for the merge loop. Positions are C ints (4 bytes) below WIDE_FROM
+    bytes of corpus and 64-bit beyond, where a C int would wrap and cut texts short silently.
     """
     import numpy as np
 
@@ -362,7 +369,8 @@ def _index_corpus(
             buf += data
             ends.append(len(buf))
     n = len(buf)
-    sym = np.frombuffer(buf, dtype=np.uint8).astype(np.intc)
+    index: type[np.signedinteger[Any]] = np.intc if n < WIDE_FROM else np.int64
+    sym = np.frombuffer(buf, dtype=np.uint8).astype(index)
     del buf
     sym += len(SPECIAL_TOKENS)
     last = np.asarray(ends, dtype=np.intp) - 1
@@ -370,7 +378,7 @@ def _index_corpus(
     # positions stay ascending.
     starts_pair = np.ones(n, dtype=bool)
     starts_pair[last] = False
-    left = np.flatnonzero(starts_pair).astype(np.intc)
+    left = np.flatnonzero(starts_pair).astype(index)
     del starts_pair
     stride = len(SPECIAL_TOKENS) + 256
     keys = sym[left]
@@ -385,11 +393,11 @@ def _index_corpus(
     for s, e in itertools.pairwise(bounds):
         where[divmod(int(keys[s]), stride)] = _as_array(left[s:e])
     del left, keys
-    nxt = np.arange(1, n + 1, dtype=np.intc)
+    nxt = np.arange(1, n + 1, dtype=index)
     nxt[last] = -1
     nxt_a = _as_array(nxt)
     del nxt
-    prv = np.arange(-1, n - 1, dtype=np.intc)
+    prv = np.arange(-1, n - 1, dtype=index)
     prv[np.concatenate(([0], last[:-1] + 1)) if len(last) else last] = -1
     prv_a = _as_array(prv)
     del prv
@@ -397,14 +405,16 @@ def _index_corpus(
 
 
 def _as_array(values: Any) -> array[int]:
-    """A C-int numpy array's items as an `array("i")`, copied once, without a bytes in between."""
-    out = array("i")
+    """A C-int or int64 numpy array's items as an `array` of the same width, copied once, without
+    a bytes in between."""
+    out = array(_TYPECODES[values.dtype.itemsize])
     out.frombytes(memoryview(values).cast("B"))
     return out
 
 
 def _sorted_unique(positions: array[int]) -> array[int]:
-    """`positions` ascending, each once (a position re-enters when its pair re-forms there)."""
+    """`positions` ascending (they are appended in the order merges make them), each once."""
     import numpy as np
 
-    return _as_array(np.unique(np.frombuffer(positions, dtype=np.intc)))
+    dtype = np.intc if positions.itemsize == np.dtype(np.intc).itemsize else np.int64
+    return _as_array(np.unique(np.frombuffer(positions, dtype=dtype)))
