@@ -27,25 +27,19 @@ import os
 import resource
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from corpora import stdlib_sources
+
 
 def build_corpus(path: Path, max_files: int) -> int:
     """Write up to `max_files` stdlib sources as JSONL; returns how many."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
     count = 0
     with open(path, "w", encoding="utf-8") as f:
-        for p in sorted(stdlib.rglob("*.py")):
-            if "site-packages" in p.parts:
-                continue
-            try:
-                text = p.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
+        for text in stdlib_sources():
             f.write(json.dumps({"content": text}) + "\n")
             count += 1
             if count == max_files:

@@ -22,26 +22,19 @@ import json
 import resource
 import subprocess
 import sys
-import sysconfig
 import time
-from pathlib import Path
 from typing import Any
+
+from corpora import stdlib_sources
 
 MEMORY_GOAL_B_PER_BYTE = 40.0
 
 
 def corpus(mb: float) -> list[str]:
     """Stdlib sources, sorted by path, until `mb` megabytes of UTF-8."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts: list[str] = []
     size = 0
-    for p in sorted(stdlib.rglob("*.py")):
-        if "site-packages" in p.parts:
-            continue
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
+    for text in stdlib_sources():
         texts.append(text)
         size += len(text.encode("utf-8"))
         if size >= mb * 1e6:

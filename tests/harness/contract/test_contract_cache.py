@@ -72,6 +72,12 @@ def errors(sessions: Sessions) -> list[str]:
     ]
 
 
+def assert_validated_again(loaded: Loaded, code: str) -> None:
+    """The session validated (not served from the cache) and reports the error `code`."""
+    assert not loaded.cached, "the cached answer was served"
+    assert any(f": {code} " in p for p in loaded.problems), loaded.problems
+
+
 def test_a_clean_project_is_validated_once_then_served_as_the_validator_reads_it(
     project: Project, cached: Sessions
 ) -> None:
@@ -140,13 +146,12 @@ def test_a_change_that_may_add_an_error_is_validated_again(
     cached.warm()
     apply(project)
     after = cached()
-    assert not after.cached, f"{change}: the cached answer was served"
     assert after.problems == errors(cached)
     if rule is None:
-        assert after.problems == []
+        assert (after.cached, after.problems) == (False, [])
         cached.warm()
     else:
-        assert any(f": {rule} " in p for p in after.problems), after.problems
+        assert_validated_again(after, rule)
 
 
 def test_an_answer_with_errors_is_never_kept(project: Project, cached: Sessions) -> None:
@@ -182,9 +187,7 @@ def test_a_file_edited_while_validation_runs_is_not_kept_as_read(
     monkeypatch.setattr(validate_module, "validate_paths", racing)
     assert cached().problems == []  # this session saw the clean bytes
     monkeypatch.undo()
-    after = cached()
-    assert not after.cached
-    assert any(": PV303 " in p for p in after.problems), after.problems
+    assert_validated_again(cached(), "PV303")
 
 
 def test_a_gate_no_longer_registered_in_the_process_is_validated_again(
@@ -198,9 +201,7 @@ def test_a_gate_no_longer_registered_in_the_process_is_validated_again(
     )
     cached.warm()
     monkeypatch.delitem(gates._REGISTRY.project, "at-runtime")
-    after = cached()
-    assert not after.cached
-    assert any(": PV501 " in p for p in after.problems), after.problems
+    assert_validated_again(cached(), "PV501")
 
 
 @pytest.mark.parametrize("name", ["conftest.py", "pyproject.toml"])
@@ -216,9 +217,7 @@ def test_a_project_file_linked_out_of_the_root_is_hashed_through_the_link(
     (project.root / name).symlink_to(target)
     cached.warm()
     target.write_text(target.read_text().replace("dataset", "datasex"))
-    after = cached()
-    assert not after.cached
-    assert any(": PV501 " in p for p in after.problems), after.problems
+    assert_validated_again(cached(), "PV501")
 
 
 def test_a_contracts_dir_outside_the_root_does_not_widen_where_test_files_may_lead(
@@ -235,9 +234,7 @@ def test_a_contracts_dir_outside_the_root_does_not_widen_where_test_files_may_le
     (spec / "test_demo.py").write_bytes(test.read_bytes())
     test.unlink()
     test.symlink_to(spec / "test_demo.py")  # the same bytes, in a place validation does not read
-    after = sessions()
-    assert not after.cached
-    assert any(": PV009 " in p for p in after.problems), after.problems
+    assert_validated_again(sessions(), "PV009")
 
 
 def test_a_contracts_subdirectory_that_cannot_be_listed_is_validated_again(
