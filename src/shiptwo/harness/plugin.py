@@ -160,6 +160,7 @@ def _load_contracts(state: State, config: pytest.Config) -> None:
             state.falsifiers[f.id] = f
     state.contract_problems = loaded.problems
     state.contracts = loaded.contracts
+    state.contracts_cached = loaded.cached
 
 
 def _cache_dir(config: pytest.Config) -> Path | None:
@@ -195,7 +196,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     evidence = display_path(state.evidence_dir, state.root)
     lines = [
         f"shiptwo: contracts={contracts} ({len(state.contracts)} contracts, {len(state.falsifiers)} "
-        f"falsifiers), evidence={evidence}{'' if state.record else ' (not recording)'}, "
+        f"falsifiers{'; unchanged since validated' if state.contracts_cached else ''}), "
+        f"evidence={evidence}{'' if state.record else ' (not recording)'}, "
         f"require={','.join(sorted(state.require)) or '-'}"
     ]
     lines += [f"shiptwo: contract error: {p}" for p in state.contract_problems]

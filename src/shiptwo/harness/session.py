@@ -39,6 +39,7 @@ class State:
     record_error: str | None = None
     git: dict[str, Any] | None = None
     contracts: list[Contract] = field(default_factory=list)
+    contracts_cached: bool = False  # validated by an earlier session, nothing they rest on changed since
     covers: dict[str, dict[str, str]] = field(default_factory=dict)  # falsifier -> file -> sha256 at start
     # Controller bookkeeping: the report phases seen per node id (a test that never reached its
     # teardown never finished), and each control run's (falsifier, control, real run's node id).

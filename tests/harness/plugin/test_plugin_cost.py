@@ -106,6 +106,11 @@ def test_unchanged_contracts_are_not_validated_again(
     assert session() == set()
     assert session("--cache-clear") == set(VALIDATOR)
     assert session() == set()
+    header = "shiptwo: contracts=contracts (1 contracts, 7 falsifiers{}), evidence=*"
+    pytester.runpytest_subprocess("--collect-only").stdout.fnmatch_lines(
+        [header.format("; unchanged since validated")]
+    )
+    pytester.runpytest_subprocess("--collect-only", "--cache-clear").stdout.fnmatch_lines([header.format("")])
 
 
 def test_a_contract_broken_after_a_cached_session_fails_the_next(
