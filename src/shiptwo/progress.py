@@ -8,8 +8,8 @@ looked hung. Off a terminal this prints whole lines instead, at most one per `in
     train: step 3/40 (8%) loss 2.3110, 1.9 s/step
     encode-corpus: 12.6/48.0 MB (26%) 4.20 MB/s
 
-Every long command (train, encode-corpus, models fetch) builds its progress here; `--no-progress`
-(enabled=False) silences both kinds.
+Every long command (train, encode-corpus, tokenize train, models fetch) builds its progress
+here; `--no-progress` (enabled=False) silences both kinds.
 """
 
 from __future__ import annotations

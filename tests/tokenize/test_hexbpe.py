@@ -199,3 +199,22 @@ def test_trainer_past_the_c_int_range_indexes_in_64_bits_and_trains_the_same(
         assert sym.itemsize == 8
         merges = train_hex_bpe(texts, vocab_size=300, min_frequency=min_frequency).merges
     assert merges == naive_train(texts, 300, min_frequency)
+
+
+def test_train_shows_its_merges_on_stderr_unless_asked_not_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"content": "def f(x):\n    return x\n" * k}) + "\n" for k in range(1, 6))
+    )
+    argv = ["tokenize", "train", "--corpus", str(corpus), "--vocab-size", "270", "--output"]
+    assert shiptwo_main([*argv, str(tmp_path / "v")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    merges = len(HexByteTokenizer.load(tmp_path / "v").merges)
+    assert merges == 9
+    # Off a terminal: whole lines, the first and the last at least; the last counts every merge.
+    assert err and all(line.startswith("tokenize train: merge ") for line in err), err
+    assert err[-1].startswith(f"tokenize train: merge {merges}/9 (100%)"), err
+    assert shiptwo_main([*argv, str(tmp_path / "w"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

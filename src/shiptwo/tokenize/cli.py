@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
         help="invalid JSON or UTF-8, a missing/non-string field or a lone surrogate: "
         "stop (error, default) or count and skip",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress of the merges on stderr")
     _add_format(p)
     p.set_defaults(func=_run_train)
 
@@ -228,7 +229,23 @@ def _run_train(args: argparse.Namespace) -> int:
             f"--corpus {names}: {what}{skipped}; there is nothing to train on: "
             f"check the files and --content-field {args.content_field!r}"
         )
-    tok = train_hex_bpe(texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    from shiptwo.progress import progress
+    from shiptwo.tokenize.hexbpe import SPECIAL_TOKENS
+
+    # Hours on a large corpus: each merge is shown (its total is an upper bound, as training stops
+    # early when no pair occurs --min-frequency times).
+    shown = progress(
+        total=max(args.vocab_size - len(SPECIAL_TOKENS) - 256, 0),
+        desc="tokenize train",
+        unit="merge",
+        enabled=not args.no_progress,
+    )
+    try:
+        tok = train_hex_bpe(
+            texts, vocab_size=args.vocab_size, min_frequency=args.min_frequency, progress=shown
+        )
+    finally:
+        shown.close()
     tok.save(args.output)
     if args.format == "json":
         print_json(

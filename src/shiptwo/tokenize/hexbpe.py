@@ -19,6 +19,7 @@ from typing import Any
 
 from shiptwo.errors import FormatError, UsageError
 from shiptwo.fileio import atomic_write_bytes
+from shiptwo.progress import Progress
 from shiptwo.tokenize._common import (
     EOS_CANDIDATES,
     HEX_BYTE_KEYS,
@@ -267,12 +268,15 @@ WIDE_FROM = 2**31 - 1
 _TYPECODES = {array("i").itemsize: "i", array("q").itemsize: "q"}
 
 
-def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2) -> HexByteTokenizer:
+def train_hex_bpe(
+    texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2, progress: Progress | None = None
+) -> HexByteTokenizer:
     """Train a hex-byte BPE the way aprender does: each text is one word of its UTF-8 bytes.
 
     Repeatedly merges the most frequent adjacent pair (counted over all positions), ties broken
     by the smallest (left_id, right_id), until `vocab_size` ids exist or no pair occurs
-    `min_frequency` times. UsageError when `min_frequency` < 1.
+    `min_frequency` times. UsageError when `min_frequency` < 1. `progress` is advanced by one
+    per merge (its total: `vocab_size` less the 261 specials and bytes).
 
     Memory: the corpus as three C-int arrays and each pair's positions as one more, 16 bytes per
     corpus byte once indexed (about 25 while indexing), growing with the merges as positions are
@@ -310,6 +314,8 @@ def train_hex_bpe(texts: Iterable[str], *, vocab_size: int, min_frequency: int =
             new_id = vocab[merged] = len(tokens)
             tokens.append(merged)
         merges.append((tokens[a], tokens[b]))
+        if progress is not None:
+            progress.update(1)
         del count[(a, b)]
         changed: set[tuple[int, int]] = set()
         for i in _sorted_unique(where.pop((a, b))):  # left to right, non-overlapping
