@@ -36,11 +36,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shiptwo
 from shiptwo.harness.contract.model import Contract
 from shiptwo.harness.safefile import FileRefused, read_file, yaml_files
+
+if TYPE_CHECKING:
+    from shiptwo.harness.contract.validate import ValidationResult
 
 FORMAT = 2  # raise it when what an entry holds, or means, changes
 FILE = "contracts.json"
@@ -67,8 +70,9 @@ def load_contracts(contracts_dir: Path, root: Path, cache_dir: Path | None) -> L
     Without a `cache_dir` (pytest's cacheprovider disabled) every call validates.
     """
     root = root.resolve()
+    key = _key(contracts_dir, root) if cache_dir is not None else {}
     if cache_dir is not None:
-        contracts = _read(cache_dir / FILE, contracts_dir, root)
+        contracts = _read(cache_dir / FILE, key, contracts_dir, root)
         if contracts is not None:
             return Loaded(contracts, [], cached=True)
     from shiptwo.harness.contract.validate import validate_paths
@@ -79,18 +83,18 @@ def load_contracts(contracts_dir: Path, root: Path, cache_dir: Path | None) -> L
         f"{f.path}:{f.line}: {f.rule} {f.message}" for f in result.findings if f.severity.value == "error"
     ]
     if cache_dir is not None and not problems:
-        _write(cache_dir / FILE, contracts_dir, root, result.files, result.contracts, result.data, started)
+        _write(cache_dir / FILE, key, contracts_dir, root, result, started)
     return Loaded(result.contracts, problems, cached=False)
 
 
-def _read(path: Path, contracts_dir: Path, root: Path) -> list[Contract] | None:
+def _read(path: Path, key: dict[str, Any], contracts_dir: Path, root: Path) -> list[Contract] | None:
     """The contracts an entry holds, or None when there is none or anything it rests on changed."""
     try:
         entry = json.loads(read_file(path, within=None, limit=ENTRY_LIMIT))
     except (FileRefused, ValueError, RecursionError):
         return None  # none yet, or a torn, foreign or hostile file: validate, and write a fresh one
     try:
-        if entry["key"] != _key(contracts_dir, root):
+        if entry["key"] != key:
             return None
         refused: list[FileRefused] = []
         if entry["files"] != [str(p) for p in yaml_files([contracts_dir], refused)] or refused:
@@ -106,30 +110,25 @@ def _read(path: Path, contracts_dir: Path, root: Path) -> list[Contract] | None:
 
 
 def _write(
-    path: Path,
-    contracts_dir: Path,
-    root: Path,
-    files: list[Path],
-    contracts: list[Contract],
-    data: dict[Path, dict[str, Any]],
-    started: int,
+    path: Path, key: dict[str, Any], contracts_dir: Path, root: Path, result: ValidationResult, started: int
 ) -> None:
-    covered = _covered(root, contracts)
+    covered = _covered(root, result.contracts)
     if covered is None:
         return
     rules = _read_rules(contracts_dir, root)
-    inputs = _inputs(root, files, contracts)
-    entry: dict[str, Any] = {"key": _key(contracts_dir, root), "files": [str(p) for p in files]}
+    inputs = _inputs(root, result.files, result.contracts)
+    entry: dict[str, Any] = {"key": key, "files": [str(p) for p in result.files]}
     for group, paths in inputs.items():
         digests: dict[str, str | None] = {}
         for p in paths:
-            digests[str(p)] = _digest(p, rules[group])
+            # A contract's bytes were hashed as validation read them; other files are read now.
+            digests[str(p)] = result.digests.get(p) or _digest(p, rules[group])
             with contextlib.suppress(OSError):
                 if os.stat(p).st_mtime_ns > started - FRESH_NS:
                     return  # possibly edited after validation read it: the next session keeps one
         entry[group] = digests
     entry["covered"] = covered
-    entry["contracts"] = [[str(c.path), data[c.path]] for c in contracts]
+    entry["contracts"] = [[str(c.path), result.data[c.path]] for c in result.contracts]
     try:
         blob = json.dumps(entry, allow_nan=False, ensure_ascii=False)
         if json.loads(blob) != entry:
